@@ -1,0 +1,433 @@
+//! Failed-login throttling per client IP address.
+//!
+//! Each failed login from an address makes the next failure reply wait longer
+//! (`base_delay`, doubled per recent failure, capped at `max_delay`); after
+//! `refuse_after` recent failures the address is refused without a password check until
+//! `forget_after` has passed since its last failure. A success clears the address.
+//! Nothing here sleeps: the caller gets the delay and waits itself, and passes the
+//! current [`Instant`] in, so tests can move time forward.
+//!
+//! IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) count as the IPv4 address, so a
+//! dual-stack listener and an IPv4 listener share one count per client.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Settings for a [`FailureThrottle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThrottleConfig {
+    /// Delay before the reply to the first recent failure (default 1 s).
+    pub base_delay: Duration,
+    /// Longest delay (default 15 s).
+    pub max_delay: Duration,
+    /// Recent failures after which the address is refused (default 10). 0 acts as 1.
+    pub refuse_after: u32,
+    /// Time without failures after which an address's count resets (default 10 min).
+    pub forget_after: Duration,
+    /// Most addresses tracked at once (default 100 000); when full, expired entries and
+    /// then those with the oldest last failure are dropped, so memory stays bounded.
+    pub max_tracked: usize,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(15),
+            refuse_after: 10,
+            forget_after: Duration::from_secs(10 * 60),
+            max_tracked: 100_000,
+        }
+    }
+}
+
+/// What to do with a login attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// go ahead and check the password
+    Allow,
+    /// too many recent failures from this IP: refuse temporarily without checking (the
+    /// protocol answers [SYS/TEMP])
+    Refuse,
+}
+
+/// One tracked address.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// Failures since the count last reset.
+    failures: u32,
+    /// When the latest of them happened.
+    last_failure: Instant,
+}
+
+/// Failed-login counts per client address; shared by all sessions (`Send + Sync`).
+#[derive(Debug)]
+pub struct FailureThrottle {
+    config: ThrottleConfig,
+    entries: Mutex<HashMap<IpAddr, Entry>>,
+}
+
+impl FailureThrottle {
+    /// An empty throttle.
+    pub fn new(config: ThrottleConfig) -> Self {
+        FailureThrottle {
+            config,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &ThrottleConfig {
+        &self.config
+    }
+
+    /// Before checking a password from `ip`.
+    ///
+    /// [`Verdict::Refuse`] while the address has at least `refuse_after` failures, the
+    /// last one less than `forget_after` before `now`.
+    pub fn check(&self, ip: IpAddr, now: Instant) -> Verdict {
+        let ip = ip.to_canonical();
+        let mut map = self.lock();
+        let Some(entry) = map.get(&ip).copied() else {
+            return Verdict::Allow;
+        };
+        if self.expired(&entry, now) {
+            map.remove(&ip);
+            return Verdict::Allow;
+        }
+        if entry.failures >= self.config.refuse_after.max(1) {
+            Verdict::Refuse
+        } else {
+            Verdict::Allow
+        }
+    }
+
+    /// After a failed login: records it and returns how long to wait before sending the
+    /// failure reply: base_delay doubled per recent failure from this IP
+    /// (1,2,4,8,15,15… s), capped at max_delay.
+    pub fn record_failure(&self, ip: IpAddr, now: Instant) -> Duration {
+        let ip = ip.to_canonical();
+        let mut map = self.lock();
+        let failures = match map.get_mut(&ip) {
+            Some(entry) => {
+                if self.expired(entry, now) {
+                    entry.failures = 0;
+                }
+                entry.failures = entry.failures.saturating_add(1);
+                entry.last_failure = entry.last_failure.max(now);
+                entry.failures
+            }
+            None => {
+                if self.config.max_tracked > 0 {
+                    if map.len() >= self.config.max_tracked {
+                        self.make_room(&mut map, now);
+                    }
+                    map.insert(
+                        ip,
+                        Entry {
+                            failures: 1,
+                            last_failure: now,
+                        },
+                    );
+                }
+                1
+            }
+        };
+        self.delay_for(failures)
+    }
+
+    /// After a successful login: forget this IP's failures.
+    pub fn record_success(&self, ip: IpAddr) {
+        self.lock().remove(&ip.to_canonical());
+    }
+
+    /// Number of IPs tracked (for tests and metrics).
+    pub fn tracked(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// The delay for the `failures`-th recent failure: `base_delay * 2^(failures-1)`,
+    /// at most `max_delay`.
+    fn delay_for(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1);
+        let factor = 1u32.checked_shl(doublings).filter(|_| doublings < 32);
+        match factor {
+            Some(f) => self.config.base_delay.saturating_mul(f),
+            None => Duration::MAX,
+        }
+        .min(self.config.max_delay)
+    }
+
+    /// true when the entry's last failure is at least `forget_after` before `now`.
+    fn expired(&self, entry: &Entry, now: Instant) -> bool {
+        now.saturating_duration_since(entry.last_failure) >= self.config.forget_after
+    }
+
+    /// Called when the map is full: drops expired entries, and if that is not enough,
+    /// the tenth of the entries (at least one) with the oldest last failure, so that the
+    /// cost of the scan is shared by many insertions.
+    fn make_room(&self, map: &mut HashMap<IpAddr, Entry>, now: Instant) {
+        map.retain(|_, e| !self.expired(e, now));
+        if map.len() < self.config.max_tracked {
+            return;
+        }
+        let excess = map.len() + 1 - self.config.max_tracked;
+        let drop = excess.max(self.config.max_tracked / 10).min(map.len());
+        let mut by_age: Vec<(Instant, IpAddr)> =
+            map.iter().map(|(ip, e)| (e.last_failure, *ip)).collect();
+        if drop < by_age.len() {
+            by_age.select_nth_unstable(drop);
+        }
+        for (_, ip) in by_age.iter().take(drop) {
+            map.remove(ip);
+        }
+    }
+
+    /// The map, even if another thread panicked while holding the lock (the map is
+    /// always consistent between statements, so its content is still usable).
+    fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, Entry>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::sync::Arc;
+
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(n))
+    }
+
+    const A: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    const B: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn is_send_and_sync() {
+        fn both<T: Send + Sync>() {}
+        both::<FailureThrottle>();
+    }
+
+    #[test]
+    fn delay_sequence() {
+        let t = FailureThrottle::new(ThrottleConfig::default());
+        let now = Instant::now();
+        let delays: Vec<u64> = (0..8).map(|_| t.record_failure(A, now).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 15, 15, 15, 15]);
+    }
+
+    #[test]
+    fn delay_saturates_on_huge_counts() {
+        let t = FailureThrottle::new(ThrottleConfig {
+            refuse_after: u32::MAX,
+            max_delay: Duration::MAX,
+            ..ThrottleConfig::default()
+        });
+        assert_eq!(t.delay_for(u32::MAX), Duration::MAX);
+        assert_eq!(t.delay_for(0), secs(1));
+        assert_eq!(t.delay_for(32), secs(1 << 31));
+        assert_eq!(t.delay_for(33), Duration::MAX);
+    }
+
+    #[test]
+    fn refuses_after_limit() {
+        let t = FailureThrottle::new(ThrottleConfig::default());
+        let now = Instant::now();
+        for i in 0..10 {
+            assert_eq!(t.check(A, now), Verdict::Allow, "attempt {i}");
+            t.record_failure(A, now);
+        }
+        assert_eq!(t.check(A, now), Verdict::Refuse);
+        assert_eq!(t.check(A, now + secs(599)), Verdict::Refuse);
+        // Another address is unaffected.
+        assert_eq!(t.check(B, now), Verdict::Allow);
+    }
+
+    #[test]
+    fn forgets_after_quiet_period() {
+        let t = FailureThrottle::new(ThrottleConfig::default());
+        let now = Instant::now();
+        for _ in 0..10 {
+            t.record_failure(A, now);
+        }
+        assert_eq!(t.check(A, now), Verdict::Refuse);
+        let later = now + secs(600);
+        assert_eq!(t.check(A, later), Verdict::Allow);
+        assert_eq!(t.tracked(), 0);
+        // The count restarted: the next failure gets the base delay again.
+        assert_eq!(t.record_failure(A, later), secs(1));
+        assert_eq!(t.record_failure(A, later), secs(2));
+    }
+
+    #[test]
+    fn forgetting_without_a_check() {
+        let t = FailureThrottle::new(ThrottleConfig::default());
+        let now = Instant::now();
+        for _ in 0..4 {
+            t.record_failure(A, now);
+        }
+        assert_eq!(t.record_failure(A, now + secs(601)), secs(1));
+    }
+
+    #[test]
+    fn failures_keep_the_window_open() {
+        let t = FailureThrottle::new(ThrottleConfig::default());
+        let start = Instant::now();
+        // One failure every 5 minutes never lets the count reset.
+        for i in 0..5u64 {
+            let want = (1u64 << i).min(15);
+            assert_eq!(t.record_failure(A, start + secs(300 * i)).as_secs(), want);
+        }
+    }
+
+    #[test]
+    fn success_clears() {
+        let t = FailureThrottle::new(ThrottleConfig::default());
+        let now = Instant::now();
+        for _ in 0..10 {
+            t.record_failure(A, now);
+        }
+        t.record_failure(B, now);
+        t.record_success(A);
+        assert_eq!(t.check(A, now), Verdict::Allow);
+        assert_eq!(t.tracked(), 1);
+        assert_eq!(t.record_failure(A, now), secs(1));
+        assert_eq!(t.record_failure(B, now), secs(2));
+    }
+
+    #[test]
+    fn addresses_are_independent() {
+        let t = FailureThrottle::new(ThrottleConfig::default());
+        let now = Instant::now();
+        for _ in 0..20 {
+            t.record_failure(A, now);
+        }
+        assert_eq!(t.check(A, now), Verdict::Refuse);
+        assert_eq!(t.check(B, now), Verdict::Allow);
+        assert_eq!(t.record_failure(B, now), secs(1));
+        t.record_success(B);
+        assert_eq!(t.check(A, now), Verdict::Refuse);
+    }
+
+    #[test]
+    fn mapped_ipv6_counts_as_ipv4() {
+        let t = FailureThrottle::new(ThrottleConfig::default());
+        let now = Instant::now();
+        let mapped = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped());
+        t.record_failure(A, now);
+        assert_eq!(t.record_failure(mapped, now), secs(2));
+        let v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+        assert_eq!(t.record_failure(v6, now), secs(1));
+        assert_eq!(t.tracked(), 2);
+        t.record_success(mapped);
+        assert_eq!(t.tracked(), 1);
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let t = FailureThrottle::new(ThrottleConfig {
+            max_tracked: 100,
+            ..ThrottleConfig::default()
+        });
+        let start = Instant::now();
+        for n in 0..1000u32 {
+            t.record_failure(ip(n), start + Duration::from_millis(u64::from(n)));
+            assert!(t.tracked() <= 100);
+        }
+        assert!(t.tracked() >= 90);
+        // The newest address is still tracked, the oldest ones were dropped first.
+        assert_eq!(t.record_failure(ip(999), start + secs(2)), secs(2));
+        assert_eq!(t.record_failure(ip(0), start + secs(2)), secs(1));
+    }
+
+    #[test]
+    fn full_map_drops_expired_first() {
+        let t = FailureThrottle::new(ThrottleConfig {
+            max_tracked: 10,
+            ..ThrottleConfig::default()
+        });
+        let start = Instant::now();
+        for n in 0..5 {
+            t.record_failure(ip(n), start);
+        }
+        let later = start + secs(60);
+        for n in 5..10 {
+            t.record_failure(ip(n), later);
+        }
+        assert_eq!(t.tracked(), 10);
+        // At start + 10 min the first five have expired; only they go.
+        let now = start + secs(600);
+        t.record_failure(ip(10), now);
+        assert_eq!(t.tracked(), 6);
+        assert_eq!(t.record_failure(ip(9), now), secs(2));
+    }
+
+    #[test]
+    fn zero_capacity_tracks_nothing() {
+        let t = FailureThrottle::new(ThrottleConfig {
+            max_tracked: 0,
+            ..ThrottleConfig::default()
+        });
+        let now = Instant::now();
+        assert_eq!(t.record_failure(A, now), secs(1));
+        assert_eq!(t.tracked(), 0);
+        assert_eq!(t.check(A, now), Verdict::Allow);
+    }
+
+    #[test]
+    fn time_going_backwards_is_harmless() {
+        let t = FailureThrottle::new(ThrottleConfig::default());
+        let now = Instant::now() + secs(1000);
+        t.record_failure(A, now);
+        assert_eq!(t.record_failure(A, now - secs(5)), secs(2));
+        assert_eq!(t.check(A, now - secs(1000)), Verdict::Allow);
+        assert_eq!(t.tracked(), 1);
+    }
+
+    #[test]
+    fn survives_a_poisoned_mutex() {
+        let t = Arc::new(FailureThrottle::new(ThrottleConfig::default()));
+        let now = Instant::now();
+        t.record_failure(A, now);
+        let t2 = Arc::clone(&t);
+        let joined = std::thread::spawn(move || {
+            let _guard = t2.entries.lock().unwrap();
+            panic!("poison the lock");
+        })
+        .join();
+        assert!(joined.is_err());
+        assert!(t.entries.is_poisoned());
+        assert_eq!(t.record_failure(A, now), secs(2));
+        assert_eq!(t.check(A, now), Verdict::Allow);
+        t.record_success(A);
+        assert_eq!(t.tracked(), 0);
+    }
+
+    #[test]
+    fn concurrent_use() {
+        let t = Arc::new(FailureThrottle::new(ThrottleConfig::default()));
+        let now = Instant::now();
+        let handles: Vec<_> = (0..8u32)
+            .map(|k| {
+                let t = Arc::clone(&t);
+                std::thread::spawn(move || {
+                    for n in 0..100 {
+                        t.record_failure(ip(k * 1000 + n), now);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(t.tracked(), 800);
+    }
+}

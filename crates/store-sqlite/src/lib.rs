@@ -1,0 +1,280 @@
+//! The embedded store: SQLite in WAL mode for the index, one file per blob, all under
+//! `data_dir`, with no setup.
+//!
+//! # Layout
+//! - [`SqliteStore`] (this file): opening, the connection pool, the [`MailStore`] impl.
+//! - `schema`: the tables and their migrations (`PRAGMA user_version`).
+//! - `blobs`: content-addressed blob files (`blobs/xx/yy/<sha256>`), written to `tmp/`,
+//!   fsynced, renamed, directory fsynced.
+//! - `admin`: domains, accounts, aliases.
+//! - `mail`: delivery, the POP3 maildrop, expunge, the change log, garbage collection.
+//!
+//! # Invariants
+//! - Every write runs in one `BEGIN IMMEDIATE` transaction, so concurrent sessions and
+//!   CLI processes serialise on SQLite's write lock; `synchronous = FULL` makes a commit
+//!   durable before it returns.
+//! - A blob file is renamed into place (and its directory fsynced) while the write lock
+//!   is held, before the rows that reference it commit; garbage collection unlinks
+//!   files under the same lock and skips blobs pinned by a live [`Maildrop`]. So a
+//!   committed reference always has its file, and a pinned blob survives expunges.
+//! - UIDNEXT/HIGHESTMODSEQ are bumped with `UPDATE … RETURNING` in the transaction
+//!   that uses them.
+//! - Blocking SQLite and file calls run on tokio's blocking pool, never on a reactor
+//!   thread.
+
+mod admin;
+mod blobs;
+mod mail;
+mod schema;
+
+use buudien_store::*;
+use buudien_types::{Address, Domain, Uid};
+use rusqlite::{Connection, ErrorCode};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+/// How long a writer waits for SQLite's lock before the operation fails as busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle connections kept for reuse.
+const POOL_IDLE: usize = 8;
+
+/// The embedded SQLite + blob-file store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    dir: PathBuf,
+    db_path: PathBuf,
+    pool: Mutex<Vec<Connection>>,
+    /// Blobs pinned by live maildrop snapshots, with their pin counts. Held while a
+    /// snapshot is read and while garbage is collected, so the two never interleave.
+    pins: Mutex<HashMap<BlobId, usize>>,
+    /// Accounts whose POP3 maildrop is locked in this process.
+    locks: Mutex<HashSet<AccountId>>,
+}
+
+/// Locks a mutex, recovering it if a panicking thread poisoned it (the data is plain
+/// bookkeeping that stays consistent).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store under `data_dir`: `buudien.sqlite`,
+    /// `blobs/` and `tmp/`. Stale temporary files of a crashed process are removed.
+    pub fn open(data_dir: &Path) -> Result<SqliteStore> {
+        std::fs::create_dir_all(data_dir.join("blobs"))?;
+        std::fs::create_dir_all(data_dir.join("tmp"))?;
+        let inner = Inner {
+            dir: data_dir.to_path_buf(),
+            db_path: data_dir.join("buudien.sqlite"),
+            pool: Mutex::new(Vec::new()),
+            pins: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashSet::new()),
+        };
+        let mut conn = inner.connect()?;
+        schema::migrate(&mut conn)?;
+        lock(&inner.pool).push(conn);
+        Ok(SqliteStore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Removes temporary files left by a crashed writer. Call at server start only
+    /// (a CLI delivery running beside it may own a temporary file).
+    pub fn clean_tmp(&self) -> Result<usize> {
+        blobs::clean_tmp(&self.inner.dir)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Runs `f` with a pooled connection on the blocking pool.
+    async fn run<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Arc<Inner>, &mut Connection) -> Result<R> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = match lock(&inner.pool).pop() {
+                Some(c) => c,
+                None => inner.connect()?,
+            };
+            let r = f(&inner, &mut conn);
+            // A connection left inside a failed transaction is not reused.
+            if conn.is_autocommit() {
+                let mut pool = lock(&inner.pool);
+                if pool.len() < POOL_IDLE {
+                    pool.push(conn);
+                }
+            }
+            r
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("store task failed: {e}")))?
+    }
+}
+
+impl Inner {
+    fn connect(&self) -> Result<Connection> {
+        let conn = Connection::open(&self.db_path).map_err(db_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;",
+        )
+        .map_err(db_err)?;
+        Ok(conn)
+    }
+}
+
+/// Maps SQLite errors to the store's classes: lock waits that ran out are `Busy`, a
+/// full disk is `Io`, the rest is `Database`.
+pub(crate) fn db_err(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy,
+        Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure | ErrorCode::CannotOpen) => {
+            StoreError::Io(e.to_string())
+        }
+        _ => StoreError::Database(e.to_string()),
+    }
+}
+
+impl MailStore for SqliteStore {
+    async fn add_domain(&self, domain: &Domain) -> Result<()> {
+        let d = domain.clone();
+        self.run(move |_, c| admin::add_domain(c, &d)).await
+    }
+
+    async fn remove_domain(&self, domain: &Domain) -> Result<()> {
+        let d = domain.clone();
+        self.run(move |_, c| admin::remove_domain(c, &d)).await
+    }
+
+    async fn list_domains(&self) -> Result<Vec<Domain>> {
+        self.run(|_, c| admin::list_domains(c)).await
+    }
+
+    async fn add_account(&self, new: NewAccount) -> Result<AccountId> {
+        self.run(move |_, c| admin::add_account(c, &new)).await
+    }
+
+    async fn set_password(&self, address: &Address, password: PasswordRecord) -> Result<()> {
+        let a = address.clone();
+        self.run(move |_, c| admin::set_password(c, &a, &password)).await
+    }
+
+    async fn set_apop_secret(&self, address: &Address, secret: Option<String>) -> Result<()> {
+        let a = address.clone();
+        self.run(move |_, c| admin::set_apop_secret(c, &a, secret.as_deref()))
+            .await
+    }
+
+    async fn set_quota(&self, address: &Address, quota: Quota) -> Result<()> {
+        let a = address.clone();
+        self.run(move |_, c| admin::set_quota(c, &a, quota)).await
+    }
+
+    async fn remove_account(&self, address: &Address) -> Result<()> {
+        let a = address.clone();
+        self.run(move |_, c| admin::remove_account(c, &a)).await
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<Account>> {
+        self.run(|_, c| admin::list_accounts(c)).await
+    }
+
+    async fn account(&self, address: &Address) -> Result<Option<Account>> {
+        let a = address.clone();
+        self.run(move |_, c| admin::account(c, &a)).await
+    }
+
+    async fn auth_record(&self, address: &Address) -> Result<Option<AuthRecord>> {
+        let a = address.clone();
+        self.run(move |_, c| admin::auth_record(c, &a)).await
+    }
+
+    async fn add_alias(&self, address: &Address, targets: &[Address]) -> Result<()> {
+        let a = address.clone();
+        let t = targets.to_vec();
+        self.run(move |_, c| admin::add_alias(c, &a, &t)).await
+    }
+
+    async fn remove_alias(&self, address: &Address) -> Result<()> {
+        let a = address.clone();
+        self.run(move |_, c| admin::remove_alias(c, &a)).await
+    }
+
+    async fn list_aliases(&self) -> Result<Vec<Alias>> {
+        self.run(|_, c| admin::list_aliases(c)).await
+    }
+
+    async fn resolve_recipient(&self, address: &Address) -> Result<Vec<AccountId>> {
+        let a = address.clone();
+        self.run(move |_, c| admin::resolve_recipient(c, &a)).await
+    }
+
+    async fn deliver(
+        &self,
+        accounts: &[AccountId],
+        message: &[u8],
+        received: SystemTime,
+    ) -> Result<Vec<Delivered>> {
+        let accounts = accounts.to_vec();
+        let message = message.to_vec();
+        self.run(move |inner, c| mail::deliver(inner, c, &accounts, &message, received))
+            .await
+    }
+
+    async fn mailboxes(&self, account: AccountId) -> Result<Vec<Mailbox>> {
+        self.run(move |_, c| mail::mailboxes(c, account)).await
+    }
+
+    async fn open_maildrop(&self, account: AccountId) -> Result<Maildrop> {
+        self.run(move |inner, c| mail::open_maildrop(inner, c, account))
+            .await
+    }
+
+    async fn read_blob(&self, blob: &BlobId) -> Result<BlobReader> {
+        let path = blobs::path(&self.inner.dir, blob);
+        match tokio::fs::File::open(&path).await {
+            Ok(f) => Ok(Box::pin(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::NotFound(format!("blob {}", blob.to_hex())))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn expunge(&self, mailbox: MailboxId, uids: &[Uid]) -> Result<usize> {
+        let uids = uids.to_vec();
+        self.run(move |_, c| mail::expunge(c, mailbox, &uids)).await
+    }
+
+    async fn lock_maildrop(&self, account: AccountId) -> Result<Option<Guard>> {
+        let inner = self.inner.clone();
+        if !lock(&inner.locks).insert(account) {
+            return Ok(None);
+        }
+        Ok(Some(Guard::new(move || {
+            lock(&inner.locks).remove(&account);
+        })))
+    }
+
+    async fn changes_since(&self, mailbox: MailboxId, since: u64) -> Result<Vec<Change>> {
+        self.run(move |_, c| mail::changes_since(c, mailbox, since))
+            .await
+    }
+
+    async fn collect_garbage(&self) -> Result<usize> {
+        self.run(|inner, c| mail::collect_garbage(inner, c)).await
+    }
+}

@@ -1,0 +1,104 @@
+//! Tables and migrations. `PRAGMA user_version` is the schema version; each migration
+//! runs in its own transaction. Later versions only add (expand, then contract), so an
+//! older binary keeps working during an upgrade.
+
+use crate::db_err;
+use buudien_store::{Result, StoreError};
+use rusqlite::{Connection, TransactionBehavior};
+
+const V1: &str = "
+CREATE TABLE domains (
+    name        TEXT PRIMARY KEY,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE accounts (
+    id             INTEGER PRIMARY KEY,
+    address        TEXT NOT NULL UNIQUE,
+    domain         TEXT NOT NULL REFERENCES domains(name),
+    password_hash  TEXT NOT NULL,
+    scram_sha256   TEXT NOT NULL,
+    apop_secret    TEXT,
+    quota_bytes    INTEGER,
+    quota_messages INTEGER,
+    used_bytes     INTEGER NOT NULL DEFAULT 0,
+    used_messages  INTEGER NOT NULL DEFAULT 0,
+    created_at     INTEGER NOT NULL
+);
+CREATE INDEX accounts_domain ON accounts(domain);
+CREATE TABLE aliases (
+    address  TEXT PRIMARY KEY,
+    domain   TEXT NOT NULL REFERENCES domains(name),
+    targets  TEXT NOT NULL            -- one address per line
+);
+CREATE INDEX aliases_domain ON aliases(domain);
+CREATE TABLE mailboxes (
+    id             INTEGER PRIMARY KEY,
+    account_id     INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name           TEXT NOT NULL,
+    special_use    TEXT,
+    subscribed     INTEGER NOT NULL DEFAULT 1,
+    uidvalidity    INTEGER NOT NULL,
+    uidnext        INTEGER NOT NULL DEFAULT 1,
+    highestmodseq  INTEGER NOT NULL DEFAULT 1,
+    messages       INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (account_id, name)
+);
+CREATE TABLE blobs (
+    id        BLOB PRIMARY KEY,       -- SHA-256 of the bytes
+    size      INTEGER NOT NULL,
+    refcount  INTEGER NOT NULL        -- emails referring to it; 0 = garbage
+);
+CREATE INDEX blobs_garbage ON blobs(refcount) WHERE refcount <= 0;
+CREATE TABLE emails (
+    id              INTEGER PRIMARY KEY,
+    account_id      INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    blob_id         BLOB NOT NULL REFERENCES blobs(id),
+    size            INTEGER NOT NULL,
+    surrogate_size  INTEGER,          -- size of the ASCII surrogate, if it needs one
+    received_at     INTEGER NOT NULL
+);
+CREATE INDEX emails_account ON emails(account_id);
+CREATE TABLE mailbox_entries (
+    mailbox_id  INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    uid         INTEGER NOT NULL,
+    email_id    INTEGER NOT NULL REFERENCES emails(id) ON DELETE CASCADE,
+    flags       INTEGER NOT NULL DEFAULT 0,   -- system flags, a bit each
+    keywords    TEXT NOT NULL DEFAULT '',     -- space-separated keywords
+    modseq      INTEGER NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+) WITHOUT ROWID;
+CREATE INDEX entries_email ON mailbox_entries(email_id);
+CREATE TABLE changes (
+    mailbox_id  INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    modseq      INTEGER NOT NULL,
+    uid         INTEGER NOT NULL,
+    kind        INTEGER NOT NULL,     -- 1 flags, 2 expunge
+    PRIMARY KEY (mailbox_id, modseq, uid)
+) WITHOUT ROWID;
+";
+
+const MIGRATIONS: &[&str] = &[V1];
+
+/// Brings the database to the newest schema.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db_err)?;
+    let version = usize::try_from(version).unwrap_or(0);
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::Database(format!(
+            "the database has schema version {version}, newer than this buudien knows ({}); \
+             run a newer buudien",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.execute_batch(sql).map_err(db_err)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+            .map_err(db_err)?;
+    }
+    tx.commit().map_err(db_err)
+}
