@@ -169,7 +169,8 @@ impl MailStore for SqliteStore {
 
     async fn set_password(&self, address: &Address, password: PasswordRecord) -> Result<()> {
         let a = address.clone();
-        self.run(move |_, c| admin::set_password(c, &a, &password)).await
+        self.run(move |_, c| admin::set_password(c, &a, &password))
+            .await
     }
 
     async fn set_apop_secret(&self, address: &Address, secret: Option<String>) -> Result<()> {
@@ -275,6 +276,6 @@ impl MailStore for SqliteStore {
     }
 
     async fn collect_garbage(&self) -> Result<usize> {
-        self.run(|inner, c| mail::collect_garbage(inner, c)).await
+        self.run(mail::collect_garbage).await
     }
 }

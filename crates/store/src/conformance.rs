@@ -82,15 +82,30 @@ where
 }
 
 async fn domains<S: MailStore>(s: Arc<S>) {
-    s.add_domain(&dom("b.example")).await.unwrap_or_else(|e| panic!("{e}"));
-    s.add_domain(&dom("a.example")).await.unwrap_or_else(|e| panic!("{e}"));
-    assert!(matches!(s.add_domain(&dom("A.example")).await, Err(StoreError::Exists(_))));
+    s.add_domain(&dom("b.example"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.add_domain(&dom("a.example"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        s.add_domain(&dom("A.example")).await,
+        Err(StoreError::Exists(_))
+    ));
     let list = s.list_domains().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(list, vec![dom("a.example"), dom("b.example")]);
     setup(&*s, "x@a.example", Quota::default()).await;
-    assert!(matches!(s.remove_domain(&dom("a.example")).await, Err(StoreError::Refused(_))));
-    s.remove_domain(&dom("b.example")).await.unwrap_or_else(|e| panic!("{e}"));
-    assert!(matches!(s.remove_domain(&dom("b.example")).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.remove_domain(&dom("a.example")).await,
+        Err(StoreError::Refused(_))
+    ));
+    s.remove_domain(&dom("b.example"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        s.remove_domain(&dom("b.example")).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 async fn accounts_get_default_mailboxes<S: MailStore>(s: Arc<S>) {
@@ -101,7 +116,10 @@ async fn accounts_get_default_mailboxes<S: MailStore>(s: Arc<S>) {
             quota: Quota::default(),
         })
         .await;
-    assert!(matches!(r, Err(StoreError::NotFound(_))), "account in a non-local domain");
+    assert!(
+        matches!(r, Err(StoreError::NotFound(_))),
+        "account in a non-local domain"
+    );
     let id = setup(&*s, "ann@a.example", Quota::default()).await;
     let dup = s
         .add_account(NewAccount {
@@ -113,10 +131,20 @@ async fn accounts_get_default_mailboxes<S: MailStore>(s: Arc<S>) {
     assert!(matches!(dup, Err(StoreError::Exists(_))));
     let boxes = s.mailboxes(id).await.unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<_> = boxes.iter().map(|b| b.name.as_str()).collect();
-    assert_eq!(names, ["INBOX", "Archive", "Drafts", "Junk", "Sent", "Trash"]);
-    assert!(boxes.iter().all(|b| b.uidnext == Uid(1) && b.uidvalidity.0 > 0));
+    assert_eq!(
+        names,
+        ["INBOX", "Archive", "Drafts", "Junk", "Sent", "Trash"]
+    );
+    assert!(
+        boxes
+            .iter()
+            .all(|b| b.uidnext == Uid(1) && b.uidvalidity.0 > 0)
+    );
     assert_eq!(boxes[1].special_use, Some(SpecialUse::Archive));
-    let rec = s.auth_record(&addr("Ann@A.example")).await.unwrap_or_else(|e| panic!("{e}"));
+    let rec = s
+        .auth_record(&addr("Ann@A.example"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let rec = rec.unwrap_or_else(|| panic!("auth record missing"));
     assert_eq!(rec.account_id, id);
     assert_eq!(rec.password_hash, pw().hash);
@@ -126,12 +154,23 @@ async fn accounts_get_default_mailboxes<S: MailStore>(s: Arc<S>) {
         .unwrap_or_else(|e| panic!("{e}"));
     let mut p2 = pw();
     p2.hash = "$argon2id$other".into();
-    s.set_password(&addr("ann@a.example"), p2).await.unwrap_or_else(|e| panic!("{e}"));
+    s.set_password(&addr("ann@a.example"), p2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let rec = s.auth_record(&addr("ann@a.example")).await.ok().flatten();
     let rec = rec.unwrap_or_else(|| panic!("auth record missing"));
     assert_eq!(rec.password_hash, "$argon2id$other");
-    assert_eq!(rec.apop_secret.map(|x| x.into_inner()), Some("apop".to_string()));
-    assert!(s.auth_record(&addr("bob@a.example")).await.ok().flatten().is_none());
+    assert_eq!(
+        rec.apop_secret.map(|x| x.into_inner()),
+        Some("apop".to_string())
+    );
+    assert!(
+        s.auth_record(&addr("bob@a.example"))
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+    );
     assert!(matches!(
         s.set_password(&addr("bob@a.example"), pw()).await,
         Err(StoreError::NotFound(_))
@@ -142,38 +181,79 @@ async fn aliases_resolve<S: MailStore>(s: Arc<S>) {
     let ann = setup(&*s, "ann@a.example", Quota::default()).await;
     let bob = setup(&*s, "bob@a.example", Quota::default()).await;
     let ok = |r: Result<()>| r.unwrap_or_else(|e| panic!("{e}"));
-    ok(s.add_alias(&addr("team@a.example"), &[addr("ann@a.example"), addr("sales@a.example")]).await);
-    ok(s.add_alias(&addr("sales@a.example"), &[addr("bob@a.example"), addr("ann@a.example")]).await);
-    let mut got = s.resolve_recipient(&addr("TEAM@a.example")).await.unwrap_or_else(|e| panic!("{e}"));
+    ok(s.add_alias(
+        &addr("team@a.example"),
+        &[addr("ann@a.example"), addr("sales@a.example")],
+    )
+    .await);
+    ok(s.add_alias(
+        &addr("sales@a.example"),
+        &[addr("bob@a.example"), addr("ann@a.example")],
+    )
+    .await);
+    let mut got = s
+        .resolve_recipient(&addr("TEAM@a.example"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     got.sort();
-    assert_eq!(got, vec![ann.min(bob), ann.max(bob)], "expanded and deduplicated");
-    assert_eq!(s.resolve_recipient(&addr("ann@a.example")).await.ok(), Some(vec![ann]));
+    assert_eq!(
+        got,
+        vec![ann.min(bob), ann.max(bob)],
+        "expanded and deduplicated"
+    );
+    assert_eq!(
+        s.resolve_recipient(&addr("ann@a.example")).await.ok(),
+        Some(vec![ann])
+    );
     assert!(matches!(
         s.resolve_recipient(&addr("nobody@a.example")).await,
         Err(StoreError::NotFound(_))
     ));
-    assert!(matches!(
-        s.add_alias(&addr("ann@a.example"), &[addr("bob@a.example")]).await,
-        Err(StoreError::Exists(_))
-    ), "an alias may not shadow an account");
-    assert!(matches!(
-        s.add_alias(&addr("x@elsewhere.example"), &[addr("bob@a.example")]).await,
-        Err(StoreError::NotFound(_))
-    ), "alias in a non-local domain");
-    ok(s.add_alias(&addr("loop1@a.example"), &[addr("loop2@a.example")]).await);
-    ok(s.add_alias(&addr("loop2@a.example"), &[addr("loop1@a.example")]).await);
-    assert!(s.resolve_recipient(&addr("loop1@a.example")).await.is_err(), "a loop is an error");
+    assert!(
+        matches!(
+            s.add_alias(&addr("ann@a.example"), &[addr("bob@a.example")])
+                .await,
+            Err(StoreError::Exists(_))
+        ),
+        "an alias may not shadow an account"
+    );
+    assert!(
+        matches!(
+            s.add_alias(&addr("x@elsewhere.example"), &[addr("bob@a.example")])
+                .await,
+            Err(StoreError::NotFound(_))
+        ),
+        "alias in a non-local domain"
+    );
+    ok(
+        s.add_alias(&addr("loop1@a.example"), &[addr("loop2@a.example")])
+            .await,
+    );
+    ok(
+        s.add_alias(&addr("loop2@a.example"), &[addr("loop1@a.example")])
+            .await,
+    );
+    assert!(
+        s.resolve_recipient(&addr("loop1@a.example")).await.is_err(),
+        "a loop is an error"
+    );
     let list = s.list_aliases().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(list.len(), 4);
     ok(s.remove_alias(&addr("team@a.example")).await);
-    assert!(matches!(s.remove_alias(&addr("team@a.example")).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.remove_alias(&addr("team@a.example")).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 async fn delivery_assigns_increasing_uids<S: MailStore>(s: Arc<S>) {
     let id = setup(&*s, "ann@a.example", Quota::default()).await;
     let mut last = 0;
     for n in 0..5 {
-        let d = s.deliver(&[id], &msg(n), SystemTime::now()).await.unwrap_or_else(|e| panic!("{e}"));
+        let d = s
+            .deliver(&[id], &msg(n), SystemTime::now())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(d.len(), 1);
         assert!(d[0].uid.0 > last, "UIDs increase");
         last = d[0].uid.0;
@@ -191,12 +271,23 @@ async fn delivery_assigns_increasing_uids<S: MailStore>(s: Arc<S>) {
     let acct = s.account(&addr("ann@a.example")).await.ok().flatten();
     let acct = acct.unwrap_or_else(|| panic!("account"));
     assert_eq!(acct.used_messages, 5);
-    assert_eq!(acct.used_bytes, (0..5).map(|n| msg(n).len() as u64).sum::<u64>());
+    assert_eq!(
+        acct.used_bytes,
+        (0..5).map(|n| msg(n).len() as u64).sum::<u64>()
+    );
 }
 
 async fn delivery_is_all_or_nothing_on_quota<S: MailStore>(s: Arc<S>) {
     let ann = setup(&*s, "ann@a.example", Quota::default()).await;
-    let bob = setup(&*s, "bob@a.example", Quota { bytes: Some(10), messages: None }).await;
+    let bob = setup(
+        &*s,
+        "bob@a.example",
+        Quota {
+            bytes: Some(10),
+            messages: None,
+        },
+    )
+    .await;
     let r = s.deliver(&[ann, bob], &msg(1), SystemTime::now()).await;
     assert!(matches!(r, Err(StoreError::OverQuota(_))), "{r:?}");
     assert!(r.as_ref().err().is_some_and(StoreError::is_temporary));
@@ -205,28 +296,48 @@ async fn delivery_is_all_or_nothing_on_quota<S: MailStore>(s: Arc<S>) {
 }
 
 async fn message_quota<S: MailStore>(s: Arc<S>) {
-    let ann = setup(&*s, "ann@a.example", Quota { bytes: None, messages: Some(2) }).await;
+    let ann = setup(
+        &*s,
+        "ann@a.example",
+        Quota {
+            bytes: None,
+            messages: Some(2),
+        },
+    )
+    .await;
     for n in 0..2 {
-        s.deliver(&[ann], &msg(n), SystemTime::now()).await.unwrap_or_else(|e| panic!("{e}"));
+        s.deliver(&[ann], &msg(n), SystemTime::now())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     let r = s.deliver(&[ann], &msg(3), SystemTime::now()).await;
     assert!(matches!(r, Err(StoreError::OverQuota(_))));
-    s.set_quota(&addr("ann@a.example"), Quota::default()).await.unwrap_or_else(|e| panic!("{e}"));
-    s.deliver(&[ann], &msg(3), SystemTime::now()).await.unwrap_or_else(|e| panic!("{e}"));
+    s.set_quota(&addr("ann@a.example"), Quota::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.deliver(&[ann], &msg(3), SystemTime::now())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 async fn same_bytes_share_a_blob<S: MailStore>(s: Arc<S>) {
     let ann = setup(&*s, "ann@a.example", Quota::default()).await;
     let bob = setup(&*s, "bob@a.example", Quota::default()).await;
-    s.deliver(&[ann, bob], &msg(1), SystemTime::now()).await.unwrap_or_else(|e| panic!("{e}"));
-    s.deliver(&[ann], &msg(1), SystemTime::now()).await.unwrap_or_else(|e| panic!("{e}"));
+    s.deliver(&[ann, bob], &msg(1), SystemTime::now())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.deliver(&[ann], &msg(1), SystemTime::now())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let a = s.open_maildrop(ann).await.unwrap_or_else(|e| panic!("{e}"));
     let b = s.open_maildrop(bob).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(a.entries.len(), 2);
     assert_eq!(a.entries[0].blob, a.entries[1].blob);
     assert_eq!(a.entries[0].blob, b.entries[0].blob);
     // Expunging one copy keeps the blob for the others.
-    s.expunge(a.mailbox, &[a.entries[0].uid]).await.unwrap_or_else(|e| panic!("{e}"));
+    s.expunge(a.mailbox, &[a.entries[0].uid])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     drop(a);
     s.collect_garbage().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(read_all(&*s, &b.entries[0].blob).await.ok(), Some(msg(1)));
@@ -235,44 +346,75 @@ async fn same_bytes_share_a_blob<S: MailStore>(s: Arc<S>) {
 async fn expunge_logs_changes_and_frees_quota<S: MailStore>(s: Arc<S>) {
     let ann = setup(&*s, "ann@a.example", Quota::default()).await;
     for n in 0..3 {
-        s.deliver(&[ann], &msg(n), SystemTime::now()).await.unwrap_or_else(|e| panic!("{e}"));
+        s.deliver(&[ann], &msg(n), SystemTime::now())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     let before = s.mailboxes(ann).await.unwrap_or_else(|e| panic!("{e}"))[0].clone();
     let d = s.open_maildrop(ann).await.unwrap_or_else(|e| panic!("{e}"));
     let uids = [d.entries[0].uid, d.entries[2].uid, Uid(999)];
     assert_eq!(s.expunge(d.mailbox, &uids).await.ok(), Some(2));
-    assert_eq!(s.expunge(d.mailbox, &uids).await.ok(), Some(0), "already gone: skipped");
+    assert_eq!(
+        s.expunge(d.mailbox, &uids).await.ok(),
+        Some(0),
+        "already gone: skipped"
+    );
     let after = s.mailboxes(ann).await.unwrap_or_else(|e| panic!("{e}"))[0].clone();
     assert!(after.highestmodseq > before.highestmodseq);
     assert_eq!(after.messages, 1);
     assert_eq!(after.uidnext, before.uidnext, "UIDs are never reused");
-    let changes = s.changes_since(d.mailbox, before.highestmodseq).await.unwrap_or_else(|e| panic!("{e}"));
-    let mut gone: Vec<_> = changes.iter().filter(|c| c.kind == ChangeKind::Expunge).map(|c| c.uid).collect();
+    let changes = s
+        .changes_since(d.mailbox, before.highestmodseq)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut gone: Vec<_> = changes
+        .iter()
+        .filter(|c| c.kind == ChangeKind::Expunge)
+        .map(|c| c.uid)
+        .collect();
     gone.sort();
     assert_eq!(gone, vec![uids[0], uids[1]]);
-    assert!(changes.iter().all(|c| c.modseq > before.highestmodseq && c.modseq <= after.highestmodseq));
+    assert!(
+        changes
+            .iter()
+            .all(|c| c.modseq > before.highestmodseq && c.modseq <= after.highestmodseq)
+    );
     let acct = s.account(&addr("ann@a.example")).await.ok().flatten();
     let acct = acct.unwrap_or_else(|| panic!("account"));
     assert_eq!(acct.used_messages, 1);
     assert_eq!(acct.used_bytes, msg(1).len() as u64);
-    let next = s.deliver(&[ann], &msg(9), SystemTime::now()).await.unwrap_or_else(|e| panic!("{e}"));
+    let next = s
+        .deliver(&[ann], &msg(9), SystemTime::now())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(next[0].uid, before.uidnext);
 }
 
 async fn snapshot_keeps_blobs_alive<S: MailStore>(s: Arc<S>) {
     let ann = setup(&*s, "ann@a.example", Quota::default()).await;
-    s.deliver(&[ann], &msg(1), SystemTime::now()).await.unwrap_or_else(|e| panic!("{e}"));
+    s.deliver(&[ann], &msg(1), SystemTime::now())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let d = s.open_maildrop(ann).await.unwrap_or_else(|e| panic!("{e}"));
     let other = s.open_maildrop(ann).await.unwrap_or_else(|e| panic!("{e}"));
     let blob = d.entries[0].blob;
-    s.expunge(other.mailbox, &[other.entries[0].uid]).await.unwrap_or_else(|e| panic!("{e}"));
+    s.expunge(other.mailbox, &[other.entries[0].uid])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     drop(other);
     s.collect_garbage().await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(read_all(&*s, &blob).await.ok(), Some(msg(1)), "pinned by the snapshot");
+    assert_eq!(
+        read_all(&*s, &blob).await.ok(),
+        Some(msg(1)),
+        "pinned by the snapshot"
+    );
     drop(d);
     let n = s.collect_garbage().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(n, 1);
-    assert!(read_all(&*s, &blob).await.is_err(), "collected once unpinned");
+    assert!(
+        read_all(&*s, &blob).await.is_err(),
+        "collected once unpinned"
+    );
 }
 
 async fn maildrop_lock_is_exclusive<S: MailStore>(s: Arc<S>) {
@@ -280,10 +422,19 @@ async fn maildrop_lock_is_exclusive<S: MailStore>(s: Arc<S>) {
     let bob = setup(&*s, "bob@a.example", Quota::default()).await;
     let g = s.lock_maildrop(ann).await.unwrap_or_else(|e| panic!("{e}"));
     assert!(g.is_some());
-    assert!(s.lock_maildrop(ann).await.ok().flatten().is_none(), "second lock refused");
-    assert!(s.lock_maildrop(bob).await.ok().flatten().is_some(), "other accounts unaffected");
+    assert!(
+        s.lock_maildrop(ann).await.ok().flatten().is_none(),
+        "second lock refused"
+    );
+    assert!(
+        s.lock_maildrop(bob).await.ok().flatten().is_some(),
+        "other accounts unaffected"
+    );
     drop(g);
-    assert!(s.lock_maildrop(ann).await.ok().flatten().is_some(), "released on drop");
+    assert!(
+        s.lock_maildrop(ann).await.ok().flatten().is_some(),
+        "released on drop"
+    );
 }
 
 async fn concurrent_deliveries<S: MailStore>(s: Arc<S>) {
@@ -292,7 +443,9 @@ async fn concurrent_deliveries<S: MailStore>(s: Arc<S>) {
     for n in 0..40 {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
-            s.deliver(&[ann], &msg(n), SystemTime::now()).await.map(|d| d[0].uid)
+            s.deliver(&[ann], &msg(n), SystemTime::now())
+                .await
+                .map(|d| d[0].uid)
         }));
     }
     let mut uids = Vec::new();
@@ -309,7 +462,9 @@ async fn concurrent_deliveries<S: MailStore>(s: Arc<S>) {
 async fn utf8_headers_get_a_surrogate_size<S: MailStore>(s: Arc<S>) {
     let ann = setup(&*s, "ann@a.example", Quota::default()).await;
     let m = "Subject: Grüße\r\n\r\nbody\r\n".as_bytes();
-    s.deliver(&[ann], m, SystemTime::now()).await.unwrap_or_else(|e| panic!("{e}"));
+    s.deliver(&[ann], m, SystemTime::now())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let d = s.open_maildrop(ann).await.unwrap_or_else(|e| panic!("{e}"));
     let want = buudien_message_surrogate_len(m);
     assert_eq!(d.entries[0].surrogate_size, Some(want));
@@ -325,11 +480,29 @@ fn buudien_message_surrogate_len(m: &[u8]) -> u64 {
 
 async fn remove_account_removes_mail<S: MailStore>(s: Arc<S>) {
     let ann = setup(&*s, "ann@a.example", Quota::default()).await;
-    s.deliver(&[ann], &msg(1), SystemTime::now()).await.unwrap_or_else(|e| panic!("{e}"));
-    let blob = s.open_maildrop(ann).await.unwrap_or_else(|e| panic!("{e}")).entries[0].blob;
-    s.remove_account(&addr("ann@a.example")).await.unwrap_or_else(|e| panic!("{e}"));
-    assert!(s.account(&addr("ann@a.example")).await.ok().flatten().is_none());
-    assert!(matches!(s.remove_account(&addr("ann@a.example")).await, Err(StoreError::NotFound(_))));
+    s.deliver(&[ann], &msg(1), SystemTime::now())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let blob = s
+        .open_maildrop(ann)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .entries[0]
+        .blob;
+    s.remove_account(&addr("ann@a.example"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        s.account(&addr("ann@a.example"))
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+    );
+    assert!(matches!(
+        s.remove_account(&addr("ann@a.example")).await,
+        Err(StoreError::NotFound(_))
+    ));
     assert_eq!(s.collect_garbage().await.ok(), Some(1));
     assert!(read_all(&*s, &blob).await.is_err());
     let accounts = s.list_accounts().await.unwrap_or_else(|e| panic!("{e}"));

@@ -34,7 +34,10 @@ impl StoreError {
     pub fn is_temporary(&self) -> bool {
         matches!(
             self,
-            StoreError::Busy | StoreError::Io(_) | StoreError::Database(_) | StoreError::OverQuota(_)
+            StoreError::Busy
+                | StoreError::Io(_)
+                | StoreError::Database(_)
+                | StoreError::OverQuota(_)
         )
     }
 }

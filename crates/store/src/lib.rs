@@ -71,7 +71,8 @@ pub trait MailStore: Send + Sync + 'static {
         secret: Option<String>,
     ) -> impl Future<Output = Result<()>> + Send;
     /// Sets an account's quota.
-    fn set_quota(&self, address: &Address, quota: Quota) -> impl Future<Output = Result<()>> + Send;
+    fn set_quota(&self, address: &Address, quota: Quota)
+    -> impl Future<Output = Result<()>> + Send;
     /// Removes an account with all its mail.
     fn remove_account(&self, address: &Address) -> impl Future<Output = Result<()>> + Send;
     /// All accounts, sorted by address.
@@ -129,7 +130,10 @@ pub trait MailStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<usize>> + Send;
     /// Takes the exclusive POP3 maildrop lock (RFC 1939 §8); `None` when another
     /// session holds it. The lock is released when the guard drops.
-    fn lock_maildrop(&self, account: AccountId) -> impl Future<Output = Result<Option<Guard>>> + Send;
+    fn lock_maildrop(
+        &self,
+        account: AccountId,
+    ) -> impl Future<Output = Result<Option<Guard>>> + Send;
     /// The change log of a mailbox after `since` (for CONDSTORE/QRESYNC and tests).
     fn changes_since(
         &self,

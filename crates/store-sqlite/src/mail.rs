@@ -1,0 +1,386 @@
+//! Delivery, mailboxes, the POP3 maildrop snapshot, expunge, the change log and blob
+//! garbage collection.
+
+use crate::admin::write_tx;
+use crate::{Inner, blobs, db_err, lock};
+use buudien_store::{
+    AccountId, BlobId, Change, ChangeKind, Delivered, Guard, Mailbox, MailboxId, Maildrop,
+    MaildropEntry, Result, SpecialUse, StoreError,
+};
+use buudien_types::{Uid, UidValidity};
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn secs(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn blob_from(v: Vec<u8>) -> Result<BlobId> {
+    <[u8; 32]>::try_from(v.as_slice())
+        .map(BlobId)
+        .map_err(|_| StoreError::Database("blob id is not 32 bytes".into()))
+}
+
+fn u64_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// An account's address, quota limits and usage.
+type QuotaRow = (String, Option<i64>, Option<i64>, i64, i64);
+
+/// Stores one message in the INBOX of every account, in one transaction.
+///
+/// The blob is written and fsynced to `tmp/` before the write lock is taken, renamed
+/// into place under it (unless a live copy exists), and the rows commit after that
+/// with `synchronous = FULL`: when this returns `Ok` the message is durable.
+pub fn deliver(
+    inner: &Arc<Inner>,
+    conn: &mut Connection,
+    accounts: &[AccountId],
+    message: &[u8],
+    received: SystemTime,
+) -> Result<Vec<Delivered>> {
+    let accounts: BTreeSet<AccountId> = accounts.iter().copied().collect();
+    if accounts.is_empty() {
+        return Err(StoreError::Refused(
+            "a delivery needs at least one recipient".into(),
+        ));
+    }
+    let blob = BlobId(Sha256::digest(message).into());
+    let size = i64_of(message.len() as u64);
+    let surrogate_size = buudien_message::needs_downgrade(message)
+        .then(|| i64_of(buudien_message::downgrade(message).len() as u64));
+    let tmp = blobs::TempBlob::write(&inner.dir, message)?;
+
+    let tx = write_tx(conn)?;
+    for &id in &accounts {
+        let row: Option<QuotaRow> = tx
+            .query_row(
+                "SELECT address, quota_bytes, quota_messages, used_bytes, used_messages
+                 FROM accounts WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()
+            .map_err(db_err)?;
+        let Some((address, qb, qm, ub, um)) = row else {
+            return Err(StoreError::NotFound(format!("account #{id}")));
+        };
+        let over_bytes = qb.is_some_and(|q| ub.saturating_add(size) > q);
+        let over_count = qm.is_some_and(|q| um.saturating_add(1) > q);
+        if over_bytes || over_count {
+            return Err(StoreError::OverQuota(address));
+        }
+    }
+    let live: Option<i64> = tx
+        .query_row(
+            "SELECT refcount FROM blobs WHERE id = ?1",
+            [&blob.0[..]],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err)?;
+    match live {
+        // A live blob's file is in place; ours is identical and is dropped.
+        Some(rc) if rc > 0 => drop(tmp),
+        // New, or garbage whose file may already be gone: (re)place the file.
+        _ => tmp.place(&inner.dir, &blob)?,
+    }
+    let n = i64_of(accounts.len() as u64);
+    tx.execute(
+        "INSERT INTO blobs (id, size, refcount) VALUES (?1, ?2, ?3)
+         ON CONFLICT (id) DO UPDATE SET refcount = max(refcount, 0) + excluded.refcount",
+        params![&blob.0[..], size, n],
+    )
+    .map_err(db_err)?;
+    let received = secs(received);
+    let mut out = Vec::with_capacity(accounts.len());
+    for &id in &accounts {
+        tx.execute(
+            "INSERT INTO emails (account_id, blob_id, size, surrogate_size, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, &blob.0[..], size, surrogate_size, received],
+        )
+        .map_err(db_err)?;
+        let email = tx.last_insert_rowid();
+        // RFC 9051 §2.3.1.1, RFC 7162 §3.1: the UID and MODSEQ come from the mailbox
+        // row, updated in this transaction.
+        let (mailbox, uid, modseq): (i64, i64, i64) = tx
+            .query_row(
+                "UPDATE mailboxes SET uidnext = uidnext + 1,
+                                      highestmodseq = highestmodseq + 1,
+                                      messages = messages + 1
+                 WHERE account_id = ?1 AND name = 'INBOX'
+                 RETURNING id, uidnext - 1, highestmodseq",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(db_err)?
+            .ok_or_else(|| StoreError::Database(format!("account #{id} has no INBOX")))?;
+        tx.execute(
+            "INSERT INTO mailbox_entries (mailbox_id, uid, email_id, modseq)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![mailbox, uid, email, modseq],
+        )
+        .map_err(db_err)?;
+        tx.execute(
+            "UPDATE accounts SET used_bytes = used_bytes + ?1, used_messages = used_messages + 1
+             WHERE id = ?2",
+            params![size, id],
+        )
+        .map_err(db_err)?;
+        out.push(Delivered {
+            account: id,
+            mailbox,
+            uid: Uid(u32::try_from(uid).map_err(|_| StoreError::Database("UID overflow".into()))?),
+        });
+    }
+    tx.commit().map_err(db_err)?;
+    Ok(out)
+}
+
+/// The account's mailboxes, INBOX first, then by name.
+pub fn mailboxes(conn: &mut Connection, account: AccountId) -> Result<Vec<Mailbox>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, name, special_use, subscribed, uidvalidity, uidnext, highestmodseq,
+                    messages
+             FROM mailboxes WHERE account_id = ?1 ORDER BY name <> 'INBOX', name",
+        )
+        .map_err(db_err)?;
+    let rows = stmt
+        .query_map([account], |r| {
+            Ok(Mailbox {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                special_use: r
+                    .get::<_, Option<String>>(2)?
+                    .and_then(|s| SpecialUse::parse(&s)),
+                subscribed: r.get(3)?,
+                uidvalidity: UidValidity(r.get(4)?),
+                uidnext: Uid(r.get(5)?),
+                highestmodseq: u64_of(r.get(6)?),
+                messages: u64_of(r.get(7)?),
+            })
+        })
+        .map_err(db_err)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db_err)?;
+    Ok(rows)
+}
+
+/// A consistent snapshot of the INBOX, its blobs pinned until the [`Maildrop`] drops.
+pub fn open_maildrop(
+    inner: &Arc<Inner>,
+    conn: &mut Connection,
+    account: AccountId,
+) -> Result<Maildrop> {
+    // Held until the blobs are pinned, so garbage collection cannot slip in between.
+    let mut pins = lock(&inner.pins);
+    let tx = conn.transaction().map_err(db_err)?;
+    let (mailbox, uidvalidity): (i64, u32) = tx
+        .query_row(
+            "SELECT id, uidvalidity FROM mailboxes WHERE account_id = ?1 AND name = 'INBOX'",
+            [account],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(db_err)?
+        .ok_or_else(|| StoreError::NotFound(format!("INBOX of account #{account}")))?;
+    let mut entries = Vec::new();
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT e.uid, m.blob_id, m.size, m.surrogate_size, m.received_at
+                 FROM mailbox_entries e JOIN emails m ON m.id = e.email_id
+                 WHERE e.mailbox_id = ?1 ORDER BY e.uid",
+            )
+            .map_err(db_err)?;
+        let mut rows = stmt.query([mailbox]).map_err(db_err)?;
+        while let Some(r) = rows.next().map_err(db_err)? {
+            let received: i64 = r.get(4).map_err(db_err)?;
+            entries.push(MaildropEntry {
+                uid: Uid(r.get(0).map_err(db_err)?),
+                blob: blob_from(r.get(1).map_err(db_err)?)?,
+                size: u64_of(r.get(2).map_err(db_err)?),
+                surrogate_size: r.get::<_, Option<i64>>(3).map_err(db_err)?.map(u64_of),
+                received: UNIX_EPOCH + Duration::from_secs(u64_of(received)),
+            });
+        }
+    }
+    tx.commit().map_err(db_err)?;
+    let pinned: Vec<BlobId> = entries.iter().map(|e| e.blob).collect();
+    for b in &pinned {
+        *pins.entry(*b).or_insert(0) += 1;
+    }
+    drop(pins);
+    let owner = inner.clone();
+    let pin = Guard::new(move || {
+        let mut pins = lock(&owner.pins);
+        for b in &pinned {
+            if let Some(n) = pins.get_mut(b) {
+                *n -= 1;
+                if *n == 0 {
+                    pins.remove(b);
+                }
+            }
+        }
+    });
+    Ok(Maildrop {
+        mailbox,
+        uidvalidity: UidValidity(uidvalidity),
+        entries,
+        pin,
+    })
+}
+
+/// Expunges UIDs from a mailbox in one transaction with one new MODSEQ; UIDs already
+/// gone are skipped. An email left in no mailbox is deleted and its quota freed.
+pub fn expunge(conn: &mut Connection, mailbox: MailboxId, uids: &[Uid]) -> Result<usize> {
+    let tx = write_tx(conn)?;
+    let mut present = Vec::new();
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT email_id FROM mailbox_entries WHERE mailbox_id = ?1 AND uid = ?2",
+            )
+            .map_err(db_err)?;
+        let wanted: BTreeSet<u32> = uids.iter().map(|u| u.0).collect();
+        for uid in wanted {
+            if let Some(email) = stmt
+                .query_row(params![mailbox, uid], |r| r.get::<_, i64>(0))
+                .optional()
+                .map_err(db_err)?
+            {
+                present.push((uid, email));
+            }
+        }
+    }
+    if present.is_empty() {
+        return Ok(0);
+    }
+    let k = i64_of(present.len() as u64);
+    let (modseq, account): (i64, i64) = tx
+        .query_row(
+            "UPDATE mailboxes SET highestmodseq = highestmodseq + 1, messages = messages - ?1
+             WHERE id = ?2 RETURNING highestmodseq, account_id",
+            params![k, mailbox],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(db_err)?;
+    for (uid, email) in &present {
+        tx.execute(
+            "DELETE FROM mailbox_entries WHERE mailbox_id = ?1 AND uid = ?2",
+            params![mailbox, uid],
+        )
+        .map_err(db_err)?;
+        tx.execute(
+            "INSERT INTO changes (mailbox_id, modseq, uid, kind) VALUES (?1, ?2, ?3, 2)",
+            params![mailbox, modseq, uid],
+        )
+        .map_err(db_err)?;
+        let still_used: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM mailbox_entries WHERE email_id = ?1)",
+                [email],
+                |r| r.get(0),
+            )
+            .map_err(db_err)?;
+        if still_used {
+            continue;
+        }
+        let (blob, size): (Vec<u8>, i64) = tx
+            .query_row(
+                "DELETE FROM emails WHERE id = ?1 RETURNING blob_id, size",
+                [email],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(db_err)?;
+        tx.execute(
+            "UPDATE blobs SET refcount = refcount - 1 WHERE id = ?1",
+            [&blob],
+        )
+        .map_err(db_err)?;
+        tx.execute(
+            "UPDATE accounts SET used_bytes = max(used_bytes - ?1, 0),
+                                 used_messages = max(used_messages - 1, 0)
+             WHERE id = ?2",
+            params![size, account],
+        )
+        .map_err(db_err)?;
+    }
+    tx.commit().map_err(db_err)?;
+    Ok(present.len())
+}
+
+/// Change-log rows after `since`, in MODSEQ order.
+pub fn changes_since(conn: &mut Connection, mailbox: MailboxId, since: u64) -> Result<Vec<Change>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT modseq, uid, kind FROM changes WHERE mailbox_id = ?1 AND modseq > ?2
+             ORDER BY modseq, uid",
+        )
+        .map_err(db_err)?;
+    let rows = stmt
+        .query_map(params![mailbox, i64_of(since)], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(db_err)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db_err)?;
+    Ok(rows
+        .into_iter()
+        .map(|(m, u, k)| Change {
+            modseq: u64_of(m),
+            uid: Uid(u),
+            kind: if k == 2 {
+                ChangeKind::Expunge
+            } else {
+                ChangeKind::Flags
+            },
+        })
+        .collect())
+}
+
+/// Deletes unreferenced, unpinned blobs (file, then row, under the write lock).
+pub fn collect_garbage(inner: &Arc<Inner>, conn: &mut Connection) -> Result<usize> {
+    let pins = lock(&inner.pins);
+    let tx = write_tx(conn)?;
+    let garbage = {
+        let mut stmt = tx
+            .prepare_cached("SELECT id FROM blobs WHERE refcount <= 0")
+            .map_err(db_err)?;
+        stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(db_err)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db_err)?
+    };
+    let mut n = 0;
+    for raw in garbage {
+        let blob = blob_from(raw)?;
+        if pins.contains_key(&blob) {
+            continue;
+        }
+        blobs::remove(&inner.dir, &blob)?;
+        tx.execute("DELETE FROM blobs WHERE id = ?1", [&blob.0[..]])
+            .map_err(db_err)?;
+        n += 1;
+    }
+    tx.commit().map_err(db_err)?;
+    drop(pins);
+    Ok(n)
+}

@@ -1,0 +1,13 @@
+//! Runs the store conformance suite against the SQLite backend.
+
+use buudien_store_sqlite::SqliteStore;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_conforms() {
+    buudien_store::conformance::run_all(|| async {
+        let dir = tempfile::TempDir::new().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let store = SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("open: {e}"));
+        (store, dir)
+    })
+    .await;
+}
