@@ -1,1 +1,23 @@
-//! stub
+//! The network edge shared by every protocol: TCP listeners with keepalive, the TLS
+//! certificate (loaded from PEM, reloadable on SIGHUP), and the connection tracker
+//! that lets `serve` stop gracefully.
+//!
+//! # Layout
+//! - [`tls`]: [`TlsProvider`], PEM loading and hot reload.
+//! - [`listen`]: binding listeners, accepting with keepalive, per-connection tasks.
+//! - [`tracker`]: [`ConnTracker`], counting live connections for graceful shutdown.
+//!
+//! # Invariants
+//! - Every accepted socket has TCP keepalive on, so a peer that vanished is noticed
+//!   (and its session, with any maildrop lock, ends) within minutes.
+//! - A TLS reload that fails keeps the old certificate; handshakes never see a
+//!   half-loaded configuration.
+//! - An accept error (for example EMFILE) never ends a listener; it pauses briefly.
+
+pub mod listen;
+pub mod tls;
+pub mod tracker;
+
+pub use listen::{Listener, bind};
+pub use tls::{TlsError, TlsProvider};
+pub use tracker::{ConnToken, ConnTracker};

@@ -60,10 +60,9 @@ impl Domain {
             if label.starts_with('-') || label.ends_with('-') {
                 return Err(err("label starts or ends with '-'"));
             }
-            if !label
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && !c.is_control()))
-            {
+            if !label.chars().all(|c| {
+                c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && !c.is_control())
+            }) {
                 return Err(err("only letters, digits, '-' and '.' are allowed"));
             }
         }
@@ -118,10 +117,14 @@ impl Address {
         if local.len() > 64 {
             return Err(err("local part longer than 64 octets"));
         }
-        if local
-            .chars()
-            .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '<' | '>' | '(' | ')' | ',' | ';' | ':' | '\\' | '"' | '[' | ']' | '@'))
-        {
+        if local.chars().any(|c| {
+            c.is_control()
+                || c.is_whitespace()
+                || matches!(
+                    c,
+                    '<' | '>' | '(' | ')' | ',' | ';' | ':' | '\\' | '"' | '[' | ']' | '@'
+                )
+        }) {
             return Err(err("the local part has characters that need quoting"));
         }
         if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
@@ -130,7 +133,10 @@ impl Address {
         let domain = Domain::parse(domain).map_err(|_| err("invalid domain"))?;
         let local = local.to_lowercase();
         let full = format!("{local}@{domain}");
-        Ok(Address { at: local.len(), full })
+        Ok(Address {
+            at: local.len(),
+            full,
+        })
     }
 
     /// The local part (before the `@`).
@@ -217,7 +223,10 @@ pub struct ModSeq(pub u64);
 pub fn parse_size(s: &str) -> Result<u64, InvalidValue> {
     let err = || InvalidValue::Size(s.to_owned());
     let t = s.trim().to_ascii_uppercase();
-    let t = t.strip_suffix("IB").or_else(|| t.strip_suffix('B')).unwrap_or(&t);
+    let t = t
+        .strip_suffix("IB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(&t);
     let (num, mult) = match t.chars().last() {
         Some('K') => (&t[..t.len() - 1], 1u64 << 10),
         Some('M') => (&t[..t.len() - 1], 1 << 20),
@@ -233,6 +242,10 @@ pub fn parse_size(s: &str) -> Result<u64, InvalidValue> {
 pub fn parse_duration(s: &str) -> Result<Duration, InvalidValue> {
     let err = || InvalidValue::Duration(s.to_owned());
     let t = s.trim();
+    if let Some(ms) = t.strip_suffix("ms") {
+        let n: u64 = ms.trim().parse().map_err(|_| err())?;
+        return Ok(Duration::from_millis(n));
+    }
     let (num, mult) = match t.chars().last() {
         Some('s') => (&t[..t.len() - 1], 1u64),
         Some('m') => (&t[..t.len() - 1], 60),
@@ -258,7 +271,16 @@ mod tests {
 
     #[test]
     fn bad_addresses_are_refused() {
-        for s in ["", "ann", "@x.com", "ann@", "a b@x.com", "ann@x..com", ".a@x.com", "a<b@x.com"] {
+        for s in [
+            "",
+            "ann",
+            "@x.com",
+            "ann@",
+            "a b@x.com",
+            "ann@x..com",
+            ".a@x.com",
+            "a<b@x.com",
+        ] {
             assert!(Address::parse(s).is_err(), "{s:?} accepted");
         }
         assert!(Address::parse(&format!("{}@x.com", "a".repeat(65))).is_err());
@@ -266,7 +288,10 @@ mod tests {
 
     #[test]
     fn domains() {
-        assert_eq!(Domain::parse("Mail.Example.org.").unwrap().as_str(), "mail.example.org");
+        assert_eq!(
+            Domain::parse("Mail.Example.org.").unwrap().as_str(),
+            "mail.example.org"
+        );
         assert!(Domain::parse("-x.org").is_err());
         assert!(Domain::parse("x_y.org").is_err());
         assert!(Domain::parse("bücher.de").is_ok());
@@ -288,6 +313,7 @@ mod tests {
         assert!(parse_size("99999999999T").is_err());
         assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
         assert_eq!(parse_duration("15").unwrap(), Duration::from_secs(15));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("x").is_err());
     }
 }
