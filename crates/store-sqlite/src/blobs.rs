@@ -85,12 +85,23 @@ pub fn remove(dir: &Path, blob: &BlobId) -> Result<()> {
     }
 }
 
-/// Removes every file under `tmp/`; returns how many.
+/// A temporary file younger than this may belong to a delivery still running in
+/// another process (`buudien deliver` beside `serve`), so it is left alone.
+const TMP_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes files under `tmp/` older than an hour (left by a crashed writer); returns
+/// how many.
 pub fn clean_tmp(dir: &Path) -> Result<usize> {
     let mut n = 0;
     for entry in fs::read_dir(dir.join("tmp"))? {
         let entry = entry?;
-        if entry.file_type()?.is_file() {
+        let meta = entry.metadata()?;
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_none_or(|age| age >= TMP_GRACE);
+        if meta.is_file() && old {
             fs::remove_file(entry.path())?;
             n += 1;
         }

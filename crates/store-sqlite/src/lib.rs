@@ -84,8 +84,8 @@ impl SqliteStore {
         })
     }
 
-    /// Removes temporary files left by a crashed writer. Call at server start only
-    /// (a CLI delivery running beside it may own a temporary file).
+    /// Removes temporary files left by a crashed writer (only those older than an
+    /// hour, so a `buudien deliver` running beside the server keeps its own).
     pub fn clean_tmp(&self) -> Result<usize> {
         blobs::clean_tmp(&self.inner.dir)
     }

@@ -1,0 +1,73 @@
+//! What is particular to the SQLite backend: state survives reopening (a restart or
+//! another process), two handles on one directory see each other's writes, and stale
+//! temporary files are cleaned while fresh ones are kept.
+
+use buudien_store::{MailStore, NewAccount, PasswordRecord, Quota};
+use buudien_store_sqlite::SqliteStore;
+use buudien_types::{Address, Domain};
+use std::time::SystemTime;
+
+fn pw() -> PasswordRecord {
+    PasswordRecord {
+        hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        scram_sha256: "SCRAM-SHA-256$4096:c2FsdA==$a2V5:a2V5".into(),
+    }
+}
+
+#[tokio::test]
+async fn survives_reopen_and_is_shared_between_handles() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let a = Address::parse("ann@a.example").unwrap_or_else(|e| panic!("{e}"));
+    let first = SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    first
+        .add_domain(&Domain::parse("a.example").unwrap_or_else(|e| panic!("{e}")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let id = first
+        .add_account(NewAccount {
+            address: a.clone(),
+            password: pw(),
+            quota: Quota::default(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // A second handle (as a CLI process would open) delivers; the first sees it.
+    let second = SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    second
+        .deliver(&[id], b"Subject: x\r\n\r\ny\r\n", SystemTime::now())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let d = first
+        .open_maildrop(id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(d.entries.len(), 1);
+    drop(d);
+    drop(first);
+    drop(second);
+    let again = SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let d = again
+        .open_maildrop(id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(d.entries.len(), 1);
+    assert_eq!(d.entries[0].size, 17);
+    let acct = again.account(&a).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(acct.map(|x| x.used_messages), Some(1));
+}
+
+#[test]
+fn clean_tmp_keeps_fresh_files() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let s = SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let fresh = dir.path().join("tmp").join("1.fresh.tmp");
+    std::fs::write(&fresh, b"x").unwrap_or_else(|e| panic!("{e}"));
+    let old = dir.path().join("tmp").join("1.old.tmp");
+    let f = std::fs::File::create(&old).unwrap_or_else(|e| panic!("{e}"));
+    let long_ago = SystemTime::now() - std::time::Duration::from_secs(7200);
+    f.set_modified(long_ago).unwrap_or_else(|e| panic!("{e}"));
+    drop(f);
+    assert_eq!(s.clean_tmp().ok(), Some(1));
+    assert!(fresh.exists());
+    assert!(!old.exists());
+}
