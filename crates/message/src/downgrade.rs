@@ -65,7 +65,10 @@ fn encode_field(field: &[u8], out: &mut Vec<u8>) {
         return;
     };
     let (name, value) = field.split_at(colon + 1);
-    let name: Vec<u8> = name.iter().map(|&b| if b.is_ascii() { b } else { b'_' }).collect();
+    let name: Vec<u8> = name
+        .iter()
+        .map(|&b| if b.is_ascii() { b } else { b'_' })
+        .collect();
     out.extend_from_slice(&name);
     let value = unfold(value);
     let value = trim_ascii_start(&value);
@@ -210,6 +213,9 @@ mod tests {
         let d = downgrade(m);
         assert!(d.is_ascii());
         let text = String::from_utf8(d).unwrap();
-        assert!(text.starts_with("Subject: a =?UNKNOWN-8BIT?B?//4=?= b\r\nTo: x@y\r\n\r\n"), "{text}");
+        assert!(
+            text.starts_with("Subject: a =?UNKNOWN-8BIT?B?//4=?= b\r\nTo: x@y\r\n\r\n"),
+            "{text}"
+        );
     }
 }

@@ -183,10 +183,14 @@ fn printable(s: &str) -> String {
 /// RFC 1939 §3: a message number is a positive decimal (no sign, no zero).
 fn msg_number(s: &str) -> Result<u32, ParseError> {
     if !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ParseError::Arguments("message number must be a positive number"));
+        return Err(ParseError::Arguments(
+            "message number must be a positive number",
+        ));
     }
     match s.parse::<u32>() {
-        Ok(0) => Err(ParseError::Arguments("message number must be a positive number")),
+        Ok(0) => Err(ParseError::Arguments(
+            "message number must be a positive number",
+        )),
         Ok(n) => Ok(n),
         Err(_) => Err(ParseError::Arguments("no such message")),
     }
@@ -195,7 +199,9 @@ fn msg_number(s: &str) -> Result<u32, ParseError> {
 /// RFC 1939 §7: the TOP line count is a non-negative number; a huge one means "all".
 fn line_count(s: &str) -> Result<u32, ParseError> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ParseError::Arguments("line count must be a non-negative number"));
+        return Err(ParseError::Arguments(
+            "line count must be a non-negative number",
+        ));
     }
     Ok(s.parse::<u32>().unwrap_or(u32::MAX))
 }
@@ -287,7 +293,10 @@ mod tests {
         assert!(matches!(p("RETR 0"), Err(ParseError::Arguments(_))));
         assert!(matches!(p("RETR -1"), Err(ParseError::Arguments(_))));
         assert!(matches!(p("RETR x"), Err(ParseError::Arguments(_))));
-        assert!(matches!(p("RETR 99999999999"), Err(ParseError::Arguments(_))));
+        assert!(matches!(
+            p("RETR 99999999999"),
+            Err(ParseError::Arguments(_))
+        ));
         assert!(matches!(p("TOP 1"), Err(ParseError::Arguments(_))));
         assert!(matches!(p("STAT 1"), Err(ParseError::Arguments(_))));
         assert!(matches!(p("USER"), Err(ParseError::Arguments(_))));

@@ -81,7 +81,10 @@ pub fn end(out: &mut Vec<u8>) {
 /// Status text never carries CR or LF (it would end the line early and let text from
 /// elsewhere, such as a client-sent name, forge a response).
 fn push_clean(out: &mut Vec<u8>, text: &str) {
-    out.extend(text.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+    out.extend(
+        text.bytes()
+            .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
 }
 
 /// Streams a message body as a multi-line response: every line that starts with `.`

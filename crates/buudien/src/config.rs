@@ -1,0 +1,241 @@
+//! The configuration file (TOML). Every section refuses unknown keys, and a parse
+//! error names the file, the line and the key.
+
+use buudien_types::{parse_duration, parse_size};
+use serde::{Deserialize, Deserializer};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This server's name (greetings, certificates, APOP timestamps).
+    pub hostname: String,
+    /// Where the store lives. Relative paths are relative to the config file.
+    pub data_dir: PathBuf,
+    /// Listeners per service.
+    #[serde(default)]
+    pub listen: Listen,
+    /// The certificate for STLS/STARTTLS and implicit TLS.
+    #[serde(default)]
+    pub tls: Option<Tls>,
+    /// POP3 settings.
+    #[serde(default)]
+    pub pop3: Pop3,
+    /// SMTP settings; `max_message_size` also bounds `buudien deliver`.
+    #[serde(default)]
+    pub smtp: Smtp,
+}
+
+/// `[listen]`: a list of `ip:port` per service; missing or empty disables it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// POP3 with STLS (110).
+    #[serde(default)]
+    pub pop3: Vec<SocketAddr>,
+    /// POP3 over implicit TLS (995).
+    #[serde(default)]
+    pub pop3s: Vec<SocketAddr>,
+    /// SMTP (25), accepted now, served with the SMTP issue.
+    #[serde(default)]
+    pub smtp: Vec<SocketAddr>,
+    /// Submission (587), accepted now.
+    #[serde(default)]
+    pub submission: Vec<SocketAddr>,
+    /// Submission over implicit TLS (465), accepted now.
+    #[serde(default)]
+    pub submissions: Vec<SocketAddr>,
+    /// IMAP (143), accepted now.
+    #[serde(default)]
+    pub imap: Vec<SocketAddr>,
+    /// IMAP over implicit TLS (993), accepted now.
+    #[serde(default)]
+    pub imaps: Vec<SocketAddr>,
+}
+
+/// `[tls]`: PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+/// `[pop3]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pop3 {
+    /// Inactivity timer (RFC 1939 §3: at least 10 minutes).
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// Offer APOP with a greeting timestamp.
+    pub apop: bool,
+    /// Allow USER/PASS/AUTH on unencrypted non-loopback connections.
+    pub allow_plaintext_auth: bool,
+    /// Exclusive maildrop lock (RFC 1939 §8); false works on snapshots.
+    pub lock_session: bool,
+    /// Advertised LOGIN-DELAY (RFC 2449 §6.5), if any.
+    #[serde(deserialize_with = "opt_duration")]
+    pub login_delay: Option<Duration>,
+}
+
+impl Default for Pop3 {
+    fn default() -> Self {
+        Pop3 {
+            idle_timeout: Duration::from_secs(600),
+            apop: false,
+            allow_plaintext_auth: false,
+            lock_session: true,
+            login_delay: None,
+        }
+    }
+}
+
+/// `[smtp]` (the SMTP service comes with its own release; the message size limit
+/// already applies to local delivery).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Smtp {
+    /// The largest message accepted, in bytes (integer or "50M").
+    #[serde(deserialize_with = "size")]
+    pub max_message_size: u64,
+}
+
+impl Default for Smtp {
+    fn default() -> Self {
+        Smtp {
+            max_message_size: 50 << 20,
+        }
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Int(u64),
+    Text(String),
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match SizeValue::deserialize(d)? {
+        SizeValue::Int(n) => Ok(n),
+        SizeValue::Text(s) => parse_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+impl Config {
+    /// Reads and checks a config file. Errors are one line naming the file and line.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "config file {} not found: run `buudien quickstart you@your.domain` \
+                     or pass --config FILE",
+                    path.display()
+                )
+            } else {
+                format!("cannot read config file {}: {e}", path.display())
+            }
+        })?;
+        let mut cfg = Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if cfg.data_dir.is_relative() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            cfg.data_dir = base.join(&cfg.data_dir);
+        }
+        if let Some(tls) = &mut cfg.tls {
+            let base = path.parent().unwrap_or(Path::new("."));
+            if tls.cert.is_relative() {
+                tls.cert = base.join(&tls.cert);
+            }
+            if tls.key.is_relative() {
+                tls.key = base.join(&tls.key);
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Parses config text; the error is one line: `line N: message`.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let msg = e.message().replace('\n', " ");
+            match e.span() {
+                Some(span) => {
+                    let line = text
+                        .get(..span.start)
+                        .map(|t| t.matches('\n').count() + 1)
+                        .unwrap_or(0);
+                    format!("line {line}: {msg}")
+                }
+                None => msg,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_example_parses() -> Result<(), String> {
+        let c = Config::parse(
+            r#"
+hostname = "mail.example.com"
+data_dir = "/var/lib/buudien"
+[listen]
+pop3 = ["0.0.0.0:110"]
+pop3s = ["0.0.0.0:995", "[::1]:995"]
+smtp = []
+[tls]
+cert = "/etc/buudien/fullchain.pem"
+key = "/etc/buudien/privkey.pem"
+[pop3]
+idle_timeout = "15m"
+apop = true
+login_delay = "5m"
+[smtp]
+max_message_size = "10M"
+"#,
+        )?;
+        assert_eq!(c.listen.pop3.len(), 1);
+        assert_eq!(c.listen.pop3s.len(), 2);
+        assert_eq!(c.pop3.idle_timeout, Duration::from_secs(900));
+        assert!(c.pop3.apop && c.pop3.lock_session);
+        assert_eq!(c.pop3.login_delay, Some(Duration::from_secs(300)));
+        assert_eq!(c.smtp.max_message_size, 10 << 20);
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let e = Config::parse("hostname = \"h\"\ndata_dir = \"d\"\n[pop3]\nidle = \"1m\"\n");
+        let e = e.err().unwrap_or_default();
+        assert!(e.starts_with("line 4:"), "{e}");
+        assert!(e.contains("unknown field `idle`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for bad in [
+            "hostname = \"h\"\ndata_dir = \"d\"\n[listen]\npop3 = [\"nowhere\"]\n",
+            "hostname = \"h\"\ndata_dir = \"d\"\n[pop3]\nidle_timeout = \"soon\"\n",
+            "data_dir = \"d\"\n",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

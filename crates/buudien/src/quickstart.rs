@@ -1,0 +1,253 @@
+//! `buudien quickstart EMAIL`: from nothing to a serving mail server. Writes a config
+//! (unless one exists), a data dir, a self-signed certificate, the domain and the
+//! account, and prints how to connect. Run again, it reuses what exists.
+
+use crate::admin::{add_user, address, open_store};
+use crate::cli::CliError;
+use crate::config::Config;
+use crate::secret;
+use buudien_store::{MailStore, Quota, StoreError};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+
+/// Standard ports, used when running as root.
+const STANDARD: (u16, u16) = (110, 995);
+/// Preferred unprivileged ports.
+const UNPRIVILEGED: (u16, u16) = (1110, 1995);
+
+/// Sets everything up and returns the config to serve.
+pub fn setup(config_path: &Path, email: &str) -> Result<Config, CliError> {
+    let email = address(email)?;
+    let config_path = absolute(config_path)?;
+    let created = !config_path.exists();
+    if created {
+        write_config(&config_path, email.domain_str())?;
+    }
+    let cfg = Config::load(&config_path).map_err(CliError::config)?;
+    if let Some(tls) = &cfg.tls
+        && !(tls.cert.exists() && tls.key.exists())
+    {
+        write_certificate(&cfg.hostname, email.domain_str(), &tls.cert, &tls.key)?;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::software(e.to_string()))?;
+    let password = rt.block_on(async {
+        let store = open_store(&cfg)?;
+        match store.add_domain(&email.domain()).await {
+            Ok(()) | Err(StoreError::Exists(_)) => {}
+            Err(e) => return Err(CliError::from(e)),
+        }
+        if store.account(&email).await?.is_some() {
+            return Ok(None);
+        }
+        let pw = secret::generate();
+        add_user(&store, &email, &pw, Quota::default()).await?;
+        Ok(Some(pw))
+    })?;
+    print_summary(&cfg, &config_path, created, &email, password.as_deref());
+    Ok(cfg)
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, CliError> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| CliError::software(format!("cannot find the current directory: {e}")))?;
+    Ok(cwd.join(p))
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// A free port: `preferred` if it can be bound on all interfaces, else one the
+/// kernel picks.
+fn free_port(preferred: u16, taken: &[u16]) -> u16 {
+    let try_bind = |port: u16| {
+        TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
+            .ok()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
+    };
+    if !taken.contains(&preferred)
+        && let Some(p) = try_bind(preferred)
+    {
+        return p;
+    }
+    for _ in 0..16 {
+        if let Some(p) = try_bind(0)
+            && !taken.contains(&p)
+        {
+            return p;
+        }
+    }
+    preferred
+}
+
+fn system_hostname(domain: &str) -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| h.contains('.') && !h.starts_with("localhost"))
+        .unwrap_or_else(|| format!("mail.{domain}"))
+}
+
+fn write_config(path: &Path, domain: &str) -> Result<(), CliError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let data_dir = dir.join("buudien-data");
+    let tls_dir = data_dir.join("tls");
+    let (pop3, pop3s) = if is_root() {
+        STANDARD
+    } else {
+        let a = free_port(UNPRIVILEGED.0, &[]);
+        (a, free_port(UNPRIVILEGED.1, &[a]))
+    };
+    let hostname = system_hostname(domain);
+    let text = format!(
+        r#"# buudien configuration, written by `buudien quickstart`.
+hostname = "{hostname}"
+data_dir = "{data}"
+
+[listen]
+# Each service takes a list of "ip:port"; an empty list or a missing key disables it.
+pop3 = ["0.0.0.0:{pop3}"]
+pop3s = ["0.0.0.0:{pop3s}"]
+# smtp, submission, submissions, imap and imaps come with their releases.
+
+[tls]
+# A self-signed certificate made by quickstart; replace with a real one (for example
+# from Let's Encrypt) and send SIGHUP to reload it.
+cert = "{cert}"
+key = "{key}"
+
+[pop3]
+idle_timeout = "10m"
+apop = false
+allow_plaintext_auth = false
+lock_session = true
+"#,
+        data = data_dir.display(),
+        cert = tls_dir.join("cert.pem").display(),
+        key = tls_dir.join("key.pem").display(),
+    );
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CliError::config(format!("cannot create {}: {e}", dir.display())))?;
+    let mut f = std::fs::File::create_new(path)
+        .map_err(|e| CliError::config(format!("cannot write {}: {e}", path.display())))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| CliError::config(format!("cannot write {}: {e}", path.display())))?;
+    Ok(())
+}
+
+/// Writes a self-signed certificate for the hostname, the mail domain and loopback.
+pub fn write_certificate(
+    hostname: &str,
+    domain: &str,
+    cert: &Path,
+    key: &Path,
+) -> Result<(), CliError> {
+    let mut names = vec![hostname.to_string(), domain.to_string(), "localhost".into()];
+    names.dedup();
+    let mut params = rcgen::CertificateParams::new(names)
+        .map_err(|e| CliError::software(format!("certificate: {e}")))?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, hostname);
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress(std::net::IpAddr::from([
+            127, 0, 0, 1,
+        ])));
+    let key_pair =
+        rcgen::KeyPair::generate().map_err(|e| CliError::software(format!("key: {e}")))?;
+    let c = params
+        .self_signed(&key_pair)
+        .map_err(|e| CliError::software(format!("certificate: {e}")))?;
+    for (path, text, mode) in [
+        (cert, c.pem(), 0o644),
+        (key, key_pair.serialize_pem(), 0o600),
+    ] {
+        write_private(path, text.as_bytes(), mode)?;
+    }
+    Ok(())
+}
+
+fn write_private(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CliError::config(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let err = |e: std::io::Error| CliError::config(format!("cannot write {}: {e}", path.display()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(err)?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(err)
+}
+
+fn ports(addrs: &[SocketAddr]) -> String {
+    let p: Vec<String> = addrs.iter().map(|a| a.port().to_string()).collect();
+    p.join(", ")
+}
+
+fn print_summary(
+    cfg: &Config,
+    config_path: &Path,
+    created: bool,
+    email: &buudien_types::Address,
+    password: Option<&str>,
+) {
+    let mut out = String::new();
+    let verb = if created { "written" } else { "reused" };
+    out += &format!(
+        "buudien is set up.\n\n  config:    {} ({verb})\n",
+        config_path.display()
+    );
+    out += &format!("  data:      {}\n", cfg.data_dir.display());
+    if let Some(tls) = &cfg.tls {
+        out += &format!("  TLS cert:  {}\n", tls.cert.display());
+    }
+    out += &format!("\n  account:   {email}\n");
+    match password {
+        Some(p) => {
+            out += &format!(
+                "  password:  {p}\n  (shown once; change it with `buudien user passwd {email}`)\n"
+            )
+        }
+        None => {
+            out +=
+                "  password:  unchanged (the account existed; `buudien user passwd` changes it)\n"
+        }
+    }
+    out += "\nPoint a mail client (Thunderbird, a phone, fetchmail) at it:\n";
+    out += &format!(
+        "  server:    {} (or this machine's address)\n",
+        cfg.hostname
+    );
+    if !cfg.listen.pop3s.is_empty() {
+        out += &format!("  POP3:      port {}, SSL/TLS\n", ports(&cfg.listen.pop3s));
+    }
+    if !cfg.listen.pop3.is_empty() {
+        out += &format!("  POP3:      port {}, STARTTLS\n", ports(&cfg.listen.pop3));
+    }
+    out += &format!("  username:  {email} (the whole address)\n");
+    out += "  The certificate is self-signed: accept it once in the client, or put a real\n  one in [tls] and send SIGHUP.\n";
+    out += &format!(
+        "\nPut a test message in:\n  printf 'Subject: hello\\n\\nfirst mail\\n' | buudien --config {} deliver {email}\n",
+        config_path.display()
+    );
+    if !is_root() {
+        out += "\n(Not running as root, so unprivileged ports were chosen; as root quickstart\nuses 110 and 995.)\n";
+    }
+    print!("{out}");
+    let _ = std::io::stdout().flush();
+}

@@ -1,0 +1,215 @@
+//! `buudien serve`: opens the store, binds every configured listener, and runs
+//! sessions until SIGTERM or SIGINT. Then it stops accepting, gives live sessions up
+//! to [`DRAIN`] to finish, and exits 0. SIGHUP reloads the TLS certificate.
+
+use crate::admin::open_store;
+use crate::cli::CliError;
+use crate::config::Config;
+use buudien_auth::{FailureThrottle, ThrottleConfig};
+use buudien_net::{ConnTracker, Listener, TlsProvider, bind};
+use buudien_pop3::{Pop3Config, Pop3Server};
+use buudien_store::MailStore;
+use buudien_store_sqlite::SqliteStore;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// How long shutdown waits for live sessions.
+pub const DRAIN: Duration = Duration::from_secs(10);
+/// How long an implicit-TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often unreferenced blobs are collected.
+const GC_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Which protocol a listener speaks.
+#[derive(Debug, Clone, Copy)]
+enum Service {
+    Pop3,
+    Pop3s,
+}
+
+impl Service {
+    fn name(self) -> &'static str {
+        match self {
+            Service::Pop3 => "pop3",
+            Service::Pop3s => "pop3s",
+        }
+    }
+}
+
+fn pop3_config(cfg: &Config) -> Pop3Config {
+    Pop3Config {
+        hostname: cfg.hostname.clone(),
+        idle_timeout: cfg.pop3.idle_timeout,
+        apop: cfg.pop3.apop,
+        allow_plaintext_auth: cfg.pop3.allow_plaintext_auth,
+        lock_session: cfg.pop3.lock_session,
+        login_delay: cfg.pop3.login_delay,
+        ..Pop3Config::default()
+    }
+}
+
+/// Runs the server until a stop signal.
+pub async fn serve(cfg: Config) -> Result<(), CliError> {
+    let store = open_store(&cfg)?;
+    match store.clean_tmp() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("removed {n} temporary files of an interrupted delivery"),
+        Err(e) => tracing::warn!("cannot clean the temporary directory: {e}"),
+    }
+
+    let tls = match &cfg.tls {
+        Some(t) => Some(Arc::new(
+            TlsProvider::load(&t.cert, &t.key)
+                .map_err(|e| CliError::config(format!("[tls]: {e}")))?,
+        )),
+        None => None,
+    };
+    if tls.is_none() && !cfg.listen.pop3s.is_empty() {
+        return Err(CliError::config(
+            "pop3s needs a certificate: set [tls] cert and key, or run `buudien quickstart` \
+             to make a self-signed one",
+        ));
+    }
+    if tls.is_none() && !cfg.listen.pop3.is_empty() {
+        tracing::warn!(
+            "no [tls] cert and key: POP3 will not offer STLS, and passwords are accepted only \
+             from loopback (run `buudien quickstart` or set [tls])"
+        );
+    }
+    for (name, list) in [
+        ("smtp", &cfg.listen.smtp),
+        ("submission", &cfg.listen.submission),
+        ("submissions", &cfg.listen.submissions),
+        ("imap", &cfg.listen.imap),
+        ("imaps", &cfg.listen.imaps),
+    ] {
+        if !list.is_empty() {
+            tracing::warn!("[listen] {name}: this build does not serve {name} yet; ignored");
+        }
+    }
+
+    let mut listeners: Vec<(Service, Listener)> = Vec::new();
+    let wanted = cfg
+        .listen
+        .pop3
+        .iter()
+        .map(|a| (Service::Pop3, *a))
+        .chain(cfg.listen.pop3s.iter().map(|a| (Service::Pop3s, *a)));
+    for (service, addr) in wanted {
+        let l = bind(addr).map_err(|e| {
+            CliError::config(format!("cannot listen on {addr} ({}): {e}", service.name()))
+        })?;
+        tracing::info!("{} listening on {}", service.name(), l.local);
+        listeners.push((service, l));
+    }
+    if listeners.is_empty() {
+        return Err(CliError::config(
+            "no listener configured: add pop3 or pop3s addresses under [listen]",
+        ));
+    }
+
+    let throttle = Arc::new(FailureThrottle::new(ThrottleConfig::default()));
+    let pop3 = Pop3Server::new(store.clone(), pop3_config(&cfg), throttle);
+    let tracker = ConnTracker::new();
+    let mut accept_tasks = Vec::new();
+    for (service, listener) in listeners {
+        let pop3 = pop3.clone();
+        let tls = tls.clone();
+        let tracker = tracker.clone();
+        accept_tasks.push(tokio::spawn(async move {
+            loop {
+                let (stream, peer) = listener.accept().await;
+                let token = tracker.token();
+                let pop3 = pop3.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let _token = token;
+                    run_connection(service, pop3, tls, stream, peer).await;
+                });
+            }
+        }));
+    }
+    let gc_store = store.clone();
+    let gc = tokio::spawn(async move { collect_garbage(gc_store).await });
+
+    wait_for_stop(tls.as_deref()).await;
+    tracing::info!("stopping: no new connections; waiting up to {DRAIN:?} for sessions");
+    for t in &accept_tasks {
+        t.abort();
+    }
+    gc.abort();
+    if tracker.wait_idle(DRAIN).await {
+        tracing::info!("all sessions ended");
+    } else {
+        tracing::info!(
+            "{} sessions still open after {DRAIN:?}; closing them (nothing is deleted)",
+            tracker.live()
+        );
+    }
+    Ok(())
+}
+
+async fn run_connection(
+    service: Service,
+    pop3: Pop3Server<SqliteStore>,
+    tls: Option<Arc<TlsProvider>>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    match service {
+        Service::Pop3 => {
+            let acceptor = tls.map(|t| t.acceptor());
+            pop3.serve(stream, peer, false, acceptor).await;
+        }
+        Service::Pop3s => {
+            let Some(tls) = tls else { return };
+            let acceptor = tls.acceptor();
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => pop3.serve(s, peer, true, None).await,
+                Ok(Err(e)) => tracing::info!(%peer, "pop3s TLS handshake failed: {e}"),
+                Err(_) => tracing::info!(%peer, "pop3s TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+/// Collects unreferenced blobs now and then.
+async fn collect_garbage(store: SqliteStore) {
+    let mut tick = tokio::time::interval(GC_INTERVAL);
+    loop {
+        tick.tick().await;
+        match store.collect_garbage().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} unreferenced message files"),
+            Err(e) => tracing::warn!("garbage collection failed: {e}"),
+        }
+    }
+}
+
+/// Returns on SIGTERM or SIGINT; reloads TLS on SIGHUP meanwhile.
+async fn wait_for_stop(tls: Option<&TlsProvider>) {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => match tls {
+                Some(t) => match t.reload() {
+                    Ok(()) => tracing::info!("TLS certificate reloaded"),
+                    Err(e) => tracing::error!("TLS reload failed, keeping the old certificate: {e}"),
+                },
+                None => tracing::info!("SIGHUP: no [tls] configured, nothing to reload"),
+            },
+        }
+    }
+}
