@@ -33,7 +33,7 @@ fn cli(config: &Path, args: &[&str], stdin: &[u8]) -> std::process::Output {
 fn message(n: usize) -> Vec<u8> {
     let mut m = format!("Subject: crash test {n}\r\n\r\n").into_bytes();
     let line = format!("{n:08} the quick brown fox jumps over the lazy dog\r\n");
-    while m.len() < 512 * 1024 {
+    while m.len() < 4 << 20 {
         m.extend_from_slice(line.as_bytes());
     }
     m
@@ -68,7 +68,7 @@ async fn kill_9_during_delivery_loses_nothing_acknowledged() {
     );
 
     let mut acknowledged = Vec::new();
-    let rounds = 24;
+    let rounds = 30;
     for n in 0..rounds {
         let mut child = Command::new(BIN)
             .arg("--config")
@@ -85,7 +85,7 @@ async fn kill_9_during_delivery_loses_nothing_acknowledged() {
             let _ = stdin.write_all(&msg);
         });
         // Kill at a different point each round: while reading, writing or committing.
-        std::thread::sleep(Duration::from_millis((n as u64 * 7) % 60));
+        std::thread::sleep(Duration::from_millis((n as u64 * 7) % 140));
         if n % 3 != 0 {
             let _ = child.kill(); // SIGKILL
         }
