@@ -140,6 +140,7 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
         t.abort();
     }
     gc.abort();
+    pop3.stop();
     if tracker.wait_idle(DRAIN).await {
         tracing::info!("all sessions ended");
     } else {
@@ -168,7 +169,7 @@ async fn run_connection(
             let acceptor = tls.acceptor();
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => pop3.serve(s, peer, true, None).await,
-                Ok(Err(e)) => tracing::info!(%peer, "pop3s TLS handshake failed: {e}"),
+                Ok(Err(e)) => tracing::debug!(%peer, "pop3s TLS handshake failed: {e}"),
                 Err(_) => tracing::info!(%peer, "pop3s TLS handshake timed out"),
             }
         }

@@ -27,6 +27,9 @@ pub(crate) enum ConnError {
     /// The client sent nothing, or took no output, for the idle timeout.
     #[error("idle timeout")]
     Timeout,
+    /// The server is stopping.
+    #[error("server shutting down")]
+    Shutdown,
     /// The transport failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -41,6 +44,15 @@ pub(crate) enum Input {
     TooLong,
 }
 
+/// Resolves once `stop` turns true; never, if the server dropped the sender without
+/// stopping.
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let closed = stop.wait_for(|s| *s).await.is_err();
+    if closed {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// A transport with its buffers.
 pub(crate) struct Conn<'io, IO> {
     io: &'io mut IO,
@@ -50,11 +62,17 @@ pub(crate) struct Conn<'io, IO> {
     /// Replies not yet written.
     pub(crate) out: Vec<u8>,
     idle: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl<'io, IO: AsyncRead + AsyncWrite + Unpin> Conn<'io, IO> {
     /// Wraps a transport; `idle` bounds every wait on the client.
-    pub(crate) fn new(io: &'io mut IO, idle: Duration) -> Self {
+    /// `stop` turning true ends a wait for the client with [`ConnError::Shutdown`].
+    pub(crate) fn new(
+        io: &'io mut IO,
+        idle: Duration,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         Conn {
             io,
             framer: LineFramer::new(),
@@ -62,6 +80,7 @@ impl<'io, IO: AsyncRead + AsyncWrite + Unpin> Conn<'io, IO> {
             chunk: vec![0; READ_CHUNK],
             out: Vec::new(),
             idle,
+            stop,
         }
     }
 
@@ -76,9 +95,14 @@ impl<'io, IO: AsyncRead + AsyncWrite + Unpin> Conn<'io, IO> {
                 Frame::Incomplete => {}
             }
             self.flush().await?;
-            let n = tokio::time::timeout(self.idle, self.io.read(&mut self.chunk))
-                .await
-                .map_err(|_| ConnError::Timeout)??;
+            if *self.stop.borrow() {
+                return Err(ConnError::Shutdown);
+            }
+            let read = tokio::time::timeout(self.idle, self.io.read(&mut self.chunk));
+            let n = tokio::select! {
+                r = read => r.map_err(|_| ConnError::Timeout)??,
+                () = stopped(&mut self.stop) => return Err(ConnError::Shutdown),
+            };
             if n == 0 {
                 return Err(ConnError::Closed);
             }
@@ -128,7 +152,11 @@ mod tests {
     #[tokio::test]
     async fn lines_then_too_long_then_resync() {
         let (mut a, mut b) = tokio::io::duplex(1024);
-        let mut conn = Conn::new(&mut a, Duration::from_secs(5));
+        let mut conn = Conn::new(
+            &mut a,
+            Duration::from_secs(5),
+            tokio::sync::watch::channel(false).1,
+        );
         let mut input = b"STAT\r\nLIST\r\n".to_vec();
         input.extend(std::iter::repeat_n(b'A', 300));
         input.extend_from_slice(b"\r\nNOOP\r\n");
@@ -153,7 +181,11 @@ mod tests {
     #[tokio::test]
     async fn replies_are_flushed_before_waiting() {
         let (mut a, mut b) = tokio::io::duplex(1024);
-        let mut conn = Conn::new(&mut a, Duration::from_millis(50));
+        let mut conn = Conn::new(
+            &mut a,
+            Duration::from_millis(50),
+            tokio::sync::watch::channel(false).1,
+        );
         conn.out.extend_from_slice(b"+OK\r\n");
         assert!(matches!(conn.read_line(255).await, Err(ConnError::Timeout)));
         let mut got = [0u8; 5];

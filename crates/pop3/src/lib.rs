@@ -145,6 +145,8 @@ pub(crate) struct Shared<S> {
     last_login: Mutex<HashMap<AccountId, Instant>>,
     /// Last value used in an APOP timestamp, so that every greeting is unique.
     clock: AtomicU64,
+    /// Set to true when the server stops: sessions waiting for a command end.
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// Numbers sessions for the log.
@@ -161,8 +163,16 @@ impl<S: MailStore> Pop3Server<S> {
                 throttle,
                 last_login: Mutex::new(HashMap::new()),
                 clock: AtomicU64::new(0),
+                stopping: tokio::sync::watch::Sender::new(false),
             }),
         }
+    }
+
+    /// Begins a graceful stop: every session that is waiting for the client's next
+    /// command says `-ERR [SYS/TEMP] server shutting down` and closes without UPDATE
+    /// (nothing is deleted); a command in progress (a RETR being sent) finishes first.
+    pub fn stop(&self) {
+        self.shared.stopping.send_replace(true);
     }
 
     /// The settings in use.
@@ -302,6 +312,7 @@ mod tests {
             throttle: Arc::new(FailureThrottle::new(ThrottleConfig::default())),
             last_login: Mutex::new(HashMap::new()),
             clock: AtomicU64::new(0),
+            stopping: tokio::sync::watch::Sender::new(false),
         }
     }
 

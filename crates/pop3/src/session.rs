@@ -5,7 +5,7 @@ use crate::Shared;
 use crate::cmd::{auth, misc, transaction};
 use crate::conn::{Conn, ConnError, Input};
 use crate::gate::{self, Phase};
-use buudien_pop3_proto::{Command, MAX_COMMAND_LINE, response};
+use buudien_pop3_proto::{Command, MAX_COMMAND_LINE, RespCode, response};
 use buudien_store::{Guard, MailStore, Maildrop, MaildropEntry};
 use buudien_types::Address;
 use std::net::SocketAddr;
@@ -212,7 +212,11 @@ where
     S: MailStore,
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut conn = Conn::new(io, session.shared.config.idle_timeout);
+    let mut conn = Conn::new(
+        io,
+        session.shared.config.idle_timeout,
+        session.shared.stopping.subscribe(),
+    );
     if !session.greeted {
         misc::greeting(session, &mut conn.out);
         session.greeted = true;
@@ -286,6 +290,15 @@ where
             tracing::info!("idle timeout, closing");
             conn.out.clear();
             response::err(&mut conn.out, None, "idle timeout");
+            conn.flush_final().await;
+        }
+        ConnError::Shutdown => {
+            tracing::debug!("server stopping, closing");
+            response::err(
+                &mut conn.out,
+                Some(RespCode::SysTemp),
+                "server shutting down",
+            );
             conn.flush_final().await;
         }
         ConnError::Closed => tracing::debug!("client closed the connection"),

@@ -915,6 +915,26 @@ async fn idle_timeout_closes_without_update() {
 }
 
 #[tokio::test]
+async fn stop_closes_waiting_sessions_without_update() {
+    let env = env().await;
+    env.deliver(MSG1).await;
+    let server = env.server(config());
+    let (mut c, task) = connect(&server, LOOPBACK);
+    c.login().await;
+    assert!(c.cmd("DELE 1").await.starts_with("+OK"));
+    server.stop();
+    assert_eq!(c.line().await, "-ERR [SYS/TEMP] server shutting down");
+    assert!(c.closed().await);
+    task.await.unwrap();
+    assert_eq!(env.inbox_count().await, 1);
+    // A connection made after the stop is told at once too.
+    let (mut c, task) = connect(&server, LOOPBACK);
+    assert!(c.greeting().await.starts_with("+OK"));
+    assert_eq!(c.line().await, "-ERR [SYS/TEMP] server shutting down");
+    task.await.unwrap();
+}
+
+#[tokio::test]
 async fn quit_in_authorization() {
     let env = env().await;
     let server = env.server(config());

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The whole test run, as CI does it (.ci/run calls this):
+#   1. installs the Debian packages the real-client tests use, if missing
+#      (fetchmail, curl, openssl, python3-pytest);
+#   2. cargo fmt --check, clippy -D warnings, cargo test (main workspace and fuzz/);
+#   3. builds the buudien binary and runs tests/e2e (pytest) against it.
+# Extra arguments go to pytest, e.g. `./test.sh -k fetchmail`.
+set -euo pipefail
+
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+START=$SECONDS
+
+if [[ -t 1 ]]; then BOLD=$'\033[1m' RED=$'\033[1;31m' RESET=$'\033[0m'; else BOLD='' RED='' RESET=''; fi
+
+section() {
+    printf '\n%s==> %s%s\n' "$BOLD" "$*" "$RESET"
+}
+
+die() {
+    printf '%serror:%s %s\n' "$RED" "$RESET" "$*" >&2
+    exit 1
+}
+
+# A python3 that can import pytest: the one on PATH (may be pyenv/venv), else Debian's.
+find_python() {
+    local py
+    for py in python3 /usr/bin/python3; do
+        if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import pytest' >/dev/null 2>&1; then
+            command -v "$py"
+            return 0
+        fi
+    done
+    return 1
+}
+
+section "Debian packages for the real-client tests"
+missing=()
+for cmd in fetchmail curl openssl; do
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
+done
+find_python >/dev/null || missing+=(python3-pytest)
+if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}"
+    command -v apt-get >/dev/null 2>&1 \
+        || die "apt-get not found: install ${missing[*]} by hand"
+    SUDO=()
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || die "not root and no sudo: install ${missing[*]}"
+        SUDO=(sudo)
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends --no-upgrade "${missing[@]}"
+else
+    echo "fetchmail, curl, openssl and pytest are present"
+fi
+PYTHON=$(find_python) || die "python3 with pytest still not found after installing python3-pytest"
+echo "fetchmail: $(fetchmail --version 2>/dev/null | head -n1 || true)"
+echo "curl:      $(curl --version | head -n1)"
+echo "python:    $PYTHON ($("$PYTHON" -c 'import pytest, sys; print(sys.version.split()[0], "pytest", pytest.__version__)'))"
+
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs)"
+
+section "cargo fmt --check"
+cargo fmt --all --check
+cargo fmt --manifest-path fuzz/Cargo.toml --check
+
+section "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+# The fuzz targets build on stable too (cargo-fuzz adds the sanitizer flags on nightly);
+# checking them here keeps them in step with the codec APIs.
+cargo clippy --manifest-path fuzz/Cargo.toml --bins -- -D warnings
+
+section "cargo test"
+cargo test --workspace
+
+section "cargo build -p buudien"
+cargo build -p buudien
+BUUDIEN_BIN="$ROOT/target/debug/buudien"
+[[ -x $BUUDIEN_BIN ]] || die "no binary at $BUUDIEN_BIN"
+
+section "real clients: pytest tests/e2e (poplib, curl, fetchmail)"
+BUUDIEN_BIN="$BUUDIEN_BIN" BUUDIEN_E2E_REQUIRE_CLIENTS=1 \
+    "$PYTHON" -m pytest -q tests/e2e "$@"
+
+section "all passed in $((SECONDS - START)) s"
