@@ -5,6 +5,7 @@
 //! - [`model`]: accounts, mailboxes, messages, quota, the POP3 maildrop snapshot.
 //! - [`error`]: [`StoreError`], split into temporary and permanent failures.
 //! - [`guard`]: [`Guard`], the release-on-drop handle behind locks and blob pins.
+//! - [`queue`]: the outbound queue's model and [`QueueStore`].
 //! - [`MailStore`] (this file): the operations protocols and the CLI call.
 //! - [`conformance`]: the behaviour suite; each backend's tests call
 //!   [`conformance::run_all`].
@@ -24,10 +25,15 @@ pub mod conformance;
 pub mod error;
 pub mod guard;
 pub mod model;
+pub mod queue;
 
 pub use error::StoreError;
 pub use guard::Guard;
 pub use model::*;
+pub use queue::{
+    Envelope, NewRecipient, Notify, Outcome, QueueId, QueueStore, QueuedMessage, QueuedRecipient,
+    RcptState, Ret, Submission, Submitted,
+};
 
 use buudien_types::{Address, Domain, Uid};
 use std::future::Future;
