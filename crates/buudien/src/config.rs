@@ -27,6 +27,12 @@ pub struct Config {
     /// SMTP settings; `max_message_size` also bounds `buudien deliver`.
     #[serde(default)]
     pub smtp: Smtp,
+    /// Outbound delivery.
+    #[serde(default)]
+    pub queue: Queue,
+    /// Resolver settings.
+    #[serde(default)]
+    pub dns: Dns,
 }
 
 /// `[listen]`: a list of `ip:port` per service; missing or empty disables it.
@@ -96,22 +102,108 @@ impl Default for Pop3 {
     }
 }
 
-/// `[smtp]` (the SMTP service comes with its own release; the message size limit
-/// already applies to local delivery).
+/// `[smtp]`: the SMTP service; `max_message_size` also bounds `buudien deliver`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Smtp {
     /// The largest message accepted, in bytes (integer or "50M").
     #[serde(deserialize_with = "size")]
     pub max_message_size: u64,
+    /// Recipients per message (at least 100, RFC 5321 §4.5.3.1.8).
+    pub max_recipients: usize,
+    /// The sub-address separator (`user+tag@domain`); "" turns sub-addressing off.
+    pub subaddress_separator: String,
+    /// The reply code for relay attempts: 550 or 554.
+    pub relay_denied_code: u16,
+    /// Reply `552 5.2.2` (permanent) instead of `452 4.2.2` for a full mailbox.
+    pub quota_permanent: bool,
+    /// Check the From header of submitted mail against the login.
+    pub check_from_header: bool,
+    /// More `Received` headers than this is a loop (RFC 5321 §6.3): `554 5.4.6`.
+    pub max_received_headers: usize,
+    /// Offer AUTH on unencrypted non-loopback connections.
+    pub allow_plaintext_auth: bool,
 }
 
 impl Default for Smtp {
     fn default() -> Self {
         Smtp {
             max_message_size: 50 << 20,
+            max_recipients: 1000,
+            subaddress_separator: "+".into(),
+            relay_denied_code: 550,
+            quota_permanent: false,
+            check_from_header: true,
+            max_received_headers: 100,
+            allow_plaintext_auth: false,
         }
     }
+}
+
+/// `[queue]`: outbound delivery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Queue {
+    /// Send everything through this relay (`host:port`) instead of MX lookups.
+    pub smarthost: Option<String>,
+    /// TLS to the smarthost: "starttls" (default), "implicit" or "none".
+    pub smarthost_tls: String,
+    /// Login at the smarthost.
+    pub smarthost_user: Option<String>,
+    /// Password at the smarthost.
+    pub smarthost_password: Option<String>,
+    /// Retry delays after each failed attempt; the last one repeats.
+    #[serde(deserialize_with = "durations")]
+    pub retry: Vec<Duration>,
+    /// Give up (and bounce) after this long in the queue.
+    #[serde(deserialize_with = "duration")]
+    pub expire: Duration,
+    /// The port MX hosts are reached on (25; tests change it).
+    pub mx_port: u16,
+    /// Connections at once to one destination.
+    pub max_connections_per_domain: usize,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        let mut retry = Vec::new();
+        let mut d = Duration::from_secs(300);
+        while d < Duration::from_secs(4 * 3600) {
+            retry.push(d);
+            d *= 2;
+        }
+        retry.push(Duration::from_secs(4 * 3600));
+        Queue {
+            smarthost: None,
+            smarthost_tls: "starttls".into(),
+            smarthost_user: None,
+            smarthost_password: None,
+            retry,
+            expire: Duration::from_secs(5 * 86400),
+            mx_port: 25,
+            max_connections_per_domain: 4,
+        }
+    }
+}
+
+/// `[dns]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dns {
+    /// Resolvers to ask instead of the system's (`ip:port`).
+    pub servers: Vec<SocketAddr>,
+}
+
+fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    if list.is_empty() {
+        return Err(serde::de::Error::custom(
+            "the retry list needs at least one delay",
+        ));
+    }
+    list.iter()
+        .map(|s| parse_duration(s).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -209,6 +301,12 @@ apop = true
 login_delay = "5m"
 [smtp]
 max_message_size = "10M"
+[queue]
+smarthost = "relay.example.net:587"
+retry = ["2s", "4s"]
+expire = "1d"
+[dns]
+servers = ["127.0.0.1:5353"]
 "#,
         )?;
         assert_eq!(c.listen.pop3.len(), 1);
@@ -217,6 +315,16 @@ max_message_size = "10M"
         assert!(c.pop3.apop && c.pop3.lock_session);
         assert_eq!(c.pop3.login_delay, Some(Duration::from_secs(300)));
         assert_eq!(c.smtp.max_message_size, 10 << 20);
+        assert_eq!(c.smtp.max_recipients, 1000);
+        assert_eq!(
+            c.queue.retry,
+            [Duration::from_secs(2), Duration::from_secs(4)]
+        );
+        assert_eq!(c.queue.expire, Duration::from_secs(86400));
+        assert_eq!(c.dns.servers.len(), 1);
+        let d = Queue::default();
+        assert_eq!(d.retry.first(), Some(&Duration::from_secs(300)));
+        assert_eq!(d.retry.last(), Some(&Duration::from_secs(4 * 3600)));
         Ok(())
     }
 
