@@ -30,6 +30,15 @@ fn domain_arg(s: &str) -> Result<Domain, CliError> {
     Domain::parse(s).map_err(|e| CliError::usage(format!("{s:?}: {e}")))
 }
 
+/// The error for an address whose domain is not local, naming the fix.
+fn not_local(a: &Address) -> CliError {
+    let d = a.domain_str();
+    CliError::new(
+        exit::NOUSER,
+        format!("{d} is not a local domain; add it first with `buudien domain add {d}`"),
+    )
+}
+
 /// `buudien domain …`
 pub async fn domain(cfg: &Config, cmd: DomainCmd) -> Result<(), CliError> {
     let store = open_store(cfg)?;
@@ -87,14 +96,7 @@ pub async fn add_user(
     };
     match store.add_account(new).await {
         Ok(_) => Ok(()),
-        Err(StoreError::NotFound(_)) => Err(CliError::new(
-            exit::NOUSER,
-            format!(
-                "{} is not a local domain; add it first with `buudien domain add {}`",
-                email.domain_str(),
-                email.domain_str()
-            ),
-        )),
+        Err(StoreError::NotFound(_)) => Err(not_local(email)),
         Err(e) => Err(e.into()),
     }
 }
@@ -113,14 +115,7 @@ pub async fn user(cfg: &Config, cmd: UserCmd) -> Result<(), CliError> {
             let quota = quota_of(quota.as_deref(), quota_messages)?;
             // Check before asking for a password.
             if !store.list_domains().await?.contains(&a.domain()) {
-                return Err(CliError::new(
-                    exit::NOUSER,
-                    format!(
-                        "{} is not a local domain; add it first with `buudien domain add {}`",
-                        a.domain_str(),
-                        a.domain_str()
-                    ),
-                ));
+                return Err(not_local(&a));
             }
             if store.account(&a).await?.is_some() {
                 return Err(CliError::usage(format!("account {a} already exists")));
@@ -207,16 +202,7 @@ pub async fn alias(cfg: &Config, cmd: AliasCmd) -> Result<(), CliError> {
                 .collect::<Result<Vec<_>, _>>()?;
             match store.add_alias(&a, &targets).await {
                 Ok(()) => {}
-                Err(StoreError::NotFound(_)) => {
-                    return Err(CliError::new(
-                        exit::NOUSER,
-                        format!(
-                            "{} is not a local domain; add it first with `buudien domain add {}`",
-                            a.domain_str(),
-                            a.domain_str()
-                        ),
-                    ));
-                }
+                Err(StoreError::NotFound(_)) => return Err(not_local(&a)),
                 Err(StoreError::Exists(_)) => {
                     return Err(CliError::usage(format!(
                         "{a} is an account; an alias cannot replace it"
