@@ -114,6 +114,9 @@ pub enum Command {
     /// Aliases (addresses that deliver to other addresses; they do not log in).
     #[command(subcommand)]
     Alias(AliasCmd),
+    /// The outbound queue.
+    #[command(subcommand)]
+    Queue(QueueCmd),
     /// Deliver a message from stdin to local recipients (exit 0 once durable; 67
     /// unknown recipient; 65 not a message or too big; 75 try again later).
     Deliver {
@@ -187,6 +190,28 @@ pub enum UserCmd {
     Remove {
         /// The account.
         email: String,
+    },
+}
+
+/// `buudien queue …`
+#[derive(Debug, Subcommand)]
+pub enum QueueCmd {
+    /// List queued messages with each recipient's state and next attempt.
+    List,
+    /// Make pending recipients due now (one message, or all).
+    Flush {
+        /// The message id (from `queue list`).
+        id: Option<i64>,
+    },
+    /// Remove a message from the queue without a report.
+    Remove {
+        /// The message id.
+        id: i64,
+    },
+    /// Fail a message's pending recipients now; the sender gets a delivery report.
+    Bounce {
+        /// The message id.
+        id: i64,
     },
 }
 
@@ -274,6 +299,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Alias(cmd) => {
             let cfg = Config::load(&cli.config).map_err(CliError::config)?;
             runtime(false)?.block_on(crate::admin::alias(&cfg, cmd))
+        }
+        Command::Queue(cmd) => {
+            let cfg = Config::load(&cli.config).map_err(CliError::config)?;
+            runtime(false)?.block_on(crate::queue_cmd::queue(&cfg, cmd))
         }
         Command::Deliver { from, recipients } => {
             let cfg = Config::load(&cli.config).map_err(CliError::config)?;

@@ -7,6 +7,7 @@
 //! - [`config`]: the TOML configuration ([`config::Config`]).
 //! - [`admin`]: `domain`, `user` and `alias` commands.
 //! - [`deliver`]: the local delivery agent (`buudien deliver`).
+//! - [`queue_cmd`]: `queue list|flush|remove|bounce`.
 //! - [`quickstart`]: first-run setup: config, data dir, certificate, first account.
 //! - [`serve`]: listeners, TLS, signals and graceful shutdown.
 //! - [`secret`]: reading, prompting for and generating passwords.
@@ -24,6 +25,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod deliver;
+pub mod queue_cmd;
 pub mod quickstart;
 pub mod secret;
 pub mod serve;

@@ -8,8 +8,10 @@ use crate::config::Config;
 use buudien_auth::{FailureThrottle, ThrottleConfig};
 use buudien_net::{ConnTracker, Listener, TlsProvider, bind};
 use buudien_pop3::{Pop3Config, Pop3Server};
+use buudien_queue::{QueueConfig, QueueWorker, Smarthost, SmarthostTls};
 use buudien_store::MailStore;
 use buudien_store_sqlite::SqliteStore;
+use buudien_types::Secret;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +50,58 @@ fn pop3_config(cfg: &Config) -> Pop3Config {
         login_delay: cfg.pop3.login_delay,
         ..Pop3Config::default()
     }
+}
+
+/// The queue worker's settings from `[queue]`, `[dns]` and `[smtp]`.
+pub fn queue_config(cfg: &Config) -> Result<QueueConfig, CliError> {
+    let q = &cfg.queue;
+    let smarthost = match &q.smarthost {
+        None => None,
+        Some(hp) => {
+            let (host, port) = hp
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+                .ok_or_else(|| {
+                    CliError::config(format!("[queue] smarthost {hp:?}: expected \"host:port\""))
+                })?;
+            let tls = match q.smarthost_tls.as_str() {
+                "none" => SmarthostTls::None,
+                "starttls" => SmarthostTls::StartTls,
+                "implicit" => SmarthostTls::Implicit,
+                other => {
+                    return Err(CliError::config(format!(
+                        "[queue] smarthost_tls {other:?}: expected \"starttls\", \"implicit\" or \"none\""
+                    )));
+                }
+            };
+            let auth = match (&q.smarthost_user, &q.smarthost_password) {
+                (Some(u), Some(p)) => Some((u.clone(), Secret::new(p.clone()))),
+                (None, None) => None,
+                _ => {
+                    return Err(CliError::config(
+                        "[queue] smarthost_user and smarthost_password go together",
+                    ));
+                }
+            };
+            Some(Smarthost {
+                host: host.to_string(),
+                port,
+                tls,
+                auth,
+            })
+        }
+    };
+    Ok(QueueConfig {
+        hostname: cfg.hostname.clone(),
+        smarthost,
+        retry: q.retry.clone(),
+        expire: q.expire,
+        dns_servers: cfg.dns.servers.clone(),
+        mx_port: q.mx_port,
+        max_connections_per_domain: q.max_connections_per_domain.max(1),
+        subaddress_separator: cfg.smtp.subaddress_separator.chars().next(),
+        ..QueueConfig::default()
+    })
 }
 
 /// Runs the server until a stop signal.
@@ -110,6 +164,18 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
         ));
     }
 
+    match store.clear_leases().await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!("{n} queued messages were claimed by a stopped server; retrying them")
+        }
+        Err(e) => tracing::warn!("cannot release old queue claims: {e}"),
+    }
+    let worker = QueueWorker::new(store.clone(), queue_config(&cfg)?)
+        .map_err(|e| CliError::config(format!("queue: {e}")))?;
+    let (queue_stop, queue_stop_rx) = tokio::sync::watch::channel(false);
+    let queue_task = tokio::spawn(worker.run(queue_stop_rx));
+
     let throttle = Arc::new(FailureThrottle::new(ThrottleConfig::default()));
     let pop3 = Pop3Server::new(store.clone(), pop3_config(&cfg), throttle);
     let tracker = ConnTracker::new();
@@ -141,6 +207,7 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
     }
     gc.abort();
     pop3.stop();
+    queue_stop.send_replace(true);
     if tracker.wait_idle(DRAIN).await {
         tracing::info!("all sessions ended");
     } else {
@@ -148,6 +215,10 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
             "{} sessions still open after {DRAIN:?}; closing them (nothing is deleted)",
             tracker.live()
         );
+    }
+    // The queue worker records what it finished and leaves the rest for next time.
+    if tokio::time::timeout(DRAIN, queue_task).await.is_err() {
+        tracing::info!("queue deliveries still running after {DRAIN:?}; they are retried later");
     }
     Ok(())
 }

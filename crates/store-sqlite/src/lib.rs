@@ -8,6 +8,8 @@
 //!   fsynced, renamed, directory fsynced.
 //! - `admin`: domains, accounts, aliases.
 //! - `mail`: delivery, the POP3 maildrop, expunge, the change log, garbage collection.
+//! - `queue`: the outbound queue ([`QueueStore`]): submission's queue rows, claims
+//!   (leases), per-recipient results.
 //!
 //! # Invariants
 //! - Every write runs in one `BEGIN IMMEDIATE` transaction, so concurrent sessions and
@@ -19,12 +21,18 @@
 //!   committed reference always has its file, and a pinned blob survives expunges.
 //! - UIDNEXT/HIGHESTMODSEQ are bumped with `UPDATE … RETURNING` in the transaction
 //!   that uses them.
+//! - A queued message holds one reference on its blob, like an email does, so garbage
+//!   collection never takes the bytes of a message still in the queue. `submit` stores
+//!   the local copies and the queue rows in one transaction.
+//! - A claim is `queue.lease_until` written under the write lock: exclusive across
+//!   threads and processes, and it runs out by itself when a worker dies.
 //! - Blocking SQLite and file calls run on tokio's blocking pool, never on a reactor
 //!   thread.
 
 mod admin;
 mod blobs;
 mod mail;
+mod queue;
 mod schema;
 
 use buudien_store::*;
@@ -88,6 +96,19 @@ impl SqliteStore {
     /// hour, so a `buudien deliver` running beside the server keeps its own).
     pub fn clean_tmp(&self) -> Result<usize> {
         blobs::clean_tmp(&self.inner.dir)
+    }
+
+    /// Ends every queue claim. The embedded store serves one `buudien serve` per data
+    /// directory, so when it starts no claim can be live: a claim left by a killed
+    /// server is released at once instead of when its lease runs out.
+    pub async fn clear_leases(&self) -> Result<usize> {
+        self.run(|_, c| {
+            let n = c
+                .execute("UPDATE queue SET lease_until = 0 WHERE lease_until > 0", [])
+                .map_err(db_err)?;
+            Ok(n)
+        })
+        .await
     }
 
     /// The data directory.
@@ -277,5 +298,61 @@ impl MailStore for SqliteStore {
 
     async fn collect_garbage(&self) -> Result<usize> {
         self.run(mail::collect_garbage).await
+    }
+}
+
+impl QueueStore for SqliteStore {
+    async fn submit(&self, submission: Submission<'_>) -> Result<Submitted> {
+        let accounts = submission.local.to_vec();
+        let message = submission.message.to_vec();
+        let received = submission.received;
+        let outbound = submission.outbound.map(|(e, r)| (e.clone(), r.to_vec()));
+        self.run(move |inner, c| {
+            let outbound = outbound.as_ref().map(|(e, r)| (e, r.as_slice()));
+            mail::store(inner, c, &accounts, &message, received, outbound)
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        now: SystemTime,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<QueuedMessage>> {
+        self.run(move |_, c| queue::claim(c, now, lease, limit))
+            .await
+    }
+
+    async fn record(&self, id: QueueId, results: &[(u32, Outcome)]) -> Result<()> {
+        let results = results.to_vec();
+        self.run(move |_, c| queue::record(c, id, &results)).await
+    }
+
+    async fn mark_reported(&self, id: QueueId, indexes: &[u32]) -> Result<()> {
+        let indexes = indexes.to_vec();
+        self.run(move |_, c| queue::mark_reported(c, id, &indexes))
+            .await
+    }
+
+    async fn release(&self, id: QueueId) -> Result<()> {
+        self.run(move |_, c| queue::release(c, id)).await
+    }
+
+    async fn queue_list(&self) -> Result<Vec<QueuedMessage>> {
+        self.run(|_, c| queue::list(c)).await
+    }
+
+    async fn queue_flush(&self, id: Option<QueueId>) -> Result<usize> {
+        self.run(move |_, c| queue::flush(c, id)).await
+    }
+
+    async fn queue_remove(&self, id: QueueId) -> Result<()> {
+        self.run(move |_, c| queue::remove(c, id)).await
+    }
+
+    async fn queue_bounce(&self, id: QueueId, reason: &str) -> Result<usize> {
+        let reason = reason.to_string();
+        self.run(move |_, c| queue::bounce(c, id, &reason)).await
     }
 }

@@ -2,10 +2,10 @@
 //! garbage collection.
 
 use crate::admin::write_tx;
-use crate::{Inner, blobs, db_err, lock};
+use crate::{Inner, blobs, db_err, lock, queue};
 use buudien_store::{
-    AccountId, BlobId, Change, ChangeKind, Delivered, Guard, Mailbox, MailboxId, Maildrop,
-    MaildropEntry, Result, SpecialUse, StoreError,
+    AccountId, BlobId, Change, ChangeKind, Delivered, Envelope, Guard, Mailbox, MailboxId,
+    Maildrop, MaildropEntry, NewRecipient, Result, SpecialUse, StoreError, Submitted,
 };
 use buudien_types::{Uid, UidValidity};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -20,17 +20,17 @@ fn secs(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-fn blob_from(v: Vec<u8>) -> Result<BlobId> {
+pub(crate) fn blob_from(v: Vec<u8>) -> Result<BlobId> {
     <[u8; 32]>::try_from(v.as_slice())
         .map(BlobId)
         .map_err(|_| StoreError::Database("blob id is not 32 bytes".into()))
 }
 
-fn u64_of(v: i64) -> u64 {
+pub(crate) fn u64_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn i64_of(v: u64) -> i64 {
+pub(crate) fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -38,10 +38,6 @@ fn i64_of(v: u64) -> i64 {
 type QuotaRow = (String, Option<i64>, Option<i64>, i64, i64);
 
 /// Stores one message in the INBOX of every account, in one transaction.
-///
-/// The blob is written and fsynced to `tmp/` before the write lock is taken, renamed
-/// into place under it (unless a live copy exists), and the rows commit after that
-/// with `synchronous = FULL`: when this returns `Ok` the message is durable.
 pub fn deliver(
     inner: &Arc<Inner>,
     conn: &mut Connection,
@@ -49,15 +45,39 @@ pub fn deliver(
     message: &[u8],
     received: SystemTime,
 ) -> Result<Vec<Delivered>> {
-    let accounts: BTreeSet<AccountId> = accounts.iter().copied().collect();
     if accounts.is_empty() {
         return Err(StoreError::Refused(
             "a delivery needs at least one recipient".into(),
         ));
     }
+    store(inner, conn, accounts, message, received, None).map(|s| s.delivered)
+}
+
+/// Stores one message in the INBOX of every account and queues its outbound part, in
+/// one transaction: the delivery path of both [`deliver`] and `QueueStore::submit`.
+///
+/// The blob is written and fsynced to `tmp/` before the write lock is taken, renamed
+/// into place under it (unless a live copy exists), and the rows commit after that
+/// with `synchronous = FULL`: when this returns `Ok` the message is durable. The blob's
+/// refcount grows by one per account and one for the queued message.
+pub fn store(
+    inner: &Arc<Inner>,
+    conn: &mut Connection,
+    accounts: &[AccountId],
+    message: &[u8],
+    received: SystemTime,
+    outbound: Option<(&Envelope, &[NewRecipient])>,
+) -> Result<Submitted> {
+    let accounts: BTreeSet<AccountId> = accounts.iter().copied().collect();
+    let outbound = outbound.filter(|(_, rcpts)| !rcpts.is_empty());
+    if accounts.is_empty() && outbound.is_none() {
+        return Err(StoreError::Refused(
+            "a message needs at least one local or remote recipient".into(),
+        ));
+    }
     let blob = BlobId(Sha256::digest(message).into());
     let size = i64_of(message.len() as u64);
-    let surrogate_size = buudien_message::needs_downgrade(message)
+    let surrogate_size = (!accounts.is_empty() && buudien_message::needs_downgrade(message))
         .then(|| i64_of(buudien_message::downgrade(message).len() as u64));
     let tmp = blobs::TempBlob::write(&inner.dir, message)?;
 
@@ -95,20 +115,20 @@ pub fn deliver(
         // New, or garbage whose file may already be gone: (re)place the file.
         _ => tmp.place(&inner.dir, &blob)?,
     }
-    let n = i64_of(accounts.len() as u64);
+    let n = i64_of(accounts.len() as u64) + i64::from(outbound.is_some());
     tx.execute(
         "INSERT INTO blobs (id, size, refcount) VALUES (?1, ?2, ?3)
          ON CONFLICT (id) DO UPDATE SET refcount = max(refcount, 0) + excluded.refcount",
         params![&blob.0[..], size, n],
     )
     .map_err(db_err)?;
-    let received = secs(received);
+    let received_secs = secs(received);
     let mut out = Vec::with_capacity(accounts.len());
     for &id in &accounts {
         tx.execute(
             "INSERT INTO emails (account_id, blob_id, size, surrogate_size, received_at)
              VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, &blob.0[..], size, surrogate_size, received],
+            params![id, &blob.0[..], size, surrogate_size, received_secs],
         )
         .map_err(db_err)?;
         let email = tx.last_insert_rowid();
@@ -145,8 +165,17 @@ pub fn deliver(
             uid: Uid(u32::try_from(uid).map_err(|_| StoreError::Database("UID overflow".into()))?),
         });
     }
+    let queued = match outbound {
+        Some((envelope, rcpts)) => {
+            Some(queue::insert(&tx, &blob, size, received, envelope, rcpts)?)
+        }
+        None => None,
+    };
     tx.commit().map_err(db_err)?;
-    Ok(out)
+    Ok(Submitted {
+        delivered: out,
+        queued,
+    })
 }
 
 /// The account's mailboxes, INBOX first, then by name.

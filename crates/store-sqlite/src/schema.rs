@@ -77,7 +77,40 @@ CREATE TABLE changes (
 ) WITHOUT ROWID;
 ";
 
-const MIGRATIONS: &[&str] = &[V1];
+/// The outbound queue (RFC 5321 §6.1: the server's responsibility once it said `250`).
+/// Times are milliseconds since the epoch; a queued message holds one reference on
+/// its blob (`blobs.refcount` counts emails and queued messages).
+const V2: &str = "
+CREATE TABLE queue (
+    id           INTEGER PRIMARY KEY,
+    sender       TEXT NOT NULL,            -- '' is the null sender
+    envid        TEXT,                     -- DSN ENVID, decoded
+    ret          INTEGER,                  -- DSN RET: NULL, 1 FULL, 2 HDRS
+    eight_bit    INTEGER NOT NULL,
+    smtputf8     INTEGER NOT NULL,
+    blob_id      BLOB NOT NULL REFERENCES blobs(id),
+    size         INTEGER NOT NULL,
+    queued_at    INTEGER NOT NULL,
+    lease_until  INTEGER NOT NULL DEFAULT 0  -- claimed until then
+);
+CREATE TABLE queue_rcpts (
+    queue_id      INTEGER NOT NULL REFERENCES queue(id) ON DELETE CASCADE,
+    idx           INTEGER NOT NULL,
+    address       TEXT NOT NULL,
+    orcpt         TEXT,
+    notify        INTEGER,                 -- NULL = not given; bits 1 SUCCESS 2 FAILURE 4 DELAY
+    state         INTEGER NOT NULL DEFAULT 0,  -- 0 pending, 1 delivered, 2 failed
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    next_attempt  INTEGER NOT NULL,
+    last_reply    TEXT,
+    relayed       INTEGER NOT NULL DEFAULT 0,
+    reported      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (queue_id, idx)
+) WITHOUT ROWID;
+CREATE INDEX queue_rcpts_due ON queue_rcpts(next_attempt) WHERE state = 0;
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Brings the database to the newest schema.
 pub fn migrate(conn: &mut Connection) -> Result<()> {

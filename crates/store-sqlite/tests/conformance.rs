@@ -11,3 +11,13 @@ async fn sqlite_conforms() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_queue_conforms() {
+    buudien_store::conformance_queue::run_queue(|| async {
+        let dir = tempfile::TempDir::new().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let store = SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("open: {e}"));
+        (store, dir)
+    })
+    .await;
+}

@@ -9,6 +9,7 @@
 //! - [`MailStore`] (this file): the operations protocols and the CLI call.
 //! - [`conformance`]: the behaviour suite; each backend's tests call
 //!   [`conformance::run_all`].
+//! - [`conformance_queue`]: the queue's cases ([`conformance_queue::run_queue`]).
 //!
 //! # Invariants (every backend keeps them; the suite checks them)
 //! - A delivery returns `Ok` only once the message bytes are durable and the index rows
@@ -20,8 +21,12 @@
 //! - A blob stays readable while a [`Maildrop`] that lists it is alive, even if the
 //!   message is expunged meanwhile.
 //! - Message sizes are the exact octet counts of the stored (CRLF) bytes.
+//! - A queued message keeps its blob alive until it leaves the queue; its local copies
+//!   and its queue rows commit in one transaction ([`QueueStore::submit`]).
+//! - A queue claim is exclusive (across processes) until released or its lease ends.
 
 pub mod conformance;
+pub mod conformance_queue;
 pub mod error;
 pub mod guard;
 pub mod model;

@@ -179,8 +179,11 @@ pub trait QueueStore: MailStore {
     /// nothing. With neither local accounts nor outbound recipients it is refused.
     fn submit(&self, submission: Submission<'_>) -> impl Future<Output = Result<Submitted>> + Send;
 
-    /// Claims up to `limit` messages that have a pending recipient due at `now` and
-    /// no live claim, and holds them for `lease` (a crashed worker's claim expires).
+    /// Claims up to `limit` messages (oldest first) that have no live claim and need
+    /// the worker: a pending recipient is due at `now`, or no recipient is pending any
+    /// more (final results still to report, e.g. after [`QueueStore::queue_bounce`] or
+    /// a crash before the report). Holds them for `lease` (a crashed worker's claim
+    /// expires); claims are exclusive across processes.
     fn claim(
         &self,
         now: SystemTime,
@@ -188,7 +191,9 @@ pub trait QueueStore: MailStore {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<QueuedMessage>>> + Send;
 
-    /// Records results for recipients (by index) of a claimed message.
+    /// Records results for recipients (by index) of a claimed message; each counts as
+    /// an attempt. Only pending recipients change (a result for one already final is
+    /// dropped), and a message removed meanwhile is not an error.
     fn record(
         &self,
         id: QueueId,
@@ -210,13 +215,15 @@ pub trait QueueStore: MailStore {
     fn queue_list(&self) -> impl Future<Output = Result<Vec<QueuedMessage>>> + Send;
 
     /// Makes pending recipients of one message (or all) due now; returns how many.
+    /// [`StoreError::NotFound`](crate::StoreError::NotFound) for an unknown id.
     fn queue_flush(&self, id: Option<QueueId>) -> impl Future<Output = Result<usize>> + Send;
 
-    /// Deletes a message from the queue without any report.
+    /// Deletes a message from the queue without any report (its blob becomes garbage
+    /// unless a mailbox holds it too). `NotFound` for an unknown id.
     fn queue_remove(&self, id: QueueId) -> impl Future<Output = Result<()>> + Send;
 
     /// Fails every pending recipient of a message with `reason` (the worker then
-    /// sends the DSN).
+    /// sends the DSN); returns how many. `NotFound` for an unknown id.
     fn queue_bounce(&self, id: QueueId, reason: &str)
     -> impl Future<Output = Result<usize>> + Send;
 }
