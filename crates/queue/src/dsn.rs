@@ -206,11 +206,11 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
         r.reporting_mta
     );
     let subject = if any_failed {
-        "Undelivered Mail Returned to Sender"
+        "Returned mail: delivery failed"
     } else if any_delayed {
-        "Delayed Mail (still being retried)"
+        "Delivery delayed: still trying"
     } else {
-        "Successful Mail Delivery Report"
+        "Delivery report: message delivered"
     };
     let report_type = if global {
         "global-delivery-status"
@@ -219,7 +219,7 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
     };
     let mut m = String::new();
     m.push_str(&format!(
-        "From: Mail Delivery System <MAILER-DAEMON@{}>\r\n",
+        "From: Mail Delivery <MAILER-DAEMON@{}>\r\n",
         r.reporting_mta
     ));
     m.push_str(&format!("To: <{}>\r\n", r.envelope.sender));
@@ -306,7 +306,7 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
 
 fn human_text(r: &Report<'_>, utf8: bool) -> String {
     let mut t = format!(
-        "This is the mail system at host {}.\r\n\r\n",
+        "This report comes from buudien at {}.\r\n\r\n",
         r.reporting_mta
     );
     let failed: Vec<_> = r
@@ -326,8 +326,9 @@ fn human_text(r: &Report<'_>, utf8: bool) -> String {
         .collect();
     if !failed.is_empty() {
         t.push_str(
-            "I'm sorry to have to inform you that your message could not\r\n\
-             be delivered to one or more recipients. It's attached below.\r\n\r\n",
+            "Your message could not be delivered to the recipients below, and\r\n\
+             no further attempts will be made. The message is returned with this\r\n\
+             report.\r\n\r\n",
         );
     }
     if !delayed.is_empty() {
@@ -335,10 +336,8 @@ fn human_text(r: &Report<'_>, utf8: bool) -> String {
     }
     if !ok.is_empty() {
         t.push_str(
-            "Your message was successfully delivered to the destination(s)\r\n\
-             listed below. If the message was delivered to a mailbox you will\r\n\
-             receive no further notifications. Otherwise you may still receive\r\n\
-             notifications of mail delivery errors from other systems.\r\n\r\n",
+            "Your message was handed on for the recipients below. A server further\r\n\
+             along may still send its own report.\r\n\r\n",
         );
     }
     for (rcpt, action) in &r.recipients {
@@ -490,9 +489,9 @@ mod tests {
             now: t0() + Duration::from_secs(60),
         };
         let dsn = String::from_utf8(build(&report)).unwrap();
-        assert!(dsn.starts_with("From: Mail Delivery System <MAILER-DAEMON@mail.a.example>\r\n"));
+        assert!(dsn.starts_with("From: Mail Delivery <MAILER-DAEMON@mail.a.example>\r\n"));
         assert!(dsn.contains("\r\nTo: <ann@a.example>\r\n"));
-        assert!(dsn.contains("Subject: Undelivered Mail Returned to Sender\r\n"));
+        assert!(dsn.contains("Subject: Returned mail: delivery failed\r\n"));
         assert!(dsn.contains("Auto-Submitted: auto-replied\r\n"));
         assert!(dsn.contains(
             "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\""
@@ -551,7 +550,7 @@ mod tests {
         report.recipients = vec![(&ok, Action::Relayed)];
         report.return_limit = 1 << 20;
         let dsn = String::from_utf8(build(&report)).unwrap();
-        assert!(dsn.contains("Subject: Successful Mail Delivery Report\r\n"));
+        assert!(dsn.contains("Subject: Delivery report: message delivered\r\n"));
         assert!(dsn.contains("Action: relayed\r\nStatus: 2.0.0\r\nRemote-MTA: dns; mx\r\nDiagnostic-Code: smtp; 250 2.0.0 queued\r\n"));
         assert!(!dsn.contains("the body"), "success: headers only");
     }

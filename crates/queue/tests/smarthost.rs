@@ -155,12 +155,12 @@ async fn bounced_to_the_local_sender() {
     let dsn = &mail[0];
     assert!(
         dsn.starts_with(
-            "Return-Path: <>\r\nFrom: Mail Delivery System <MAILER-DAEMON@mail.local.example>\r\n"
+            "Return-Path: <>\r\nFrom: Mail Delivery <MAILER-DAEMON@mail.local.example>\r\n"
         ),
         "{dsn}"
     );
     assert!(dsn.contains("To: <ann+lists@local.example>\r\n"));
-    assert!(dsn.contains("Subject: Undelivered Mail Returned to Sender\r\n"));
+    assert!(dsn.contains("Subject: Returned mail: delivery failed\r\n"));
     assert!(dsn.contains("Content-Type: multipart/report; report-type=delivery-status;"));
     assert!(dsn.contains(
         "Reporting-MTA: dns; mail.local.example\r\nOriginal-Envelope-Id: ENV 42\r\nArrival-Date: "
@@ -350,7 +350,7 @@ async fn relayed_dsn_for_a_hop_without_dsn() {
     let mail = inbox(&env.store, env.ann).await;
     assert_eq!(mail.len(), 1);
     let dsn = &mail[0];
-    assert!(dsn.contains("Subject: Successful Mail Delivery Report\r\n"));
+    assert!(dsn.contains("Subject: Delivery report: message delivered\r\n"));
     assert!(
         dsn.contains(
             "Final-Recipient: rfc822;bob@remote.example\r\nAction: relayed\r\nStatus: 2.0.0\r\n"
