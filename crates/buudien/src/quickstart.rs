@@ -11,10 +11,11 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
-/// Standard ports, used when running as root.
-const STANDARD: (u16, u16) = (110, 995);
-/// Preferred unprivileged ports.
-const UNPRIVILEGED: (u16, u16) = (1110, 1995);
+/// Standard ports, used when running as root: pop3, pop3s, smtp, submission,
+/// submissions.
+const STANDARD: [u16; 5] = [110, 995, 25, 587, 465];
+/// Preferred unprivileged ports, in the same order.
+const UNPRIVILEGED: [u16; 5] = [1110, 1995, 2525, 1587, 1465];
 
 /// Sets everything up and returns the config to serve.
 pub fn setup(config_path: &Path, email: &str) -> Result<Config, CliError> {
@@ -100,12 +101,19 @@ fn write_config(path: &Path, domain: &str) -> Result<(), CliError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let data_dir = dir.join("buudien-data");
     let tls_dir = data_dir.join("tls");
-    let (pop3, pop3s) = if is_root() {
+    let ports = if is_root() {
         STANDARD
     } else {
-        let a = free_port(UNPRIVILEGED.0, &[]);
-        (a, free_port(UNPRIVILEGED.1, &[a]))
+        let mut chosen = [0u16; 5];
+        for (i, preferred) in UNPRIVILEGED.iter().enumerate() {
+            let p = free_port(*preferred, &chosen);
+            if let Some(slot) = chosen.get_mut(i) {
+                *slot = p;
+            }
+        }
+        chosen
     };
+    let [pop3, pop3s, smtp, submission, submissions] = ports;
     let hostname = system_hostname(domain);
     let text = format!(
         r#"# buudien configuration, written by `buudien quickstart`.
@@ -116,7 +124,12 @@ data_dir = "{data}"
 # Each service takes a list of "ip:port"; an empty list or a missing key disables it.
 pop3 = ["0.0.0.0:{pop3}"]
 pop3s = ["0.0.0.0:{pop3s}"]
-# smtp, submission, submissions, imap and imaps come with their releases.
+# Mail from the Internet (your MX), normally port 25.
+smtp = ["0.0.0.0:{smtp}"]
+# Your mail clients send here, after logging in: STARTTLS, and implicit TLS.
+submission = ["0.0.0.0:{submission}"]
+submissions = ["0.0.0.0:{submissions}"]
+# imap and imaps come with their release.
 
 [tls]
 # A self-signed certificate made by quickstart; replace with a real one (for example
@@ -239,14 +252,33 @@ fn print_summary(
     if !cfg.listen.pop3.is_empty() {
         out += &format!("  POP3:      port {}, STARTTLS\n", ports(&cfg.listen.pop3));
     }
+    if !cfg.listen.submissions.is_empty() {
+        out += &format!(
+            "  SMTP:      port {}, SSL/TLS\n",
+            ports(&cfg.listen.submissions)
+        );
+    }
+    if !cfg.listen.submission.is_empty() {
+        out += &format!(
+            "  SMTP:      port {}, STARTTLS\n",
+            ports(&cfg.listen.submission)
+        );
+    }
     out += &format!("  username:  {email} (the whole address)\n");
     out += "  The certificate is self-signed: accept it once in the client, or put a real\n  one in [tls] and send SIGHUP.\n";
     out += &format!(
         "\nPut a test message in:\n  printf 'Subject: hello\\n\\nfirst mail\\n' | buudien --config {} deliver {email}\n",
         config_path.display()
     );
+    if !cfg.listen.smtp.is_empty() {
+        out += &format!(
+            "\nMail from the Internet arrives on port {}: point the MX record of {} at\nthis machine.\n",
+            ports(&cfg.listen.smtp),
+            email.domain_str()
+        );
+    }
     if !is_root() {
-        out += "\n(Not running as root, so unprivileged ports were chosen; as root quickstart\nuses 110 and 995.)\n";
+        out += "\n(Not running as root, so unprivileged ports were chosen; as root quickstart\nuses 110, 995, 25, 587 and 465.)\n";
     }
     print!("{out}");
     let _ = std::io::stdout().flush();

@@ -9,12 +9,14 @@ use buudien_auth::{FailureThrottle, ThrottleConfig};
 use buudien_net::{ConnTracker, Listener, TlsProvider, bind};
 use buudien_pop3::{Pop3Config, Pop3Server};
 use buudien_queue::{QueueConfig, QueueWorker, Smarthost, SmarthostTls};
+use buudien_smtp::{Mode, SmtpConfig, SmtpServer};
 use buudien_store::MailStore;
 use buudien_store_sqlite::SqliteStore;
 use buudien_types::Secret;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::net::TcpStream;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// How long shutdown waits for live sessions.
@@ -29,6 +31,9 @@ const GC_INTERVAL: Duration = Duration::from_secs(600);
 enum Service {
     Pop3,
     Pop3s,
+    Smtp,
+    Submission,
+    Submissions,
 }
 
 impl Service {
@@ -36,6 +41,9 @@ impl Service {
         match self {
             Service::Pop3 => "pop3",
             Service::Pop3s => "pop3s",
+            Service::Smtp => "smtp",
+            Service::Submission => "submission",
+            Service::Submissions => "submissions",
         }
     }
 }
@@ -120,37 +128,44 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
         )),
         None => None,
     };
-    if tls.is_none() && !cfg.listen.pop3s.is_empty() {
-        return Err(CliError::config(
-            "pop3s needs a certificate: set [tls] cert and key, or run `buudien quickstart` \
-             to make a self-signed one",
-        ));
+    for (name, list) in [
+        ("pop3s", &cfg.listen.pop3s),
+        ("submissions", &cfg.listen.submissions),
+    ] {
+        if tls.is_none() && !list.is_empty() {
+            return Err(CliError::config(format!(
+                "{name} needs a certificate: set [tls] cert and key, or run `buudien quickstart` \
+                 to make a self-signed one"
+            )));
+        }
     }
-    if tls.is_none() && !cfg.listen.pop3.is_empty() {
+    if tls.is_none()
+        && !(cfg.listen.pop3.is_empty()
+            && cfg.listen.smtp.is_empty()
+            && cfg.listen.submission.is_empty())
+    {
         tracing::warn!(
-            "no [tls] cert and key: POP3 will not offer STLS, and passwords are accepted only \
-             from loopback (run `buudien quickstart` or set [tls])"
+            "no [tls] cert and key: no STLS/STARTTLS, and passwords are accepted only from \
+             loopback (run `buudien quickstart` or set [tls])"
         );
     }
-    for (name, list) in [
-        ("smtp", &cfg.listen.smtp),
-        ("submission", &cfg.listen.submission),
-        ("submissions", &cfg.listen.submissions),
-        ("imap", &cfg.listen.imap),
-        ("imaps", &cfg.listen.imaps),
-    ] {
+    for (name, list) in [("imap", &cfg.listen.imap), ("imaps", &cfg.listen.imaps)] {
         if !list.is_empty() {
             tracing::warn!("[listen] {name}: this build does not serve {name} yet; ignored");
         }
     }
 
     let mut listeners: Vec<(Service, Listener)> = Vec::new();
-    let wanted = cfg
-        .listen
-        .pop3
-        .iter()
-        .map(|a| (Service::Pop3, *a))
-        .chain(cfg.listen.pop3s.iter().map(|a| (Service::Pop3s, *a)));
+    let l = &cfg.listen;
+    let wanted = [
+        (Service::Pop3, &l.pop3),
+        (Service::Pop3s, &l.pop3s),
+        (Service::Smtp, &l.smtp),
+        (Service::Submission, &l.submission),
+        (Service::Submissions, &l.submissions),
+    ]
+    .into_iter()
+    .flat_map(|(service, addrs)| addrs.iter().map(move |a| (service, *a)));
     for (service, addr) in wanted {
         let l = bind(addr).map_err(|e| {
             CliError::config(format!("cannot listen on {addr} ({}): {e}", service.name()))
@@ -160,7 +175,8 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
     }
     if listeners.is_empty() {
         return Err(CliError::config(
-            "no listener configured: add pop3 or pop3s addresses under [listen]",
+            "no listener configured: add addresses under [listen] (pop3, pop3s, smtp, \
+             submission, submissions)",
         ));
     }
 
@@ -177,22 +193,24 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
     let queue_task = tokio::spawn(worker.run(queue_stop_rx));
 
     let throttle = Arc::new(FailureThrottle::new(ThrottleConfig::default()));
-    let pop3 = Pop3Server::new(store.clone(), pop3_config(&cfg), throttle);
+    let servers = Servers {
+        pop3: Pop3Server::new(store.clone(), pop3_config(&cfg), throttle.clone()),
+        smtp: SmtpServer::new(store.clone(), smtp_config(&cfg)?, throttle),
+        tls: tls.clone(),
+    };
     let tracker = ConnTracker::new();
     let mut accept_tasks = Vec::new();
     for (service, listener) in listeners {
-        let pop3 = pop3.clone();
-        let tls = tls.clone();
+        let servers = servers.clone();
         let tracker = tracker.clone();
         accept_tasks.push(tokio::spawn(async move {
             loop {
                 let (stream, peer) = listener.accept().await;
                 let token = tracker.token();
-                let pop3 = pop3.clone();
-                let tls = tls.clone();
+                let servers = servers.clone();
                 tokio::spawn(async move {
                     let _token = token;
-                    run_connection(service, pop3, tls, stream, peer).await;
+                    servers.run_connection(service, stream, peer).await;
                 });
             }
         }));
@@ -206,7 +224,8 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
         t.abort();
     }
     gc.abort();
-    pop3.stop();
+    servers.pop3.stop();
+    servers.smtp.stop();
     queue_stop.send_replace(true);
     if tracker.wait_idle(DRAIN).await {
         tracing::info!("all sessions ended");
@@ -223,28 +242,77 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn run_connection(
-    service: Service,
+/// The protocol servers a connection may be handed to.
+#[derive(Clone)]
+struct Servers {
     pop3: Pop3Server<SqliteStore>,
+    smtp: SmtpServer<SqliteStore>,
     tls: Option<Arc<TlsProvider>>,
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-) {
-    match service {
-        Service::Pop3 => {
-            let acceptor = tls.map(|t| t.acceptor());
-            pop3.serve(stream, peer, false, acceptor).await;
-        }
-        Service::Pop3s => {
-            let Some(tls) = tls else { return };
-            let acceptor = tls.acceptor();
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => pop3.serve(s, peer, true, None).await,
-                Ok(Err(e)) => tracing::debug!(%peer, "pop3s TLS handshake failed: {e}"),
-                Err(_) => tracing::info!(%peer, "pop3s TLS handshake timed out"),
+}
+
+impl Servers {
+    async fn run_connection(&self, service: Service, stream: TcpStream, peer: SocketAddr) {
+        let acceptor = self.tls.as_ref().map(|t| t.acceptor());
+        match service {
+            Service::Pop3 => self.pop3.serve(stream, peer, false, acceptor).await,
+            Service::Pop3s => {
+                let Some(acceptor) = acceptor else { return };
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => self.pop3.serve(s, peer, true, None).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, "pop3s TLS handshake failed: {e}"),
+                    Err(_) => tracing::info!(%peer, "pop3s TLS handshake timed out"),
+                }
+            }
+            Service::Smtp => {
+                self.smtp
+                    .serve(stream, peer, Mode::Inbound, false, acceptor)
+                    .await
+            }
+            Service::Submission => {
+                self.smtp
+                    .serve(stream, peer, Mode::Submission, false, acceptor)
+                    .await
+            }
+            // The SMTP session runs the implicit-TLS handshake itself, so that its
+            // Received header can name the TLS version and cipher.
+            Service::Submissions => {
+                self.smtp
+                    .serve(stream, peer, Mode::Submissions, false, acceptor)
+                    .await
             }
         }
     }
+}
+
+/// The SMTP service's settings from `[smtp]`.
+pub fn smtp_config(cfg: &Config) -> Result<SmtpConfig, CliError> {
+    let s = &cfg.smtp;
+    if !matches!(s.relay_denied_code, 550 | 554) {
+        return Err(CliError::config(format!(
+            "[smtp] relay_denied_code = {}: expected 550 or 554",
+            s.relay_denied_code
+        )));
+    }
+    let mut sep = s.subaddress_separator.chars();
+    let subaddress_separator = sep.next();
+    if sep.next().is_some() {
+        return Err(CliError::config(format!(
+            "[smtp] subaddress_separator {:?}: expected one character or \"\"",
+            s.subaddress_separator
+        )));
+    }
+    Ok(SmtpConfig {
+        hostname: cfg.hostname.clone(),
+        max_message_size: s.max_message_size,
+        max_recipients: s.max_recipients,
+        subaddress_separator,
+        relay_denied_code: s.relay_denied_code,
+        quota_permanent: s.quota_permanent,
+        check_from_header: s.check_from_header,
+        max_received_headers: s.max_received_headers,
+        allow_plaintext_auth: s.allow_plaintext_auth,
+        ..SmtpConfig::default()
+    })
 }
 
 /// Collects unreferenced blobs now and then.

@@ -1,0 +1,128 @@
+//! Bounded command-line framing: the input buffer is cut at LF (CRLF, or a lone LF as
+//! Postfix also accepts in commands), and a line longer than the limit is reported
+//! once and skipped through its end, so the session resynchronises on the next line.
+//! Message data never goes through here (see [`crate::data`] and [`crate::bdat`]).
+
+/// What the framer found in the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// One whole line, without its CRLF (or LF).
+    Line(Vec<u8>),
+    /// The current line passed the limit; its bytes are being dropped. Reported once
+    /// per over-long line, as soon as the limit is passed.
+    TooLong,
+    /// Need more bytes.
+    Incomplete,
+}
+
+/// Cuts command lines out of a receive buffer, never holding more than `max` bytes of
+/// one line.
+#[derive(Debug, Default)]
+pub struct LineFramer {
+    discarding: bool,
+}
+
+impl LineFramer {
+    /// A framer at the start of a line.
+    pub fn new() -> Self {
+        LineFramer { discarding: false }
+    }
+
+    /// True while the rest of an over-long line is being skipped.
+    pub fn is_discarding(&self) -> bool {
+        self.discarding
+    }
+
+    /// Takes the next line out of `buf`. `max` counts the line with its CRLF
+    /// (RFC 5321 §4.5.3.1.4: 512 octets at least; buudien's default is 2048).
+    ///
+    /// Bytes of an over-long line are removed from `buf` as they arrive, so `buf`
+    /// never needs to grow past `max` plus one read.
+    pub fn next_frame(&mut self, buf: &mut Vec<u8>, max: usize) -> Frame {
+        loop {
+            let newline = buf.iter().position(|&b| b == b'\n');
+            if self.discarding {
+                match newline {
+                    Some(i) => {
+                        buf.drain(..=i);
+                        self.discarding = false;
+                        continue;
+                    }
+                    None => {
+                        buf.clear();
+                        return Frame::Incomplete;
+                    }
+                }
+            }
+            return match newline {
+                Some(i) if i < max => {
+                    let mut line: Vec<u8> = buf.drain(..=i).collect();
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    Frame::Line(line)
+                }
+                Some(i) => {
+                    buf.drain(..=i);
+                    Frame::TooLong
+                }
+                None if buf.len() >= max => {
+                    buf.clear();
+                    self.discarding = true;
+                    Frame::TooLong
+                }
+                None => Frame::Incomplete,
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_pipelined_lines() {
+        let mut f = LineFramer::new();
+        let mut buf = b"MAIL FROM:<>\r\nRCPT TO:<a@b.c>\nDATA".to_vec();
+        assert_eq!(
+            f.next_frame(&mut buf, 512),
+            Frame::Line(b"MAIL FROM:<>".to_vec())
+        );
+        assert_eq!(
+            f.next_frame(&mut buf, 512),
+            Frame::Line(b"RCPT TO:<a@b.c>".to_vec())
+        );
+        assert_eq!(f.next_frame(&mut buf, 512), Frame::Incomplete);
+        buf.extend_from_slice(b"\r\n");
+        assert_eq!(f.next_frame(&mut buf, 512), Frame::Line(b"DATA".to_vec()));
+    }
+
+    #[test]
+    fn long_line_is_reported_once_and_skipped() {
+        let mut f = LineFramer::new();
+        let mut buf = vec![b'A'; 600];
+        assert_eq!(f.next_frame(&mut buf, 512), Frame::TooLong);
+        assert!(buf.is_empty());
+        assert!(f.is_discarding());
+        buf.extend_from_slice(&[b'B'; 5000]);
+        assert_eq!(f.next_frame(&mut buf, 512), Frame::Incomplete);
+        assert!(buf.is_empty());
+        buf.extend_from_slice(b"BBB\r\nQUIT\r\n");
+        assert_eq!(f.next_frame(&mut buf, 512), Frame::Line(b"QUIT".to_vec()));
+    }
+
+    #[test]
+    fn limit_counts_the_crlf() {
+        let mut f = LineFramer::new();
+        let mut buf = vec![b'A'; 510];
+        buf.extend_from_slice(b"\r\n");
+        assert!(matches!(f.next_frame(&mut buf, 512), Frame::Line(_)));
+        let mut buf = vec![b'A'; 511];
+        buf.extend_from_slice(b"\r\n");
+        assert_eq!(f.next_frame(&mut buf, 512), Frame::TooLong);
+        assert!(buf.is_empty());
+    }
+}

@@ -1,0 +1,454 @@
+//! What happens to a message once its data has arrived (after DATA or BDAT LAST):
+//! normalisation, the loop check (RFC 5321 §6.3), the submission rules (From check,
+//! RFC 6409 §8 completion), the trace fields (RFC 5321 §4.4), one durable
+//! `QueueStore::submit` for the local copies and the outbound part, and the reply.
+//!
+//! `Return-Path`: RFC 5321 §4.4 has the final delivery add it, and relays must not.
+//! `submit` stores one blob for both the local copies and the queued copy, so it is
+//! added only when the message has no remote recipient (always the case for inbound
+//! mail, which never relays). A submission with local and remote recipients keeps
+//! the local copies without `Return-Path` rather than splitting into two
+//! transactions that could half-fail.
+
+use crate::bounce::{self, Failure};
+use crate::cmd::mail::owns_address;
+use crate::cmd::rcpt::{quota_reply, resolve_local};
+use crate::headers::{self, Field, Trace};
+use crate::session::{Dest, Flow, Session, Txn, User};
+use crate::{Shared, SmtpConfig};
+use buudien_smtp_proto::reply::write;
+use buudien_smtp_proto::{Body, Ret, Status, code};
+use buudien_store::{
+    AccountId, Envelope, NewRecipient, Notify, QueueStore, StoreError, Submission,
+};
+use buudien_types::{Address, Domain};
+use std::time::SystemTime;
+
+/// Takes a received message through to its reply.
+///
+/// - More than `max_received_headers` `Received` fields: `554 5.4.6`.
+/// - Submission: a From that is not the user's: `550 5.7.1`; missing `Date` and
+///   `Message-ID` are added (RFC 6409 §8.2, §8.3).
+/// - `Received` is prepended; `Return-Path` too when nothing goes to the queue.
+/// - Stored: `250 2.0.0 Ok: queued as <id>`, only after `submit` returned `Ok`.
+pub(crate) async fn accept<S: QueueStore>(
+    session: &mut Session<'_, S>,
+    out: &mut Vec<u8>,
+    txn: Txn,
+    raw: Vec<u8>,
+) -> Flow {
+    session.junk_commands = 0;
+    let shared = session.shared;
+    let config = &shared.config;
+    let message = buudien_message::normalize(&raw);
+    drop(raw);
+    let now = SystemTime::now();
+    let id = headers::new_id();
+
+    let fields = headers::fields(&message);
+    let hops = headers::count(&fields, "Received");
+    if hops > config.max_received_headers {
+        tracing::info!(hops, "mail loop suspected, message refused");
+        write(
+            out,
+            code::TRANSACTION_FAILED,
+            Some(Status::LOOP),
+            &format!("too many hops ({hops} Received fields): mail loop?"),
+        );
+        return Flow::Next;
+    }
+    let mut added = String::new();
+    if let Some(user) = &session.user {
+        if config.check_from_header {
+            match from_allowed(shared, user, &fields).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(user = %user.address, "From header refused");
+                    write(
+                        out,
+                        code::MAILBOX_UNAVAILABLE,
+                        Some(Status::NOT_AUTHORIZED),
+                        &format!("From: header address not owned by {}", user.address),
+                    );
+                    return Flow::Next;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "From check failed");
+                    write(
+                        out,
+                        code::LOCAL_ERROR,
+                        Some(Status::SYSTEM_TEMP),
+                        "temporary failure, try again later",
+                    );
+                    return Flow::Next;
+                }
+            }
+        }
+        // RFC 6409 §8.2 (Date), §8.3 (Message-ID): complete the message.
+        if headers::count(&fields, "Date") == 0 {
+            added.push_str(&format!("Date: {}\r\n", headers::rfc5322_date(now)));
+        }
+        if headers::count(&fields, "Message-ID") == 0 {
+            added.push_str(&format!("Message-ID: <{id}@{}>\r\n", config.hostname));
+        }
+    }
+    drop(fields);
+
+    let plan = Plan::new(&txn);
+    let sender = txn.sender();
+    let helo = session.helo.as_ref();
+    let trace = Trace {
+        helo: helo.map_or("unknown", |h| h.name.as_str()),
+        peer: session.peer.ip(),
+        hostname: &config.hostname,
+        protocol: headers::Via {
+            extended: helo.is_some_and(|h| h.extended),
+            utf8: txn.params.smtputf8,
+            tls: session.secure,
+            auth: session.user.is_some(),
+        }
+        .protocol(),
+        tls: session
+            .tls
+            .as_ref()
+            .map(|t| (t.version.as_str(), t.cipher.as_str())),
+        user: session.user.as_ref().map(|u| u.address.as_str()),
+        id: &id,
+        for_rcpt: match txn.rcpts.as_slice() {
+            [only] => Some(only.address.as_str()),
+            _ => None,
+        },
+        date: headers::rfc5322_date(now),
+    };
+    let mut stored = Vec::with_capacity(message.len() + 1024);
+    if plan.remote.is_empty() {
+        stored.extend_from_slice(format!("Return-Path: <{sender}>\r\n").as_bytes());
+    }
+    stored.extend_from_slice(headers::received(&trace).as_bytes());
+    stored.extend_from_slice(added.as_bytes());
+    stored.extend_from_slice(&message);
+    drop(message);
+
+    let envelope = Envelope {
+        sender: sender.clone(),
+        envid: txn.params.envid.clone(),
+        ret: txn.params.ret.map(|r| match r {
+            Ret::Full => buudien_store::Ret::Full,
+            Ret::Headers => buudien_store::Ret::Headers,
+        }),
+        // RFC 6152 §3: BODY=8BITMIME, or 8-bit octets sent without it (which many
+        // clients do); either way the queue must not relay it as 7-bit.
+        eight_bit: txn.params.body == Some(Body::EightBitMime) || !stored.is_ascii(),
+        smtputf8: txn.params.smtputf8,
+    };
+    let job = Job {
+        shared,
+        txn: &txn,
+        plan: &plan,
+        envelope: &envelope,
+        message: &stored,
+        received: now,
+    };
+    match job.run().await {
+        Ok(Stored { local, queued }) => {
+            tracing::info!(
+                id = %id,
+                from = %sender,
+                size = stored.len(),
+                local,
+                queued = ?queued,
+                "message accepted"
+            );
+            write(
+                out,
+                code::OK,
+                Some(Status::OK),
+                &format!("Ok: queued as {id}"),
+            );
+        }
+        Err(Refused::Quota) => {
+            tracing::info!(id = %id, "message refused: mailbox full");
+            quota_reply(out, config);
+        }
+        Err(Refused::Temporary) => {
+            write(
+                out,
+                code::LOCAL_ERROR,
+                Some(Status::SYSTEM_TEMP),
+                "temporary failure storing the message, try again later",
+            );
+        }
+    }
+    Flow::Next
+}
+
+/// Where the copies go.
+struct Plan {
+    /// Local accounts, each once (RFC 5321 §3.3 "one message … stored once per
+    /// account").
+    local: Vec<AccountId>,
+    /// Remote recipients, each address once.
+    remote: Vec<NewRecipient>,
+}
+
+impl Plan {
+    fn new(txn: &Txn) -> Self {
+        let mut local: Vec<AccountId> = Vec::new();
+        let mut remote: Vec<NewRecipient> = Vec::new();
+        for r in &txn.rcpts {
+            match &r.dest {
+                Dest::Local(ids) => local.extend(ids),
+                Dest::Remote(address) => {
+                    if !remote.iter().any(|n| n.address == *address) {
+                        remote.push(NewRecipient {
+                            address: address.clone(),
+                            orcpt: r.params.orcpt.clone(),
+                            notify: r.params.notify.map(|n| Notify {
+                                success: n.success,
+                                failure: n.failure,
+                                delay: n.delay,
+                            }),
+                        });
+                    }
+                }
+            }
+        }
+        local.sort_unstable();
+        local.dedup();
+        Plan { local, remote }
+    }
+}
+
+/// Why a message was not stored.
+enum Refused {
+    /// Every local recipient is full, or a full one cannot be bounced: the client
+    /// keeps the message (`452 4.2.2` / `552 5.2.2`).
+    Quota,
+    /// The store failed: `451 4.3.0`.
+    Temporary,
+}
+
+/// What was stored.
+struct Stored {
+    /// Local copies.
+    local: usize,
+    /// The queue id of the outbound part.
+    queued: Option<buudien_store::QueueId>,
+}
+
+/// Where a bounce to the envelope sender goes.
+enum BounceTo {
+    /// These local accounts.
+    Local(Vec<AccountId>),
+    /// The outbound queue.
+    Remote(String),
+}
+
+/// One message's way into the store.
+struct Job<'a, S> {
+    shared: &'a Shared<S>,
+    txn: &'a Txn,
+    plan: &'a Plan,
+    envelope: &'a Envelope,
+    message: &'a [u8],
+    received: SystemTime,
+}
+
+impl<S: QueueStore> Job<'_, S> {
+    /// One `submit`. When it names a full account (`StoreError::OverQuota`), that
+    /// account is left out and the rest is submitted again; once stored, the sender
+    /// gets a bounce for the full ones. When there is nobody to bounce to (null
+    /// sender, unknown local sender) or nobody left, the whole message is refused
+    /// with the quota reply instead, so that nothing is dropped silently.
+    async fn run(&self) -> Result<Stored, Refused> {
+        let store = &self.shared.store;
+        let outbound =
+            (!self.plan.remote.is_empty()).then_some((self.envelope, self.plan.remote.as_slice()));
+        let mut full: Vec<(AccountId, String)> = Vec::new();
+        let mut bounce_to: Option<BounceTo> = None;
+        let submitted = loop {
+            let targets: Vec<AccountId> = self
+                .plan
+                .local
+                .iter()
+                .copied()
+                .filter(|a| !full.iter().any(|(f, _)| f == a))
+                .collect();
+            if targets.is_empty() && outbound.is_none() {
+                return Err(Refused::Quota);
+            }
+            let submission = Submission {
+                message: self.message,
+                received: self.received,
+                local: &targets,
+                outbound,
+            };
+            match store.submit(submission).await {
+                Ok(s) => break s,
+                Err(StoreError::OverQuota(who)) => {
+                    let Some(account) = account_id(store, &who).await else {
+                        tracing::warn!(account = %who, "over quota, but which account?");
+                        return Err(Refused::Quota);
+                    };
+                    if !targets.contains(&account) {
+                        return Err(Refused::Quota);
+                    }
+                    if bounce_to.is_none() {
+                        bounce_to = match self.bounce_route().await {
+                            Ok(Some(route)) => Some(route),
+                            Ok(None) => return Err(Refused::Quota),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot route a bounce");
+                                return Err(Refused::Temporary);
+                            }
+                        };
+                    }
+                    tracing::info!(account = %who, "over quota after the data; will bounce");
+                    full.push((account, who));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "storing the message failed");
+                    return Err(Refused::Temporary);
+                }
+            }
+        };
+        if let Some(route) = bounce_to {
+            // The message is stored for the others. If the bounce cannot be stored,
+            // `451` makes the client retry: duplicates for the others, but no
+            // recipient lost without a word.
+            if let Err(e) = self.bounce(&full, &route).await {
+                tracing::error!(error = %e, "bounce for full mailboxes not stored");
+                return Err(Refused::Temporary);
+            }
+        }
+        Ok(Stored {
+            local: submitted.delivered.len(),
+            queued: submitted.queued,
+        })
+    }
+
+    /// Where a bounce to the envelope sender goes: a local account, the queue, or
+    /// nowhere (null sender; a local sender that does not exist).
+    async fn bounce_route(&self) -> Result<Option<BounceTo>, StoreError> {
+        let sender = &self.envelope.sender;
+        if sender.is_empty() {
+            return Ok(None);
+        }
+        let Ok(address) = Address::parse(sender) else {
+            return Ok(Some(BounceTo::Remote(sender.clone())));
+        };
+        let store = &self.shared.store;
+        let domains: Vec<Domain> = store.list_domains().await?;
+        if !domains.contains(&address.domain()) {
+            return Ok(Some(BounceTo::Remote(sender.clone())));
+        }
+        let config: &SmtpConfig = &self.shared.config;
+        Ok(resolve_local(store, config, &address)
+            .await?
+            .map(|(_, accounts)| BounceTo::Local(accounts)))
+    }
+
+    /// Builds and stores the bounce for the `full` accounts (only for recipients whose
+    /// `NOTIFY` asks for failures, RFC 3461 §4.1).
+    async fn bounce(
+        &self,
+        full: &[(AccountId, String)],
+        route: &BounceTo,
+    ) -> Result<(), StoreError> {
+        let mut failures: Vec<Failure> = Vec::new();
+        for (account, who) in full {
+            for r in &self.txn.rcpts {
+                let Dest::Local(ids) = &r.dest else { continue };
+                if !ids.contains(account) || r.params.notify.is_some_and(|n| !n.failure) {
+                    continue;
+                }
+                let failure = Failure {
+                    final_recipient: who.clone(),
+                    given: (!r.address.eq_ignore_ascii_case(who)).then(|| r.address.clone()),
+                    orcpt: r.params.orcpt.clone(),
+                };
+                if !failures.contains(&failure) {
+                    failures.push(failure);
+                }
+            }
+        }
+        if failures.is_empty() {
+            return Ok(());
+        }
+        let dsn = bounce::build(&bounce::Report {
+            hostname: &self.shared.config.hostname,
+            sender: &self.envelope.sender,
+            arrival: self.received,
+            envid: self.envelope.envid.as_deref(),
+            full: self.envelope.ret == Some(buudien_store::Ret::Full),
+            utf8: self.envelope.smtputf8,
+            failures: &failures,
+            message: self.message,
+        });
+        let store = &self.shared.store;
+        match route {
+            BounceTo::Local(accounts) => {
+                let mut message = b"Return-Path: <>\r\n".to_vec();
+                message.extend_from_slice(&dsn);
+                store
+                    .submit(Submission {
+                        message: &message,
+                        received: SystemTime::now(),
+                        local: accounts,
+                        outbound: None,
+                    })
+                    .await?;
+            }
+            BounceTo::Remote(address) => {
+                let envelope = Envelope {
+                    sender: String::new(),
+                    envid: None,
+                    ret: None,
+                    eight_bit: !dsn.is_ascii(),
+                    smtputf8: self.envelope.smtputf8,
+                };
+                let rcpt = [NewRecipient {
+                    address: address.clone(),
+                    orcpt: None,
+                    notify: None,
+                }];
+                store
+                    .submit(Submission {
+                        message: &dsn,
+                        received: SystemTime::now(),
+                        local: &[],
+                        outbound: Some((&envelope, &rcpt)),
+                    })
+                    .await?;
+            }
+        }
+        tracing::info!(to = %self.envelope.sender, count = failures.len(), "bounce stored");
+        Ok(())
+    }
+}
+
+/// The id of the account with this address.
+async fn account_id<S: QueueStore>(store: &S, address: &str) -> Option<AccountId> {
+    let address = Address::parse(address).ok()?;
+    store.account(&address).await.ok().flatten().map(|a| a.id)
+}
+
+/// RFC 6409 §6.1 and issue 3: every address in every `From:` field must be one the
+/// user may send as (as for MAIL FROM). A From that cannot be read is refused.
+async fn from_allowed<S: QueueStore>(
+    shared: &Shared<S>,
+    user: &User,
+    fields: &[Field<'_>],
+) -> Result<bool, StoreError> {
+    for value in headers::values(fields, "From") {
+        let Some(addresses) = headers::address_list(&value) else {
+            return Ok(false);
+        };
+        for a in addresses {
+            if !owns_address(&shared.store, &shared.config, user, &a).await? {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
