@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test run, as CI does it (.ci/run calls this):
 #   1. installs the Debian packages the real-client tests use, if missing
-#      (fetchmail, curl, openssl, python3-pytest);
+#      (fetchmail, curl, openssl, postfix, dnsmasq, swaks, dig, python3-pytest);
 #   2. cargo fmt --check, clippy -D warnings, cargo test (main workspace and fuzz/);
 #   3. builds the buudien binary and runs tests/e2e (pytest) against it.
 # Extra arguments go to pytest, e.g. `./test.sh -k fetchmail`.
@@ -35,10 +35,16 @@ find_python() {
 }
 
 section "Debian packages for the real-client tests"
+# command -> Debian package. postfix/dnsmasq live in /usr/sbin, which a non-root PATH
+# may lack; dnsmasq-base is the binary without the system service.
+have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]]; }
 missing=()
-for cmd in fetchmail curl openssl; do
-    command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
+for pair in fetchmail:fetchmail curl:curl openssl:openssl postfix:postfix \
+    dnsmasq:dnsmasq-base swaks:swaks dig:bind9-dnsutils; do
+    have "${pair%%:*}" || missing+=("${pair#*:}")
 done
+# swaks speaks TLS (--tls, --tlsc) only with IO::Socket::SSL, a mere Recommends.
+perl -MIO::Socket::SSL -e 1 >/dev/null 2>&1 || missing+=(libio-socket-ssl-perl)
 find_python >/dev/null || missing+=(python3-pytest)
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"
@@ -50,14 +56,40 @@ if ((${#missing[@]})); then
         SUDO=(sudo)
     fi
     export DEBIAN_FRONTEND=noninteractive
+    # Postfix: no questions and no system configuration (no /etc/postfix/main.cf, so
+    # no system instance can start), and no service started by the install either:
+    # a policy-rc.d that refuses every start, only for the time of the install
+    # (an existing one is left alone). The tests run their own Postfix instances.
+    echo "postfix postfix/main_mailer_type select No configuration" \
+        | "${SUDO[@]}" debconf-set-selections
+    own_policy=
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\n# test.sh: no services started while installing test packages\nexit 101\n' \
+            | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+        "${SUDO[@]}" chmod 755 /usr/sbin/policy-rc.d
+        own_policy=1
+        trap 'if [[ -n $own_policy ]]; then "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d; fi' EXIT
+    fi
     "${SUDO[@]}" apt-get update -qq
     "${SUDO[@]}" apt-get install -y -qq --no-install-recommends --no-upgrade "${missing[@]}"
+    if [[ -n $own_policy ]]; then
+        "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d
+        own_policy=
+    fi
+    # Belt and braces: a system Postfix that did start anyway must not hold port 25.
+    if [[ -e /etc/postfix/main.cf ]] && "${SUDO[@]}" /usr/sbin/postfix status >/dev/null 2>&1; then
+        echo "stopping the system postfix started by the install"
+        "${SUDO[@]}" /usr/sbin/postfix stop || true
+    fi
 else
-    echo "fetchmail, curl, openssl and pytest are present"
+    echo "fetchmail, curl, openssl, postfix, dnsmasq, swaks, dig and pytest are present"
 fi
 PYTHON=$(find_python) || die "python3 with pytest still not found after installing python3-pytest"
 echo "fetchmail: $(fetchmail --version 2>/dev/null | head -n1 || true)"
 echo "curl:      $(curl --version | head -n1)"
+echo "postfix:   $(/usr/sbin/postconf -d -h mail_version 2>/dev/null || echo '?')"
+echo "dnsmasq:   $(/usr/sbin/dnsmasq --version 2>/dev/null | head -n1 || true)"
+echo "swaks:     $(swaks --version 2>/dev/null | head -n1 || true)"
 echo "python:    $PYTHON ($("$PYTHON" -c 'import pytest, sys; print(sys.version.split()[0], "pytest", pytest.__version__)'))"
 
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs)"
@@ -80,7 +112,7 @@ cargo build -p buudien
 BUUDIEN_BIN="$ROOT/target/debug/buudien"
 [[ -x $BUUDIEN_BIN ]] || die "no binary at $BUUDIEN_BIN"
 
-section "real clients: pytest tests/e2e (poplib, curl, fetchmail)"
+section "real clients: pytest tests/e2e (poplib, curl, fetchmail, smtplib, swaks, postfix)"
 BUUDIEN_BIN="$BUUDIEN_BIN" BUUDIEN_E2E_REQUIRE_CLIENTS=1 \
     "$PYTHON" -m pytest -q tests/e2e "$@"
 

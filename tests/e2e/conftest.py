@@ -9,6 +9,12 @@ accept. At the end it sends SIGTERM and asserts exit code 0 within 15 s.
 Each test makes its own accounts (`server.new_user()`), so the maildrop locks of one
 test never get in the way of another. The server's stderr is attached to the report of
 every failing test.
+
+SMTP: `launch(..., smtp=True, sections=...)` adds the `smtp`, `submission` and
+`submissions` listeners and extra config sections (`[smtp]`, `[queue]`, `[dns]`); the
+`launcher` fixture starts such servers for one test and stops them after it. The real
+peers (a throwaway Postfix, dnsmasq, a scripted SMTP server) are in peers.py; their
+fixtures are imported here.
 """
 
 from __future__ import annotations
@@ -64,6 +70,20 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free loopback ports (all sockets held open while choosing)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def require_client(name: str) -> str:
@@ -127,7 +147,8 @@ class RawPop:
 class Server:
     """A running `buudien serve` plus helpers to drive its CLI and its ports."""
 
-    def __init__(self, binary: Path, root: Path, apop: bool = False):
+    def __init__(self, binary: Path, root: Path, apop: bool = False, smtp: bool = False,
+                 sections: str = ""):
         self.bin = binary
         self.apop = apop
         self.root = root
@@ -136,11 +157,16 @@ class Server:
         self.key = root / "key.pem"
         self.data = root / "data"
         self.log_path = root / "serve.log"
-        self.pop3_port = free_port()
-        self.pop3s_port = free_port()
-        while self.pop3s_port == self.pop3_port:
-            self.pop3s_port = free_port()
+        self.smtp = smtp
+        self.sections = sections
+        ports = free_ports(5 if smtp else 2)
+        self.pop3_port, self.pop3s_port = ports[:2]
+        # SMTP (25), submission (587, STARTTLS), submissions (465, implicit TLS).
+        self.smtp_port, self.submission_port, self.submissions_port = (
+            ports[2:] if smtp else (None, None, None)
+        )
         self.proc: subprocess.Popen | None = None
+        self.start_failed = False
         self._log = None
         self._names = itertools.count(1)
 
@@ -159,6 +185,13 @@ class Server:
         )
 
     def config_text(self, extra: str = "") -> str:
+        smtp_listen = ""
+        if self.smtp:
+            smtp_listen = (
+                f'smtp = ["127.0.0.1:{self.smtp_port}"]\n'
+                f'submission = ["127.0.0.1:{self.submission_port}"]\n'
+                f'submissions = ["127.0.0.1:{self.submissions_port}"]\n'
+            )
         return (
             f'hostname = "mail.{DOMAIN}"\n'
             f'data_dir = "{self.data}"\n'
@@ -166,6 +199,7 @@ class Server:
             f"\n[listen]\n"
             f'pop3 = ["127.0.0.1:{self.pop3_port}"]\n'
             f'pop3s = ["127.0.0.1:{self.pop3s_port}"]\n'
+            f"{smtp_listen}"
             f"\n[tls]\n"
             f'cert = "{self.cert}"\n'
             f'key = "{self.key}"\n'
@@ -174,10 +208,23 @@ class Server:
             f"apop = {'true' if self.apop else 'false'}\n"
             f"allow_plaintext_auth = false\n"
             f"lock_session = true\n"
+            f"{self.sections}"
         )
 
+    def ports(self) -> list[int]:
+        """Every port `serve` listens on."""
+        return [p for _, p in self.listeners()]
+
+    def listeners(self) -> list[tuple[str, int]]:
+        """(service, port) for every listener in the config."""
+        named = [("pop3", self.pop3_port), ("pop3s", self.pop3s_port),
+                 ("smtp", self.smtp_port), ("submission", self.submission_port),
+                 ("submissions", self.submissions_port)]
+        return [(n, p) for n, p in named if p]
+
     def start(self) -> None:
-        self._log = open(self.log_path, "wb")
+        # Appends: a restart (after kill -9) keeps the log of the earlier run.
+        self._log = open(self.log_path, "ab")
         env = dict(os.environ, BUUDIEN_LOG=os.environ.get("BUUDIEN_LOG", "info"))
         self.proc = subprocess.Popen(
             [str(self.bin), "--config", str(self.config), "serve"],
@@ -185,7 +232,7 @@ class Server:
             env=env, cwd=self.root,
         )
         deadline = time.monotonic() + 20
-        for port in (self.pop3_port, self.pop3s_port):
+        for name, port in self.listeners():
             while True:
                 if self.proc.poll() is not None:
                     raise RuntimeError(
@@ -196,8 +243,24 @@ class Server:
                     break
                 except OSError:
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"port {port} never accepted:\n{self.log()}")
+                        raise RuntimeError(
+                            f"buudien serve never accepted on its {name} port "
+                            f"127.0.0.1:{port}:\n{self.log()}"
+                        )
                     time.sleep(0.05)
+            # `serve` binds every listener before it serves any: once one accepts,
+            # the others get a short grace only, so a missing service fails fast.
+            deadline = min(deadline, time.monotonic() + 3)
+
+    def kill9(self) -> None:
+        """SIGKILL `serve` (no shutdown code runs) and reap it; `start()` restarts."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=TIMEOUT)
+        self.proc = None
+        if self._log:
+            self._log.close()
+            self._log = None
 
     def stop(self) -> int:
         """SIGTERM, then the exit code (SIGKILL and -9 after 15 s)."""
@@ -314,9 +377,13 @@ def buudien_bin() -> Path:
     return find_binary()
 
 
-def launch(binary: Path, root: Path, apop: bool = False) -> Server:
-    """A fresh server in `root`: certificate, config, domain, `buudien serve` running."""
-    srv = Server(binary, root, apop=apop)
+def launch(binary: Path, root: Path, apop: bool = False, smtp: bool = False,
+           sections: str = "") -> Server:
+    """A fresh server in `root`: certificate, config, domain, `buudien serve` running.
+
+    `smtp` adds the three SMTP listeners; `sections` is appended to the config (whole
+    TOML tables such as `[smtp]`, `[queue]`, `[dns]`)."""
+    srv = Server(binary, root, apop=apop, smtp=smtp, sections=sections)
     srv.make_cert()
     srv.config.write_text(srv.config_text())
     srv.cli("domain", "add", DOMAIN)
@@ -343,11 +410,79 @@ def server(buudien_bin: Path):
         assert took <= 11, f"buudien serve took {took:.1f}s to stop after SIGTERM"
 
 
+class Launcher:
+    """Starts SMTP-enabled servers for one test (`launcher(sections=...)`); the fixture
+    stops them afterwards and requires a clean exit (0 after SIGTERM)."""
+
+    def __init__(self, binary: Path):
+        self.bin = binary
+        self.servers: list[Server] = []
+
+    def __call__(self, sections: str = "", smtp: bool = True, name: str = "own") -> Server:
+        root = Path(tempfile.mkdtemp(prefix=f"buudien-e2e-{name}-"))
+        srv = Server(self.bin, root, smtp=smtp, sections=sections)
+        self.servers.append(srv)  # reported on failure even when it never started
+        srv.make_cert()
+        srv.config.write_text(srv.config_text())
+        srv.cli("domain", "add", DOMAIN)
+        try:
+            srv.start()
+        except BaseException:
+            srv.start_failed = True  # the test fails with this; no second report
+            raise
+        return srv
+
+
+@pytest.fixture
+def launcher(buudien_bin: Path):
+    keep = os.environ.get("BUUDIEN_E2E_KEEP") == "1"
+    own = Launcher(buudien_bin)
+    yield own
+    failures = []
+    for srv in own.servers:
+        if srv.proc is None or srv.start_failed:
+            # Never started (or killed with kill9() and not restarted): the test's own
+            # report has the reason.
+            if srv.proc is not None:
+                srv.stop()
+            if not keep:
+                shutil.rmtree(srv.root, ignore_errors=True)
+            continue
+        code = srv.stop()
+        if code != 0:
+            failures.append(f"{srv.root}: buudien serve exited {code} after SIGTERM")
+        elif not keep:
+            shutil.rmtree(srv.root, ignore_errors=True)
+    assert not failures, "; ".join(failures)
+
+
+# The real peers (Postfix, dnsmasq, a scripted SMTP server): see peers.py.
+from peers import dns_peer, fake_smtp, mx_address, postfix_peer  # noqa: E402,F401
+
+
+def _report_sources(item) -> list[tuple[str, str]]:
+    """(title, text) for every server and peer a test used."""
+    out = []
+    funcargs = getattr(item, "funcargs", {}) or {}
+    for name, value in funcargs.items():
+        if isinstance(value, Server):
+            out.append((f"buudien serve log of `{name}` (tail)", value.log(8000)))
+        elif isinstance(value, Launcher):
+            for i, srv in enumerate(value.servers):
+                out.append((f"buudien serve log of launched server {i} ({srv.root}) (tail)",
+                            srv.log(8000)))
+        elif hasattr(value, "report"):
+            try:
+                out.extend(value.report())
+            except Exception as e:  # a report must never hide the real failure
+                out.append((f"report of `{name}` failed", repr(e)))
+    return out
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.failed:
-        srv = item.funcargs.get("server") if hasattr(item, "funcargs") else None
-        if isinstance(srv, Server):
-            report.sections.append(("buudien serve log (tail)", srv.log(8000)))
+        for title, text in _report_sources(item):
+            report.sections.append((title, text))
