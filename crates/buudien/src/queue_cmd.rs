@@ -64,7 +64,12 @@ pub async fn queue(cfg: &Config, cmd: QueueCmd) -> Result<(), CliError> {
                 );
                 for r in &m.recipients {
                     let next = if r.state == RcptState::Pending {
-                        format!("\tnext attempt {}", utc(r.next_attempt))
+                        let when = if r.next_attempt <= SystemTime::now() {
+                            "now".to_string()
+                        } else {
+                            utc(r.next_attempt)
+                        };
+                        format!("\tnext attempt {when}")
                     } else {
                         String::new()
                     };

@@ -261,6 +261,12 @@ pub fn claim(
             params![until, id],
         )
         .map_err(db_err)?;
+        // A flush before this claim is served by this very attempt.
+        tx.execute(
+            "UPDATE queue_rcpts SET next_attempt = 0 WHERE queue_id = ?1 AND next_attempt < 0",
+            [id],
+        )
+        .map_err(db_err)?;
         out.extend(load(&tx, "q.id = ?1", id)?);
     }
     tx.commit().map_err(db_err)?;
@@ -288,9 +294,13 @@ pub fn record(conn: &mut Connection, id: QueueId, results: &[(u32, Outcome)]) ->
                 next_attempt,
             } => (PENDING, reply, false, Some(millis(*next_attempt))),
         };
+        // A flush that came while this attempt ran (next_attempt < 0) wins over the
+        // deferral's retry time: the recipient stays due now.
         tx.execute(
             "UPDATE queue_rcpts SET state = ?1, last_reply = ?2, relayed = ?3,
-                    attempts = attempts + 1, next_attempt = coalesce(?4, next_attempt)
+                    attempts = attempts + 1,
+                    next_attempt = CASE WHEN next_attempt < 0 THEN 0
+                                        ELSE coalesce(?4, next_attempt) END
              WHERE queue_id = ?5 AND idx = ?6 AND state = 0",
             params![state, reply, relayed, next, id, idx],
         )
@@ -363,7 +373,8 @@ pub fn list(conn: &mut Connection) -> Result<Vec<QueuedMessage>> {
     Ok(out)
 }
 
-/// Makes pending recipients due now.
+/// Makes pending recipients due now. The mark is -1 (due, and "flushed"), so that a
+/// deferral recorded by an attempt already running does not push it back.
 pub fn flush(conn: &mut Connection, id: Option<QueueId>) -> Result<usize> {
     let tx = write_tx(conn)?;
     let n = match id {
@@ -372,12 +383,12 @@ pub fn flush(conn: &mut Connection, id: Option<QueueId>) -> Result<usize> {
                 return Err(StoreError::NotFound(format!("queued message {id}")));
             }
             tx.execute(
-                "UPDATE queue_rcpts SET next_attempt = 0 WHERE queue_id = ?1 AND state = 0",
+                "UPDATE queue_rcpts SET next_attempt = -1 WHERE queue_id = ?1 AND state = 0",
                 [id],
             )
         }
         None => tx.execute(
-            "UPDATE queue_rcpts SET next_attempt = 0 WHERE state = 0",
+            "UPDATE queue_rcpts SET next_attempt = -1 WHERE state = 0",
             [],
         ),
     }

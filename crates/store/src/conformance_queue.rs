@@ -112,6 +112,7 @@ where
     case!(claim_honours_next_attempt_and_limit);
     case!(record_and_release_lifecycle);
     case!(flush_makes_deferred_due);
+    case!(flush_during_an_attempt_is_not_lost);
     case!(remove_deletes_without_report);
     case!(bounce_fails_pending_recipients);
     case!(queued_blob_lives_until_released);
@@ -410,6 +411,30 @@ async fn flush_makes_deferred_due<S: QueueStore>(s: Arc<S>) {
         s.queue_flush(Some(b + a + 100)).await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+async fn flush_during_an_attempt_is_not_lost<S: QueueStore>(s: Arc<S>) {
+    let now = SystemTime::now();
+    let a = enqueue(&*s, 1, 1, now).await;
+    assert_eq!(ok(s.claim(now, HOUR, 10).await).len(), 1);
+    // `queue flush` arrives while the attempt runs; the attempt then defers.
+    assert_eq!(ok(s.queue_flush(Some(a)).await), 1);
+    let deferred = Outcome::Deferred {
+        reply: "451".into(),
+        next_attempt: now + HOUR * 4,
+    };
+    ok(s.record(a, &[(0, deferred.clone())]).await);
+    ok(s.release(a).await);
+    let got = ok(s.claim(SystemTime::now(), HOUR, 10).await);
+    assert_eq!(
+        got.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![a],
+        "still due now"
+    );
+    // A flush before a claim is used up by that claim: the next deferral holds.
+    ok(s.record(a, &[(0, deferred)]).await);
+    ok(s.release(a).await);
+    assert!(ok(s.claim(SystemTime::now(), HOUR, 10).await).is_empty());
 }
 
 async fn remove_deletes_without_report<S: QueueStore>(s: Arc<S>) {
