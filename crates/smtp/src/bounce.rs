@@ -58,10 +58,10 @@ pub(crate) fn build(r: &Report<'_>) -> Vec<u8> {
     };
     line(
         &mut m,
-        &format!("From: Mail Delivery System <MAILER-DAEMON@{}>", r.hostname),
+        &format!("From: Mail Delivery <MAILER-DAEMON@{}>", r.hostname),
     );
     line(&mut m, &format!("To: <{}>", r.sender));
-    line(&mut m, "Subject: Undelivered Mail Returned to Sender");
+    line(&mut m, "Subject: Returned mail: delivery failed");
     line(&mut m, &format!("Date: {}", rfc5322_date(now)));
     line(
         &mut m,
@@ -86,7 +86,7 @@ pub(crate) fn build(r: &Report<'_>) -> Vec<u8> {
     line(&mut m, "");
     line(
         &mut m,
-        &format!("This is the mail system at host {}.", r.hostname),
+        &format!("This report comes from buudien at {}.", r.hostname),
     );
     line(&mut m, "");
     line(
