@@ -189,6 +189,7 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
     }
     let worker = QueueWorker::new(store.clone(), queue_config(&cfg)?)
         .map_err(|e| CliError::config(format!("queue: {e}")))?;
+    let queue_handle = worker.handle();
     let (queue_stop, queue_stop_rx) = tokio::sync::watch::channel(false);
     let queue_task = tokio::spawn(worker.run(queue_stop_rx));
 
@@ -198,6 +199,7 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
         smtp: SmtpServer::new(store.clone(), smtp_config(&cfg)?, throttle),
         tls: tls.clone(),
     };
+    servers.smtp.on_queued(move || queue_handle.wake());
     let tracker = ConnTracker::new();
     let mut accept_tasks = Vec::new();
     for (service, listener) in listeners {

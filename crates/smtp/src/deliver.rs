@@ -151,6 +151,9 @@ pub(crate) async fn accept<S: QueueStore>(
     };
     match job.run().await {
         Ok(Stored { local, queued }) => {
+            if queued.is_some() {
+                shared.notify_queued();
+            }
             tracing::info!(
                 id = %id,
                 from = %sender,
@@ -420,6 +423,7 @@ impl<S: QueueStore> Job<'_, S> {
                         outbound: Some((&envelope, &rcpt)),
                     })
                     .await?;
+                self.shared.notify_queued();
             }
         }
         tracing::info!(to = %self.envelope.sender, count = failures.len(), "bounce stored");

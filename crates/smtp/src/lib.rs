@@ -209,6 +209,20 @@ pub(crate) struct Shared<S> {
     pub(crate) throttle: Arc<FailureThrottle>,
     /// Set to true when the server stops: sessions waiting for a command end.
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
+    /// Called after a message (or a bounce) was queued, to wake the queue worker.
+    queued: std::sync::OnceLock<QueuedHook>,
+}
+
+/// What [`SmtpServer::on_queued`] installs.
+type QueuedHook = Arc<dyn Fn() + Send + Sync>;
+
+impl<S> Shared<S> {
+    /// Tells the queue worker that new work is there (no-op without a hook).
+    pub(crate) fn notify_queued(&self) {
+        if let Some(hook) = self.queued.get() {
+            hook();
+        }
+    }
 }
 
 /// Numbers sessions for the log.
@@ -224,6 +238,7 @@ impl<S: QueueStore> SmtpServer<S> {
                 config,
                 throttle,
                 stopping: tokio::sync::watch::Sender::new(false),
+                queued: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -233,6 +248,13 @@ impl<S: QueueStore> SmtpServer<S> {
     /// (its reply is sent).
     pub fn stop(&self) {
         self.shared.stopping.send_replace(true);
+    }
+
+    /// Installs what to call right after a message was queued for remote delivery
+    /// (the queue worker's wake-up), so that outbound mail leaves at once instead of
+    /// at the worker's next scan. Only the first call takes effect.
+    pub fn on_queued(&self, hook: impl Fn() + Send + Sync + 'static) {
+        let _ = self.shared.queued.set(Arc::new(hook));
     }
 
     /// The settings in use.

@@ -465,3 +465,31 @@ async fn eight_bit_content_is_flagged_for_the_queue() {
         "stored as received"
     );
 }
+
+#[tokio::test]
+async fn queueing_wakes_the_queue_worker() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let env = env().await;
+    let server = env.server(config());
+    let woken = Arc::new(AtomicUsize::new(0));
+    let w = woken.clone();
+    server.on_queued(move || {
+        w.fetch_add(1, Ordering::SeqCst);
+    });
+    let mut c = logged_in(&server).await;
+    // Local only: nothing queued, no wake-up.
+    assert!(
+        c.message(ANN, &["bob@example.org"], BODY)
+            .await
+            .starts_with("250 2.0.0")
+    );
+    assert_eq!(woken.load(Ordering::SeqCst), 0);
+    assert!(
+        c.message(ANN, &["x@example.net"], BODY)
+            .await
+            .starts_with("250 2.0.0")
+    );
+    assert_eq!(woken.load(Ordering::SeqCst), 1);
+    assert_eq!(env.queue().await.len(), 1);
+}
