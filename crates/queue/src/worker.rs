@@ -521,6 +521,7 @@ async fn send_dsn<S: QueueStore>(
         store
             .submit(Submission {
                 message: &local,
+                local_prefix: &[],
                 received: now,
                 local: &accounts,
                 outbound: None,
@@ -553,6 +554,7 @@ async fn send_dsn<S: QueueStore>(
     store
         .submit(Submission {
             message: &dsn,
+            local_prefix: &[],
             received: now,
             local: &[],
             outbound: Some((&envelope, &rcpt)),

@@ -4,11 +4,8 @@
 //! `QueueStore::submit` for the local copies and the outbound part, and the reply.
 //!
 //! `Return-Path`: RFC 5321 §4.4 has the final delivery add it, and relays must not.
-//! `submit` stores one blob for both the local copies and the queued copy, so it is
-//! added only when the message has no remote recipient (always the case for inbound
-//! mail, which never relays). A submission with local and remote recipients keeps
-//! the local copies without `Return-Path` rather than splitting into two
-//! transactions that could half-fail.
+//! It goes to `submit` as the local copies' prefix, so the local copies carry it and
+//! the queued copy does not, still in one transaction.
 
 use crate::bounce::{self, Failure};
 use crate::cmd::mail::owns_address;
@@ -29,7 +26,7 @@ use std::time::SystemTime;
 /// - More than `max_received_headers` `Received` fields: `554 5.4.6`.
 /// - Submission: a From that is not the user's: `550 5.7.1`; missing `Date` and
 ///   `Message-ID` are added (RFC 6409 §8.2, §8.3).
-/// - `Received` is prepended; `Return-Path` too when nothing goes to the queue.
+/// - `Received` is prepended; the local copies also get `Return-Path`.
 /// - Stored: `250 2.0.0 Ok: queued as <id>`, only after `submit` returned `Ok`.
 pub(crate) async fn accept<S: QueueStore>(
     session: &mut Session<'_, S>,
@@ -121,9 +118,6 @@ pub(crate) async fn accept<S: QueueStore>(
         date: headers::rfc5322_date(now),
     };
     let mut stored = Vec::with_capacity(message.len() + 1024);
-    if plan.remote.is_empty() {
-        stored.extend_from_slice(format!("Return-Path: <{sender}>\r\n").as_bytes());
-    }
     stored.extend_from_slice(headers::received(&trace).as_bytes());
     stored.extend_from_slice(added.as_bytes());
     stored.extend_from_slice(&message);
@@ -141,12 +135,14 @@ pub(crate) async fn accept<S: QueueStore>(
         eight_bit: txn.params.body == Some(Body::EightBitMime) || !stored.is_ascii(),
         smtputf8: txn.params.smtputf8,
     };
+    let return_path = format!("Return-Path: <{sender}>\r\n");
     let job = Job {
         shared,
         txn: &txn,
         plan: &plan,
         envelope: &envelope,
         message: &stored,
+        local_prefix: return_path.as_bytes(),
         received: now,
     };
     match job.run().await {
@@ -253,7 +249,10 @@ struct Job<'a, S> {
     txn: &'a Txn,
     plan: &'a Plan,
     envelope: &'a Envelope,
+    /// The message as queued (without `Return-Path`).
     message: &'a [u8],
+    /// `Return-Path`, for the local copies only.
+    local_prefix: &'a [u8],
     received: SystemTime,
 }
 
@@ -282,6 +281,7 @@ impl<S: QueueStore> Job<'_, S> {
             }
             let submission = Submission {
                 message: self.message,
+                local_prefix: self.local_prefix,
                 received: self.received,
                 local: &targets,
                 outbound,
@@ -396,6 +396,7 @@ impl<S: QueueStore> Job<'_, S> {
                 store
                     .submit(Submission {
                         message: &message,
+                        local_prefix: &[],
                         received: SystemTime::now(),
                         local: accounts,
                         outbound: None,
@@ -418,6 +419,7 @@ impl<S: QueueStore> Job<'_, S> {
                 store
                     .submit(Submission {
                         message: &dsn,
+                        local_prefix: &[],
                         received: SystemTime::now(),
                         local: &[],
                         outbound: Some((&envelope, &rcpt)),

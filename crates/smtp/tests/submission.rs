@@ -87,11 +87,12 @@ async fn starttls_then_auth_plain_and_relay() {
             .all(|r| r.state == RcptState::Pending)
     );
     let queued = env.blob(&q[0].blob).await;
-    // Local recipients get it directly, once each; the copies share the queued
-    // bytes, so no Return-Path (relayed copies must not carry one).
+    // Local recipients get it directly, once each, with Return-Path (final
+    // delivery); the queued copy has none (RFC 5321 §4.4: relays must not add it).
     let bob = env.inbox(env.bob).await;
     assert_eq!(bob.len(), 1);
-    assert_eq!(bob[0], queued);
+    assert_eq!(bob[0], format!("Return-Path: <{ANN}>\r\n{queued}"));
+    assert!(!queued.contains("Return-Path"), "{queued}");
     assert_eq!(env.inbox(env.ann).await.len(), 1, "ann via team@");
     assert!(
         queued.starts_with(

@@ -19,15 +19,17 @@ pub struct TempBlob {
 }
 
 impl TempBlob {
-    /// Writes `bytes` to a new file under `tmp/` and fsyncs it.
-    pub fn write(dir: &Path, bytes: &[u8]) -> Result<TempBlob> {
+    /// Writes the concatenation of `parts` to a new file under `tmp/` and fsyncs it.
+    pub fn write_parts(dir: &Path, parts: &[&[u8]]) -> Result<TempBlob> {
         let name = format!("{}.{:016x}.tmp", std::process::id(), rand::random::<u64>());
         let path = dir.join("tmp").join(name);
         let mut tmp = TempBlob {
             path: Some(path.clone()),
         };
         let mut f = File::create_new(&path)?;
-        f.write_all(bytes)?;
+        for part in parts {
+            f.write_all(part)?;
+        }
         f.sync_all()?;
         let _ = &mut tmp;
         Ok(tmp)

@@ -305,11 +305,16 @@ impl QueueStore for SqliteStore {
     async fn submit(&self, submission: Submission<'_>) -> Result<Submitted> {
         let accounts = submission.local.to_vec();
         let message = submission.message.to_vec();
+        let prefix = submission.local_prefix.to_vec();
         let received = submission.received;
         let outbound = submission.outbound.map(|(e, r)| (e.clone(), r.to_vec()));
         self.run(move |inner, c| {
             let outbound = outbound.as_ref().map(|(e, r)| (e, r.as_slice()));
-            mail::store(inner, c, &accounts, &message, received, outbound)
+            let parts = mail::Parts {
+                prefix: &prefix,
+                message: &message,
+            };
+            mail::store(inner, c, &accounts, parts, received, outbound)
         })
         .await
     }

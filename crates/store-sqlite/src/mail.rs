@@ -50,21 +50,95 @@ pub fn deliver(
             "a delivery needs at least one recipient".into(),
         ));
     }
-    store(inner, conn, accounts, message, received, None).map(|s| s.delivered)
+    let parts = Parts {
+        prefix: &[],
+        message,
+    };
+    store(inner, conn, accounts, parts, received, None).map(|s| s.delivered)
 }
 
-/// Stores one message in the INBOX of every account and queues its outbound part, in
-/// one transaction: the delivery path of both [`deliver`] and `QueueStore::submit`.
-///
-/// The blob is written and fsynced to `tmp/` before the write lock is taken, renamed
-/// into place under it (unless a live copy exists), and the rows commit after that
-/// with `synchronous = FULL`: when this returns `Ok` the message is durable. The blob's
-/// refcount grows by one per account and one for the queued message.
+/// The bytes of one submission: the local copies are `prefix` + `message`, the queued
+/// copy is `message` alone.
+#[derive(Clone, Copy)]
+pub struct Parts<'a> {
+    /// Lines only the local copies get (`Return-Path`).
+    pub prefix: &'a [u8],
+    /// The message.
+    pub message: &'a [u8],
+}
+
+/// A blob written and fsynced to `tmp/`, waiting for the transaction.
+struct NewBlob {
+    id: BlobId,
+    size: i64,
+    tmp: blobs::TempBlob,
+}
+
+impl NewBlob {
+    fn write(inner: &Inner, parts: &[&[u8]]) -> Result<NewBlob> {
+        let mut h = Sha256::new();
+        let mut len = 0usize;
+        for p in parts {
+            h.update(p);
+            len = len.saturating_add(p.len());
+        }
+        Ok(NewBlob {
+            id: BlobId(h.finalize().into()),
+            size: i64_of(len as u64),
+            tmp: blobs::TempBlob::write_parts(&inner.dir, parts)?,
+        })
+    }
+
+    /// Puts the file in place unless a live copy is there, and adds `refs`
+    /// references. Runs inside the write transaction.
+    fn commit(self, inner: &Inner, tx: &Connection, refs: i64) -> Result<BlobId> {
+        let live: Option<i64> = tx
+            .query_row(
+                "SELECT refcount FROM blobs WHERE id = ?1",
+                [&self.id.0[..]],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        match live {
+            // A live blob's file is in place; ours is identical and is dropped.
+            Some(rc) if rc > 0 => drop(self.tmp),
+            // New, or garbage whose file may already be gone: (re)place the file.
+            _ => self.tmp.place(&inner.dir, &self.id)?,
+        }
+        tx.execute(
+            "INSERT INTO blobs (id, size, refcount) VALUES (?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET refcount = max(refcount, 0) + excluded.refcount",
+            params![&self.id.0[..], self.size, refs],
+        )
+        .map_err(db_err)?;
+        Ok(self.id)
+    }
+}
+
+/// The ASCII-surrogate size of a local copy, if it needs one (RFC 6856 §2.1).
+fn surrogate_size(parts: Parts<'_>) -> Option<i64> {
+    if parts.prefix.is_empty() {
+        return buudien_message::needs_downgrade(parts.message)
+            .then(|| i64_of(buudien_message::downgrade(parts.message).len() as u64));
+    }
+    if parts.prefix.is_ascii() && !buudien_message::needs_downgrade(parts.message) {
+        return None;
+    }
+    let whole = [parts.prefix, parts.message].concat();
+    buudien_message::needs_downgrade(&whole)
+        .then(|| i64_of(buudien_message::downgrade(&whole).len() as u64))
+}
+
+/// Stores local copies (quota-checked, UIDs and MODSEQs from the mailbox rows) and
+/// queues the outbound part, in one transaction. The blobs are written and fsynced
+/// before the write lock is taken and renamed into place under it; when the local
+/// copies carry a prefix, the queued copy is a second blob.
 pub fn store(
     inner: &Arc<Inner>,
     conn: &mut Connection,
     accounts: &[AccountId],
-    message: &[u8],
+    parts: Parts<'_>,
     received: SystemTime,
     outbound: Option<(&Envelope, &[NewRecipient])>,
 ) -> Result<Submitted> {
@@ -75,11 +149,33 @@ pub fn store(
             "a message needs at least one local or remote recipient".into(),
         ));
     }
-    let blob = BlobId(Sha256::digest(message).into());
-    let size = i64_of(message.len() as u64);
-    let surrogate_size = (!accounts.is_empty() && buudien_message::needs_downgrade(message))
-        .then(|| i64_of(buudien_message::downgrade(message).len() as u64));
-    let tmp = blobs::TempBlob::write(&inner.dir, message)?;
+    let prefix = if accounts.is_empty() {
+        &[][..]
+    } else {
+        parts.prefix
+    };
+    let parts = Parts {
+        prefix,
+        message: parts.message,
+    };
+    // One blob when local and queued copies are the same bytes, else two.
+    let local = if accounts.is_empty() {
+        None
+    } else {
+        Some(NewBlob::write(inner, &[prefix, parts.message])?)
+    };
+    let remote = if outbound.is_some() && (local.is_none() || !prefix.is_empty()) {
+        Some(NewBlob::write(inner, &[parts.message])?)
+    } else {
+        None
+    };
+    let local_size = i64_of((prefix.len() + parts.message.len()) as u64);
+    let remote_size = i64_of(parts.message.len() as u64);
+    let surrogate = if accounts.is_empty() {
+        None
+    } else {
+        surrogate_size(parts)
+    };
 
     let tx = write_tx(conn)?;
     for &id in &accounts {
@@ -95,86 +191,101 @@ pub fn store(
         let Some((address, qb, qm, ub, um)) = row else {
             return Err(StoreError::NotFound(format!("account #{id}")));
         };
-        let over_bytes = qb.is_some_and(|q| ub.saturating_add(size) > q);
+        let over_bytes = qb.is_some_and(|q| ub.saturating_add(local_size) > q);
         let over_count = qm.is_some_and(|q| um.saturating_add(1) > q);
         if over_bytes || over_count {
             return Err(StoreError::OverQuota(address));
         }
     }
-    let live: Option<i64> = tx
-        .query_row(
-            "SELECT refcount FROM blobs WHERE id = ?1",
-            [&blob.0[..]],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(db_err)?;
-    match live {
-        // A live blob's file is in place; ours is identical and is dropped.
-        Some(rc) if rc > 0 => drop(tmp),
-        // New, or garbage whose file may already be gone: (re)place the file.
-        _ => tmp.place(&inner.dir, &blob)?,
-    }
-    let n = i64_of(accounts.len() as u64) + i64::from(outbound.is_some());
-    tx.execute(
-        "INSERT INTO blobs (id, size, refcount) VALUES (?1, ?2, ?3)
-         ON CONFLICT (id) DO UPDATE SET refcount = max(refcount, 0) + excluded.refcount",
-        params![&blob.0[..], size, n],
-    )
-    .map_err(db_err)?;
+    let n_local = i64_of(accounts.len() as u64);
+    let shared_blob = remote.is_none() && outbound.is_some();
+    let local_blob = match local {
+        Some(b) => Some(b.commit(inner, &tx, n_local + i64::from(shared_blob))?),
+        None => None,
+    };
+    let remote_blob = match remote {
+        Some(b) => Some(b.commit(inner, &tx, 1)?),
+        None => local_blob,
+    };
     let received_secs = secs(received);
     let mut out = Vec::with_capacity(accounts.len());
-    for &id in &accounts {
-        tx.execute(
-            "INSERT INTO emails (account_id, blob_id, size, surrogate_size, received_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, &blob.0[..], size, surrogate_size, received_secs],
-        )
-        .map_err(db_err)?;
-        let email = tx.last_insert_rowid();
-        // RFC 9051 §2.3.1.1, RFC 7162 §3.1: the UID and MODSEQ come from the mailbox
-        // row, updated in this transaction.
-        let (mailbox, uid, modseq): (i64, i64, i64) = tx
-            .query_row(
-                "UPDATE mailboxes SET uidnext = uidnext + 1,
-                                      highestmodseq = highestmodseq + 1,
-                                      messages = messages + 1
-                 WHERE account_id = ?1 AND name = 'INBOX'
-                 RETURNING id, uidnext - 1, highestmodseq",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .map_err(db_err)?
-            .ok_or_else(|| StoreError::Database(format!("account #{id} has no INBOX")))?;
-        tx.execute(
-            "INSERT INTO mailbox_entries (mailbox_id, uid, email_id, modseq)
-             VALUES (?1, ?2, ?3, ?4)",
-            params![mailbox, uid, email, modseq],
-        )
-        .map_err(db_err)?;
-        tx.execute(
-            "UPDATE accounts SET used_bytes = used_bytes + ?1, used_messages = used_messages + 1
-             WHERE id = ?2",
-            params![size, id],
-        )
-        .map_err(db_err)?;
-        out.push(Delivered {
-            account: id,
-            mailbox,
-            uid: Uid(u32::try_from(uid).map_err(|_| StoreError::Database("UID overflow".into()))?),
-        });
-    }
-    let queued = match outbound {
-        Some((envelope, rcpts)) => {
-            Some(queue::insert(&tx, &blob, size, received, envelope, rcpts)?)
+    if let Some(blob) = local_blob {
+        for &id in &accounts {
+            out.push(add_to_inbox(
+                &tx,
+                id,
+                &blob,
+                local_size,
+                surrogate,
+                received_secs,
+            )?);
         }
-        None => None,
+    }
+    let queued = match (outbound, remote_blob) {
+        (Some((envelope, rcpts)), Some(blob)) => Some(queue::insert(
+            &tx,
+            &blob,
+            remote_size,
+            received,
+            envelope,
+            rcpts,
+        )?),
+        _ => None,
     };
     tx.commit().map_err(db_err)?;
     Ok(Submitted {
         delivered: out,
         queued,
+    })
+}
+
+/// Adds one email to an account's INBOX (inside the caller's transaction): the email
+/// row, the UID and MODSEQ from the mailbox row (RFC 9051 §2.3.1.1, RFC 7162 §3.1),
+/// the entry, and the account's usage.
+fn add_to_inbox(
+    tx: &Connection,
+    account: AccountId,
+    blob: &BlobId,
+    size: i64,
+    surrogate_size: Option<i64>,
+    received_secs: i64,
+) -> Result<Delivered> {
+    tx.execute(
+        "INSERT INTO emails (account_id, blob_id, size, surrogate_size, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![account, &blob.0[..], size, surrogate_size, received_secs],
+    )
+    .map_err(db_err)?;
+    let email = tx.last_insert_rowid();
+    let (mailbox, uid, modseq): (i64, i64, i64) = tx
+        .query_row(
+            "UPDATE mailboxes SET uidnext = uidnext + 1,
+                                  highestmodseq = highestmodseq + 1,
+                                  messages = messages + 1
+             WHERE account_id = ?1 AND name = 'INBOX'
+             RETURNING id, uidnext - 1, highestmodseq",
+            [account],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .map_err(db_err)?
+        .ok_or_else(|| StoreError::Database(format!("account #{account} has no INBOX")))?;
+    tx.execute(
+        "INSERT INTO mailbox_entries (mailbox_id, uid, email_id, modseq)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![mailbox, uid, email, modseq],
+    )
+    .map_err(db_err)?;
+    tx.execute(
+        "UPDATE accounts SET used_bytes = used_bytes + ?1, used_messages = used_messages + 1
+         WHERE id = ?2",
+        params![size, account],
+    )
+    .map_err(db_err)?;
+    Ok(Delivered {
+        account,
+        mailbox,
+        uid: Uid(u32::try_from(uid).map_err(|_| StoreError::Database("UID overflow".into()))?),
     })
 }
 

@@ -80,6 +80,7 @@ async fn enqueue<S: QueueStore>(s: &S, n: usize, k: usize, at: SystemTime) -> Qu
     let sub = ok(s
         .submit(Submission {
             message: &msg(n),
+            local_prefix: &[],
             received: at,
             local: &[],
             outbound: Some((&env, &r)),
@@ -88,6 +89,62 @@ async fn enqueue<S: QueueStore>(s: &S, n: usize, k: usize, at: SystemTime) -> Qu
     assert!(sub.delivered.is_empty());
     sub.queued
         .unwrap_or_else(|| panic!("outbound recipients were not queued"))
+}
+
+/// `Return-Path` (the local prefix) is on the local copies and not on the queued one;
+/// quota counts the local copy's size; both blobs are collected once unused.
+async fn local_prefix_goes_to_local_copies_only<S: QueueStore>(s: Arc<S>) {
+    let ann = account(&*s, "ann@local.example", Quota::default()).await;
+    let env = envelope();
+    let r = rcpts(1);
+    let prefix = b"Return-Path: <ann@local.example>\r\n";
+    let sub = ok(s
+        .submit(Submission {
+            message: &msg(1),
+            local_prefix: prefix,
+            received: SystemTime::now(),
+            local: &[ann],
+            outbound: Some((&env, &r)),
+        })
+        .await);
+    let id = sub.queued.unwrap_or_else(|| panic!("not queued"));
+    let drop_ = ok(s.open_maildrop(ann).await);
+    let local = ok(read_all(&*s, &drop_.entries[0].blob).await);
+    assert_eq!(local, [&prefix[..], &msg(1)].concat());
+    assert_eq!(drop_.entries[0].size, local.len() as u64);
+    let q = ok(s.queue_list().await);
+    assert_eq!(ok(read_all(&*s, &q[0].blob).await), msg(1));
+    assert_eq!(q[0].size, msg(1).len() as u64);
+    let acct = ok(s
+        .account(&Address::parse("ann@local.example").unwrap_or_else(|e| panic!("{e}")))
+        .await);
+    assert_eq!(acct.map(|a| a.used_bytes), Some(local.len() as u64));
+    // Without remote recipients the prefix still applies; without local ones it is
+    // ignored.
+    let only_remote = ok(s
+        .submit(Submission {
+            message: &msg(2),
+            local_prefix: prefix,
+            received: SystemTime::now(),
+            local: &[],
+            outbound: Some((&env, &r)),
+        })
+        .await);
+    let q = ok(s.queue_list().await);
+    let second = q.iter().find(|m| Some(m.id) == only_remote.queued);
+    let second = second.unwrap_or_else(|| panic!("second message not queued"));
+    assert_eq!(ok(read_all(&*s, &second.blob).await), msg(2));
+    // Both copies of the first are collected once expunged and released.
+    let queued_blob = q.iter().find(|m| m.id == id).map(|m| m.blob);
+    drop(drop_);
+    let d = ok(s.open_maildrop(ann).await);
+    ok(s.expunge(d.mailbox, &[d.entries[0].uid]).await);
+    drop(d);
+    ok(s.queue_remove(id).await);
+    assert!(ok(s.collect_garbage().await) >= 2);
+    if let Some(b) = queued_blob {
+        assert!(read_all(&*s, &b).await.is_err());
+    }
 }
 
 /// Runs every queue case, each on a fresh store from `factory`.
@@ -107,6 +164,7 @@ where
     }
     case!(submit_stores_local_and_queued_parts);
     case!(submit_is_all_or_nothing_on_quota);
+    case!(local_prefix_goes_to_local_copies_only);
     case!(submit_needs_a_recipient);
     case!(claim_is_exclusive_until_the_lease_expires);
     case!(claim_honours_next_attempt_and_limit);
@@ -128,6 +186,7 @@ async fn submit_stores_local_and_queued_parts<S: QueueStore>(s: Arc<S>) {
     let sub = ok(s
         .submit(Submission {
             message: &msg(1),
+            local_prefix: &[],
             received: at,
             local: &[ann, bob, ann],
             outbound: Some((&env, &r)),
@@ -169,6 +228,7 @@ async fn submit_stores_local_and_queued_parts<S: QueueStore>(s: Arc<S>) {
     let sub = ok(s
         .submit(Submission {
             message: &msg(2),
+            local_prefix: &[],
             received: at,
             local: &[ann],
             outbound: Some((&env, &[])),
@@ -191,6 +251,7 @@ async fn submit_is_all_or_nothing_on_quota<S: QueueStore>(s: Arc<S>) {
     let got = s
         .submit(Submission {
             message: &msg(1),
+            local_prefix: &[],
             received: SystemTime::now(),
             local: &[ann, bob],
             outbound: Some((&env, &r)),
@@ -208,6 +269,7 @@ async fn submit_needs_a_recipient<S: QueueStore>(s: Arc<S>) {
         let got = s
             .submit(Submission {
                 message: &msg(1),
+                local_prefix: &[],
                 received: SystemTime::now(),
                 local: &[],
                 outbound,
@@ -516,6 +578,7 @@ async fn queued_blob_lives_until_released<S: QueueStore>(s: Arc<S>) {
     let sub = ok(s
         .submit(Submission {
             message: &msg(1),
+            local_prefix: &[],
             received: now,
             local: &[ann],
             outbound: Some((&env, &r)),

@@ -153,8 +153,12 @@ pub enum Outcome {
 /// transaction.
 #[derive(Debug, Clone, Copy)]
 pub struct Submission<'a> {
-    /// The message bytes (CRLF lines).
+    /// The message bytes (CRLF lines), as queued for remote recipients.
     pub message: &'a [u8],
+    /// Header lines the local copies get in front of `message` and the queued copy
+    /// does not: `Return-Path`, which only the final delivery adds (RFC 5321 §4.4).
+    /// Empty when both are the same bytes.
+    pub local_prefix: &'a [u8],
     /// When it was received.
     pub received: SystemTime,
     /// Accounts that get a copy in their INBOX (quota checked as in

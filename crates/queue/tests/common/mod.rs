@@ -448,6 +448,7 @@ pub async fn queue(
     store
         .submit(Submission {
             message: msg,
+            local_prefix: &[],
             received: SystemTime::now(),
             local: &[],
             outbound: Some((env, rcpts)),
