@@ -319,11 +319,8 @@ fn human_text(r: &Report<'_>, utf8: bool) -> String {
         .iter()
         .filter(|(_, a)| *a == Action::Delayed)
         .collect();
-    let ok: Vec<_> = r
-        .recipients
-        .iter()
-        .filter(|(_, a)| matches!(a, Action::Delivered | Action::Relayed))
-        .collect();
+    let delivered = r.recipients.iter().any(|(_, a)| *a == Action::Delivered);
+    let relayed = r.recipients.iter().any(|(_, a)| *a == Action::Relayed);
     if !failed.is_empty() {
         t.push_str(
             "Your message could not be delivered to the recipients below, and\r\n\
@@ -334,7 +331,10 @@ fn human_text(r: &Report<'_>, utf8: bool) -> String {
     if !delayed.is_empty() {
         t.push_str("Your message could not be delivered yet to some recipients;\r\nit will be tried again.\r\n\r\n");
     }
-    if !ok.is_empty() {
+    if delivered {
+        t.push_str("Your message was delivered to the mailboxes of the recipients below.\r\n\r\n");
+    }
+    if relayed {
         t.push_str(
             "Your message was handed on for the recipients below. A server further\r\n\
              along may still send its own report.\r\n\r\n",

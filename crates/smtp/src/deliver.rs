@@ -7,16 +7,17 @@
 //! It goes to `submit` as the local copies' prefix, so the local copies carry it and
 //! the queued copy does not, still in one transaction.
 
-use crate::bounce::{self, Failure};
 use crate::cmd::mail::owns_address;
 use crate::cmd::rcpt::{quota_reply, resolve_local};
 use crate::headers::{self, Field, Trace};
 use crate::session::{Dest, Flow, Session, Txn, User};
 use crate::{Shared, SmtpConfig};
+use buudien_queue::dsn;
 use buudien_smtp_proto::reply::write;
 use buudien_smtp_proto::{Body, Ret, Status, code};
 use buudien_store::{
-    AccountId, Envelope, NewRecipient, Notify, QueueStore, StoreError, Submission,
+    AccountId, Envelope, NewRecipient, Notify, QueueStore, QueuedRecipient, RcptState, StoreError,
+    Submission,
 };
 use buudien_types::{Address, Domain};
 use std::time::SystemTime;
@@ -324,6 +325,8 @@ impl<S: QueueStore> Job<'_, S> {
                 return Err(Refused::Temporary);
             }
         }
+        let delivered: Vec<AccountId> = submitted.delivered.iter().map(|d| d.account).collect();
+        self.report_successes(&delivered, &full).await;
         Ok(Stored {
             local: submitted.delivered.len(),
             queued: submitted.queued,
@@ -358,46 +361,101 @@ impl<S: QueueStore> Job<'_, S> {
         full: &[(AccountId, String)],
         route: &BounceTo,
     ) -> Result<(), StoreError> {
-        let mut failures: Vec<Failure> = Vec::new();
+        let mut items: Vec<QueuedRecipient> = Vec::new();
         for (account, who) in full {
             for r in &self.txn.rcpts {
                 let Dest::Local(ids) = &r.dest else { continue };
                 if !ids.contains(account) || r.params.notify.is_some_and(|n| !n.failure) {
                     continue;
                 }
-                let failure = Failure {
-                    final_recipient: who.clone(),
-                    given: (!r.address.eq_ignore_ascii_case(who)).then(|| r.address.clone()),
-                    orcpt: r.params.orcpt.clone(),
-                };
-                if !failures.contains(&failure) {
-                    failures.push(failure);
-                }
+                let reason = format!("5.2.2 mailbox of {who} is full");
+                push_item(
+                    &mut items,
+                    who,
+                    r.params.orcpt.clone(),
+                    RcptState::Failed,
+                    reason,
+                );
             }
         }
-        if failures.is_empty() {
+        self.report(&items, route).await
+    }
+
+    /// RFC 3461 §5.2.2: a final delivery to a recipient whose `NOTIFY` includes
+    /// `SUCCESS` gets a "delivered" report. Best effort: the message is stored, so a
+    /// failure here is logged and does not change the reply.
+    async fn report_successes(&self, delivered: &[AccountId], full: &[(AccountId, String)]) {
+        let mut items: Vec<QueuedRecipient> = Vec::new();
+        for r in &self.txn.rcpts {
+            let Dest::Local(ids) = &r.dest else { continue };
+            if !r.params.notify.is_some_and(|n| n.success) {
+                continue;
+            }
+            let stored = ids
+                .iter()
+                .any(|a| delivered.contains(a) && !full.iter().any(|(f, _)| f == a));
+            if stored {
+                let reply = "2.0.0 delivered to the mailbox".to_string();
+                push_item(
+                    &mut items,
+                    &r.address,
+                    r.params.orcpt.clone(),
+                    RcptState::Delivered,
+                    reply,
+                );
+            }
+        }
+        if items.is_empty() {
+            return;
+        }
+        let route = match self.bounce_route().await {
+            Ok(Some(route)) => route,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot route a success report");
+                return;
+            }
+        };
+        if let Err(e) = self.report(&items, &route).await {
+            tracing::warn!(error = %e, "success report not stored");
+        }
+    }
+
+    /// Builds one delivery status notification about `items` (RFC 3464, RFC 6533 for
+    /// SMTPUTF8 mail) with the queue's builder and stores it for the sender: into a
+    /// local INBOX, or queued from `<>` (RFC 3461 §6.1).
+    async fn report(&self, items: &[QueuedRecipient], route: &BounceTo) -> Result<(), StoreError> {
+        if items.is_empty() {
             return Ok(());
         }
-        let dsn = bounce::build(&bounce::Report {
-            hostname: &self.shared.config.hostname,
-            sender: &self.envelope.sender,
+        let now = SystemTime::now();
+        let recipients = items
+            .iter()
+            .map(|i| {
+                let action = match i.state {
+                    RcptState::Delivered => dsn::Action::Delivered,
+                    _ => dsn::Action::Failed,
+                };
+                (i, action)
+            })
+            .collect();
+        let dsn = dsn::build(&dsn::Report {
+            reporting_mta: &self.shared.config.hostname,
+            envelope: self.envelope,
             arrival: self.received,
-            envid: self.envelope.envid.as_deref(),
-            full: self.envelope.ret == Some(buudien_store::Ret::Full),
-            utf8: self.envelope.smtputf8,
-            failures: &failures,
-            message: self.message,
+            recipients,
+            original: self.message,
+            return_limit: DSN_RETURN_LIMIT,
+            now,
         });
         let store = &self.shared.store;
         match route {
             BounceTo::Local(accounts) => {
-                let mut message = b"Return-Path: <>\r\n".to_vec();
-                message.extend_from_slice(&dsn);
                 store
                     .submit(Submission {
-                        message: &message,
-                        local_prefix: &[],
-                        received: SystemTime::now(),
+                        message: &dsn,
+                        local_prefix: b"Return-Path: <>\r\n",
+                        received: now,
                         local: accounts,
                         outbound: None,
                     })
@@ -420,7 +478,7 @@ impl<S: QueueStore> Job<'_, S> {
                     .submit(Submission {
                         message: &dsn,
                         local_prefix: &[],
-                        received: SystemTime::now(),
+                        received: now,
                         local: &[],
                         outbound: Some((&envelope, &rcpt)),
                     })
@@ -428,9 +486,41 @@ impl<S: QueueStore> Job<'_, S> {
                 self.shared.notify_queued();
             }
         }
-        tracing::info!(to = %self.envelope.sender, count = failures.len(), "bounce stored");
+        tracing::info!(to = %self.envelope.sender, count = items.len(), "delivery report stored");
         Ok(())
     }
+}
+
+/// Returned originals larger than this are reduced to their headers (RFC 3461 §4.3
+/// lets the MTA decide).
+const DSN_RETURN_LIMIT: usize = 1 << 20;
+
+/// Adds a report line for `address` unless one is there already.
+fn push_item(
+    items: &mut Vec<QueuedRecipient>,
+    address: &str,
+    orcpt: Option<String>,
+    state: RcptState,
+    reply: String,
+) {
+    if items
+        .iter()
+        .any(|i| i.address.eq_ignore_ascii_case(address))
+    {
+        return;
+    }
+    items.push(QueuedRecipient {
+        index: u32::try_from(items.len()).unwrap_or(u32::MAX),
+        address: address.to_string(),
+        orcpt,
+        notify: None,
+        state,
+        attempts: 1,
+        next_attempt: SystemTime::now(),
+        last_reply: Some(reply),
+        relayed: false,
+        reported: false,
+    });
 }
 
 /// The id of the account with this address.

@@ -22,8 +22,6 @@
 //! - `deliver`: what happens to a received message: loop check, submission fixes
 //!   (RFC 6409 §8), the From check, `Received` and `Return-Path`, one
 //!   `QueueStore::submit`, the reply.
-//! - `bounce`: the delivery status notification (RFC 3464) for a recipient found over
-//!   quota only after the data.
 //! - `headers`: header-section scanning, the RFC 5322 address-list reader used by the
 //!   From check, RFC 5322 dates, the `Received` field.
 //!
@@ -50,7 +48,6 @@
 //! - Nothing reachable from client input panics (no `unwrap`, `expect`, slice
 //!   indexing on input).
 
-mod bounce;
 mod cmd;
 mod conn;
 mod deliver;

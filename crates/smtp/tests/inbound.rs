@@ -299,7 +299,7 @@ async fn quota_at_rcpt_and_after_data() {
     assert_eq!(q[0].recipients[0].address, "carol@example.net");
     let dsn = env.blob(&q[0].blob).await;
     assert!(
-        dsn.contains("Final-Recipient: rfc822; ann@example.org\r\n"),
+        dsn.contains("Final-Recipient: rfc822;ann@example.org\r\n"),
         "{dsn}"
     );
     assert!(dsn.contains("Status: 5.2.2"), "{dsn}");
@@ -310,7 +310,7 @@ async fn quota_at_rcpt_and_after_data() {
     assert_eq!(bob.len(), 3, "the message and the bounce");
     assert!(bob[2].starts_with("Return-Path: <>\r\n"), "{}", bob[2]);
     assert!(
-        bob[2].contains("<team@example.org> (mailbox of ann@example.org)"),
+        bob[2].contains("<ann@example.org>: 5.2.2 mailbox of ann@example.org is full"),
         "{}",
         bob[2]
     );
@@ -600,4 +600,58 @@ async fn http_requests_are_dropped() {
     c.send("GET / HTTP/1.1").await;
     assert!(c.closed().await);
     task.await.unwrap();
+}
+
+#[tokio::test]
+async fn notify_success_gets_a_delivered_report() {
+    // RFC 3461 §5.2.2: a final delivery for a recipient with NOTIFY=SUCCESS is
+    // reported to the sender; NOTIFY without SUCCESS (or none) is not.
+    let env = env().await;
+    let server = env.server(config());
+    let (mut c, _) = connect(&server, REMOTE, Mode::Inbound);
+    c.hello().await;
+    assert_eq!(
+        c.cmd(&format!("MAIL FROM:<{BOB}> ENVID=e1")).await,
+        "250 2.1.0 Ok"
+    );
+    assert_eq!(
+        c.cmd(&format!(
+            "RCPT TO:<{ANN}> NOTIFY=SUCCESS ORCPT=rfc822;{ANN}"
+        ))
+        .await,
+        "250 2.1.5 Ok"
+    );
+    assert!(c.data(MSG).await.starts_with("250 2.0.0"));
+    assert_eq!(env.inbox(env.ann).await.len(), 1);
+    let bob = env.inbox(env.bob).await;
+    assert_eq!(bob.len(), 1, "bob gets the report");
+    let report = &bob[0];
+    assert!(report.starts_with("Return-Path: <>\r\n"), "{report}");
+    assert!(report.contains("report-type=delivery-status"), "{report}");
+    assert!(report.contains("Original-Envelope-Id: e1\r\n"), "{report}");
+    assert!(
+        report.contains("Final-Recipient: rfc822;ann@example.org\r\n"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Action: delivered\r\nStatus: 2.0.0\r\n"),
+        "{report}"
+    );
+    // NOTIFY=FAILURE only: no report.
+    assert_eq!(c.cmd(&format!("MAIL FROM:<{BOB}>")).await, "250 2.1.0 Ok");
+    assert_eq!(
+        c.cmd(&format!("RCPT TO:<{ANN}> NOTIFY=FAILURE")).await,
+        "250 2.1.5 Ok"
+    );
+    assert!(c.data(MSG).await.starts_with("250 2.0.0"));
+    assert_eq!(env.inbox(env.bob).await.len(), 1);
+    // The null sender is never sent a report.
+    assert_eq!(c.cmd("MAIL FROM:<>").await, "250 2.1.0 Ok");
+    assert_eq!(
+        c.cmd(&format!("RCPT TO:<{ANN}> NOTIFY=SUCCESS")).await,
+        "250 2.1.5 Ok"
+    );
+    assert!(c.data(MSG).await.starts_with("250 2.0.0"));
+    assert_eq!(env.inbox(env.ann).await.len(), 3);
+    assert_eq!(env.inbox(env.bob).await.len(), 1);
 }
