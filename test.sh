@@ -109,7 +109,7 @@ cargo test --workspace
 
 section "cargo build -p buudien"
 cargo build -p buudien
-BUUDIEN_BIN="$ROOT/target/debug/buudien"
+BUUDIEN_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/buudien"
 [[ -x $BUUDIEN_BIN ]] || die "no binary at $BUUDIEN_BIN"
 
 section "real clients: pytest tests/e2e (poplib, curl, fetchmail, smtplib, swaks, postfix)"
