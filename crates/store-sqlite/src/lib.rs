@@ -7,6 +7,8 @@
 //! - `blobs`: content-addressed blob files (`blobs/xx/yy/<sha256>`), written to `tmp/`,
 //!   fsynced, renamed, directory fsynced.
 //! - `admin`: domains, accounts, aliases.
+//! - `folders`: IMAP's mailbox operations (CREATE/DELETE/RENAME, flags, APPEND, COPY,
+//!   MOVE).
 //! - `mail`: delivery, the POP3 maildrop, expunge, the change log, garbage collection.
 //! - `queue`: the outbound queue ([`QueueStore`]): submission's queue rows, claims
 //!   (leases), per-recipient results.
@@ -31,6 +33,7 @@
 
 mod admin;
 mod blobs;
+mod folders;
 mod mail;
 mod queue;
 mod schema;
@@ -359,5 +362,96 @@ impl QueueStore for SqliteStore {
     async fn queue_bounce(&self, id: QueueId, reason: &str) -> Result<usize> {
         let reason = reason.to_string();
         self.run(move |_, c| queue::bounce(c, id, &reason)).await
+    }
+}
+
+impl MailboxStore for SqliteStore {
+    async fn mailbox(&self, account: AccountId, name: &str) -> Result<Option<Mailbox>> {
+        let name = name.to_string();
+        self.run(move |_, c| folders::mailbox(c, account, &name))
+            .await
+    }
+
+    async fn create_mailbox(
+        &self,
+        account: AccountId,
+        name: &str,
+        special_use: Option<SpecialUse>,
+    ) -> Result<Mailbox> {
+        let name = name.to_string();
+        self.run(move |_, c| folders::create(c, account, &name, special_use))
+            .await
+    }
+
+    async fn delete_mailbox(&self, account: AccountId, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.run(move |_, c| folders::delete(c, account, &name))
+            .await
+    }
+
+    async fn rename_mailbox(&self, account: AccountId, from: &str, to: &str) -> Result<()> {
+        let (from, to) = (from.to_string(), to.to_string());
+        self.run(move |_, c| folders::rename(c, account, &from, &to))
+            .await
+    }
+
+    async fn subscribe(&self, account: AccountId, name: &str, subscribed: bool) -> Result<()> {
+        let name = name.to_string();
+        self.run(move |_, c| folders::subscribe(c, account, &name, subscribed))
+            .await
+    }
+
+    async fn messages(&self, mailbox: MailboxId) -> Result<Vec<MessageEntry>> {
+        self.run(move |_, c| folders::messages(c, mailbox)).await
+    }
+
+    async fn append(
+        &self,
+        mailbox: MailboxId,
+        message: &[u8],
+        flags: Flags,
+        keywords: &[String],
+        received: SystemTime,
+    ) -> Result<MessageEntry> {
+        let message = message.to_vec();
+        let keywords = keywords.to_vec();
+        self.run(move |inner, c| {
+            folders::append(inner, c, mailbox, &message, flags, &keywords, received)
+        })
+        .await
+    }
+
+    async fn store_flags(
+        &self,
+        mailbox: MailboxId,
+        uids: &[Uid],
+        op: FlagOp,
+        flags: Flags,
+        keywords: &[String],
+        unchanged_since: Option<u64>,
+    ) -> Result<FlagsStored> {
+        let uids = uids.to_vec();
+        let keywords = keywords.to_vec();
+        self.run(move |_, c| {
+            folders::store_flags(c, mailbox, &uids, op, flags, &keywords, unchanged_since)
+        })
+        .await
+    }
+
+    async fn copy(&self, from: MailboxId, uids: &[Uid], to: MailboxId) -> Result<Vec<(Uid, Uid)>> {
+        let uids = uids.to_vec();
+        self.run(move |_, c| folders::copy(c, from, &uids, to))
+            .await
+    }
+
+    async fn move_messages(
+        &self,
+        from: MailboxId,
+        uids: &[Uid],
+        to: MailboxId,
+    ) -> Result<Vec<(Uid, Uid)>> {
+        let uids = uids.to_vec();
+        self.run(move |_, c| folders::move_messages(c, from, &uids, to))
+            .await
     }
 }

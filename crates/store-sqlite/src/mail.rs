@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-fn secs(t: SystemTime) -> i64 {
+pub(crate) fn secs(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
@@ -68,14 +68,14 @@ pub struct Parts<'a> {
 }
 
 /// A blob written and fsynced to `tmp/`, waiting for the transaction.
-struct NewBlob {
+pub(crate) struct NewBlob {
     id: BlobId,
     size: i64,
     tmp: blobs::TempBlob,
 }
 
 impl NewBlob {
-    fn write(inner: &Inner, parts: &[&[u8]]) -> Result<NewBlob> {
+    pub(crate) fn write(inner: &Inner, parts: &[&[u8]]) -> Result<NewBlob> {
         let mut h = Sha256::new();
         let mut len = 0usize;
         for p in parts {
@@ -91,7 +91,7 @@ impl NewBlob {
 
     /// Puts the file in place unless a live copy is there, and adds `refs`
     /// references. Runs inside the write transaction.
-    fn commit(self, inner: &Inner, tx: &Connection, refs: i64) -> Result<BlobId> {
+    pub(crate) fn commit(self, inner: &Inner, tx: &Connection, refs: i64) -> Result<BlobId> {
         let live: Option<i64> = tx
             .query_row(
                 "SELECT refcount FROM blobs WHERE id = ?1",
@@ -116,8 +116,30 @@ impl NewBlob {
     }
 }
 
+/// [`StoreError::OverQuota`] when one more message of `size` octets would not fit.
+pub(crate) fn check_quota(tx: &Connection, account: AccountId, size: i64) -> Result<()> {
+    let row: Option<QuotaRow> = tx
+        .query_row(
+            "SELECT address, quota_bytes, quota_messages, used_bytes, used_messages
+             FROM accounts WHERE id = ?1",
+            [account],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .optional()
+        .map_err(db_err)?;
+    let Some((address, qb, qm, ub, um)) = row else {
+        return Err(StoreError::NotFound(format!("account #{account}")));
+    };
+    let over_bytes = qb.is_some_and(|q| ub.saturating_add(size) > q);
+    let over_count = qm.is_some_and(|q| um.saturating_add(1) > q);
+    if over_bytes || over_count {
+        return Err(StoreError::OverQuota(address));
+    }
+    Ok(())
+}
+
 /// The ASCII-surrogate size of a local copy, if it needs one (RFC 6856 §2.1).
-fn surrogate_size(parts: Parts<'_>) -> Option<i64> {
+pub(crate) fn surrogate_size(parts: Parts<'_>) -> Option<i64> {
     if parts.prefix.is_empty() {
         return buudien_message::needs_downgrade(parts.message)
             .then(|| i64_of(buudien_message::downgrade(parts.message).len() as u64));
@@ -179,23 +201,7 @@ pub fn store(
 
     let tx = write_tx(conn)?;
     for &id in &accounts {
-        let row: Option<QuotaRow> = tx
-            .query_row(
-                "SELECT address, quota_bytes, quota_messages, used_bytes, used_messages
-                 FROM accounts WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
-            .optional()
-            .map_err(db_err)?;
-        let Some((address, qb, qm, ub, um)) = row else {
-            return Err(StoreError::NotFound(format!("account #{id}")));
-        };
-        let over_bytes = qb.is_some_and(|q| ub.saturating_add(local_size) > q);
-        let over_count = qm.is_some_and(|q| um.saturating_add(1) > q);
-        if over_bytes || over_count {
-            return Err(StoreError::OverQuota(address));
-        }
+        check_quota(&tx, id, local_size)?;
     }
     let n_local = i64_of(accounts.len() as u64);
     let shared_blob = remote.is_none() && outbound.is_some();
@@ -289,30 +295,36 @@ fn add_to_inbox(
     })
 }
 
+/// The columns [`mailbox_row`] reads, in order.
+pub(crate) const MAILBOX_COLUMNS: &str =
+    "id, name, special_use, subscribed, uidvalidity, uidnext, highestmodseq, messages";
+
+/// A mailbox from a row of [`MAILBOX_COLUMNS`].
+pub(crate) fn mailbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mailbox> {
+    Ok(Mailbox {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        special_use: r
+            .get::<_, Option<String>>(2)?
+            .and_then(|s| SpecialUse::parse(&s)),
+        subscribed: r.get(3)?,
+        uidvalidity: UidValidity(r.get(4)?),
+        uidnext: Uid(r.get(5)?),
+        highestmodseq: u64_of(r.get(6)?),
+        messages: u64_of(r.get(7)?),
+    })
+}
+
 /// The account's mailboxes, INBOX first, then by name.
 pub fn mailboxes(conn: &mut Connection, account: AccountId) -> Result<Vec<Mailbox>> {
     let mut stmt = conn
-        .prepare_cached(
-            "SELECT id, name, special_use, subscribed, uidvalidity, uidnext, highestmodseq,
-                    messages
-             FROM mailboxes WHERE account_id = ?1 ORDER BY name <> 'INBOX', name",
-        )
+        .prepare_cached(&format!(
+            "SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE account_id = ?1
+             ORDER BY name <> 'INBOX', name"
+        ))
         .map_err(db_err)?;
     let rows = stmt
-        .query_map([account], |r| {
-            Ok(Mailbox {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                special_use: r
-                    .get::<_, Option<String>>(2)?
-                    .and_then(|s| SpecialUse::parse(&s)),
-                subscribed: r.get(3)?,
-                uidvalidity: UidValidity(r.get(4)?),
-                uidnext: Uid(r.get(5)?),
-                highestmodseq: u64_of(r.get(6)?),
-                messages: u64_of(r.get(7)?),
-            })
-        })
+        .query_map([account], mailbox_row)
         .map_err(db_err)?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(db_err)?;
@@ -388,6 +400,13 @@ pub fn open_maildrop(
 /// gone are skipped. An email left in no mailbox is deleted and its quota freed.
 pub fn expunge(conn: &mut Connection, mailbox: MailboxId, uids: &[Uid]) -> Result<usize> {
     let tx = write_tx(conn)?;
+    let n = expunge_in(&tx, mailbox, uids)?;
+    tx.commit().map_err(db_err)?;
+    Ok(n)
+}
+
+/// The body of [`expunge`], inside the caller's write transaction.
+pub(crate) fn expunge_in(tx: &Connection, mailbox: MailboxId, uids: &[Uid]) -> Result<usize> {
     let mut present = Vec::new();
     {
         let mut stmt = tx
@@ -459,7 +478,6 @@ pub fn expunge(conn: &mut Connection, mailbox: MailboxId, uids: &[Uid]) -> Resul
         )
         .map_err(db_err)?;
     }
-    tx.commit().map_err(db_err)?;
     Ok(present.len())
 }
 

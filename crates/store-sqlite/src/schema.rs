@@ -110,7 +110,15 @@ CREATE TABLE queue_rcpts (
 CREATE INDEX queue_rcpts_due ON queue_rcpts(next_attempt) WHERE state = 0;
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2];
+/// V3: the last UIDVALIDITY an account gave out, so that a mailbox deleted and
+/// created again always gets a new one (RFC 9051 §2.3.1.1), even within a second.
+const V3: &str = "
+ALTER TABLE accounts ADD COLUMN last_uidvalidity INTEGER NOT NULL DEFAULT 0;
+UPDATE accounts SET last_uidvalidity =
+    coalesce((SELECT max(uidvalidity) FROM mailboxes WHERE account_id = accounts.id), 0);
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// Brings the database to the newest schema.
 pub fn migrate(conn: &mut Connection) -> Result<()> {

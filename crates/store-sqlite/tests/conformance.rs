@@ -21,3 +21,13 @@ async fn sqlite_queue_conforms() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_mailboxes_conform() {
+    buudien_store::conformance_mailbox::run_mailbox(|| async {
+        let dir = tempfile::TempDir::new().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let store = SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("open: {e}"));
+        (store, dir)
+    })
+    .await;
+}

@@ -12,11 +12,11 @@ use tokio::io::AsyncReadExt;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-fn ok<T>(r: Result<T>) -> T {
+pub(crate) fn ok<T>(r: Result<T>) -> T {
     r.unwrap_or_else(|e| panic!("{e}"))
 }
 
-async fn account<S: MailStore>(s: &S, who: &str, quota: Quota) -> AccountId {
+pub(crate) async fn account<S: MailStore>(s: &S, who: &str, quota: Quota) -> AccountId {
     let a = Address::parse(who).unwrap_or_else(|e| panic!("{e}"));
     let d = Domain::parse(a.domain_str()).unwrap_or_else(|e| panic!("{e}"));
     match s.add_domain(&d).await {
@@ -34,7 +34,7 @@ async fn account<S: MailStore>(s: &S, who: &str, quota: Quota) -> AccountId {
     .await)
 }
 
-async fn read_all<S: MailStore>(s: &S, blob: &BlobId) -> Result<Vec<u8>> {
+pub(crate) async fn read_all<S: MailStore>(s: &S, blob: &BlobId) -> Result<Vec<u8>> {
     let mut r = s.read_blob(blob).await?;
     let mut out = Vec::new();
     r.read_to_end(&mut out).await?;

@@ -6,6 +6,8 @@
 //! - [`error`]: [`StoreError`], split into temporary and permanent failures.
 //! - [`guard`]: [`Guard`], the release-on-drop handle behind locks and blob pins.
 //! - [`queue`]: the outbound queue's model and [`QueueStore`].
+//! - [`mailbox`]: IMAP's mailbox operations, [`MailboxStore`] (flags, APPEND, STORE,
+//!   COPY, MOVE, CREATE/DELETE/RENAME).
 //! - [`MailStore`] (this file): the operations protocols and the CLI call.
 //! - [`conformance`]: the behaviour suite; each backend's tests call
 //!   [`conformance::run_all`].
@@ -26,14 +28,17 @@
 //! - A queue claim is exclusive (across processes) until released or its lease ends.
 
 pub mod conformance;
+pub mod conformance_mailbox;
 pub mod conformance_queue;
 pub mod error;
 pub mod guard;
+pub mod mailbox;
 pub mod model;
 pub mod queue;
 
 pub use error::StoreError;
 pub use guard::Guard;
+pub use mailbox::{FlagOp, Flags, FlagsStored, MailboxStore, MessageEntry};
 pub use model::*;
 pub use queue::{
     Envelope, NewRecipient, Notify, Outcome, QueueId, QueueStore, QueuedMessage, QueuedRecipient,

@@ -1,0 +1,191 @@
+//! Mailboxes as IMAP (and later JMAP) see them: folders with flags and keywords per
+//! message, APPEND, STORE with CONDSTORE's UNCHANGEDSINCE, COPY and MOVE. Every change
+//! bumps the mailbox's HIGHESTMODSEQ in the transaction that makes it and is written
+//! to the change log (RFC 7162 §3.1), so other sessions and QRESYNC learn of it from
+//! the log.
+
+use crate::{BlobId, MailStore, Mailbox, MailboxId, Result, SpecialUse};
+use buudien_types::Uid;
+use std::future::Future;
+use std::time::SystemTime;
+
+/// IMAP system flags (RFC 9051 §2.3.2) as bits; `\Recent` is per session and not
+/// stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Flags(pub u8);
+
+impl Flags {
+    /// `\Seen`
+    pub const SEEN: Flags = Flags(1);
+    /// `\Answered`
+    pub const ANSWERED: Flags = Flags(2);
+    /// `\Flagged`
+    pub const FLAGGED: Flags = Flags(4);
+    /// `\Deleted`
+    pub const DELETED: Flags = Flags(8);
+    /// `\Draft`
+    pub const DRAFT: Flags = Flags(16);
+
+    /// All of them with their IMAP names, in the order IMAP lists them.
+    pub const ALL: [(Flags, &'static str); 5] = [
+        (Flags::ANSWERED, "\\Answered"),
+        (Flags::FLAGGED, "\\Flagged"),
+        (Flags::DELETED, "\\Deleted"),
+        (Flags::SEEN, "\\Seen"),
+        (Flags::DRAFT, "\\Draft"),
+    ];
+
+    /// True when every flag of `other` is set here.
+    pub fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The union.
+    pub fn with(self, other: Flags) -> Flags {
+        Flags(self.0 | other.0)
+    }
+
+    /// These flags without those of `other`.
+    pub fn without(self, other: Flags) -> Flags {
+        Flags(self.0 & !other.0)
+    }
+
+    /// Parses a system flag name (case-insensitive); `None` for anything else.
+    pub fn parse(name: &str) -> Option<Flags> {
+        Flags::ALL
+            .iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(name))
+            .map(|(f, _)| *f)
+    }
+}
+
+/// One message in a mailbox, as SELECT and FETCH need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageEntry {
+    /// Its UID.
+    pub uid: Uid,
+    /// Its bytes.
+    pub blob: BlobId,
+    /// Exact size in octets (RFC822.SIZE).
+    pub size: u64,
+    /// System flags.
+    pub flags: Flags,
+    /// Keywords, sorted, each an IMAP atom.
+    pub keywords: Vec<String>,
+    /// The MODSEQ of its last change (RFC 7162 §3.1.1).
+    pub modseq: u64,
+    /// INTERNALDATE.
+    pub received: SystemTime,
+}
+
+/// How STORE changes flags (RFC 9051 §6.4.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagOp {
+    /// `FLAGS`: replace.
+    Set,
+    /// `+FLAGS`: add.
+    Add,
+    /// `-FLAGS`: remove.
+    Remove,
+}
+
+/// What a STORE did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlagsStored {
+    /// The messages whose flags changed, with their new state and MODSEQ.
+    pub changed: Vec<MessageEntry>,
+    /// UIDs not changed because their MODSEQ was above UNCHANGEDSINCE (RFC 7162
+    /// §3.1.3: the `[MODIFIED …]` set).
+    pub modified: Vec<Uid>,
+}
+
+/// The mailbox operations of IMAP. Names are full paths with `/` as the delimiter;
+/// `INBOX` matches case-insensitively.
+pub trait MailboxStore: MailStore {
+    /// One mailbox by name.
+    fn mailbox(
+        &self,
+        account: crate::AccountId,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Mailbox>>> + Send;
+
+    /// Creates a mailbox (RFC 9051 §6.3.4) with a fresh UIDVALIDITY;
+    /// [`crate::StoreError::Exists`] if it is there.
+    fn create_mailbox(
+        &self,
+        account: crate::AccountId,
+        name: &str,
+        special_use: Option<SpecialUse>,
+    ) -> impl Future<Output = Result<Mailbox>> + Send;
+
+    /// Deletes a mailbox and its messages (RFC 9051 §6.3.5). INBOX cannot be deleted;
+    /// a mailbox with inferiors is refused.
+    fn delete_mailbox(
+        &self,
+        account: crate::AccountId,
+        name: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Renames a mailbox and its inferiors (RFC 9051 §6.3.6). Renaming INBOX moves its
+    /// messages to a new mailbox and leaves INBOX empty.
+    fn rename_mailbox(
+        &self,
+        account: crate::AccountId,
+        from: &str,
+        to: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Sets the subscribed state (RFC 9051 §6.3.7, §6.3.8).
+    fn subscribe(
+        &self,
+        account: crate::AccountId,
+        name: &str,
+        subscribed: bool,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The messages of a mailbox in UID order.
+    fn messages(
+        &self,
+        mailbox: MailboxId,
+    ) -> impl Future<Output = Result<Vec<MessageEntry>>> + Send;
+
+    /// APPEND (RFC 9051 §6.3.12): stores a message (CRLF lines) with flags, keywords
+    /// and INTERNALDATE; quota checked as for delivery.
+    fn append(
+        &self,
+        mailbox: MailboxId,
+        message: &[u8],
+        flags: Flags,
+        keywords: &[String],
+        received: SystemTime,
+    ) -> impl Future<Output = Result<MessageEntry>> + Send;
+
+    /// STORE (RFC 9051 §6.4.6) with CONDSTORE's UNCHANGEDSINCE (RFC 7162 §3.1.3).
+    /// Messages whose flags end up the same are not changed and get no new MODSEQ.
+    fn store_flags(
+        &self,
+        mailbox: MailboxId,
+        uids: &[Uid],
+        op: FlagOp,
+        flags: Flags,
+        keywords: &[String],
+        unchanged_since: Option<u64>,
+    ) -> impl Future<Output = Result<FlagsStored>> + Send;
+
+    /// COPY (RFC 9051 §6.4.7): the same emails (no new blob) get new UIDs in `to`, with
+    /// their flags. Returns (source UID, new UID) pairs for COPYUID (RFC 4315).
+    fn copy(
+        &self,
+        from: MailboxId,
+        uids: &[Uid],
+        to: MailboxId,
+    ) -> impl Future<Output = Result<Vec<(Uid, Uid)>>> + Send;
+
+    /// MOVE (RFC 6851): COPY and expunge from `from` in one transaction.
+    fn move_messages(
+        &self,
+        from: MailboxId,
+        uids: &[Uid],
+        to: MailboxId,
+    ) -> impl Future<Output = Result<Vec<(Uid, Uid)>>> + Send;
+}
