@@ -155,7 +155,8 @@ fn typed(address: &str) -> String {
     }
 }
 
-/// An RFC 5322 §3.3 date in UTC.
+/// An RFC 5322 §3.3 `date-time` in UTC (`Tue, 15 Jul 2025 10:00:00 +0000`): the
+/// DSN dates here, and the SMTP session's `Date` and `Received` fields.
 pub fn rfc5322_date(t: SystemTime) -> String {
     let secs = t
         .duration_since(UNIX_EPOCH)
@@ -438,6 +439,10 @@ mod tests {
         assert_eq!(rfc5322_date(t0()), "Tue, 15 Jul 2025 10:00:00 +0000");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400 + 3661);
         assert_eq!(rfc5322_date(leap), "Tue, 29 Feb 2000 01:01:01 +0000");
+        let t = UNIX_EPOCH + Duration::from_secs(1_709_210_096); // 2024-02-29 12:34:56
+        assert_eq!(rfc5322_date(t), "Thu, 29 Feb 2024 12:34:56 +0000");
+        let t = UNIX_EPOCH + Duration::from_secs(4_102_444_799); // 2099-12-31 23:59:59
+        assert_eq!(rfc5322_date(t), "Thu, 31 Dec 2099 23:59:59 +0000");
     }
 
     #[test]

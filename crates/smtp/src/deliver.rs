@@ -84,7 +84,7 @@ pub(crate) async fn accept<S: QueueStore>(
         }
         // RFC 6409 §8.2 (Date), §8.3 (Message-ID): complete the message.
         if headers::count(&fields, "Date") == 0 {
-            added.push_str(&format!("Date: {}\r\n", headers::rfc5322_date(now)));
+            added.push_str(&format!("Date: {}\r\n", dsn::rfc5322_date(now)));
         }
         if headers::count(&fields, "Message-ID") == 0 {
             added.push_str(&format!("Message-ID: <{id}@{}>\r\n", config.hostname));
@@ -116,7 +116,7 @@ pub(crate) async fn accept<S: QueueStore>(
             [only] => Some(only.address.as_str()),
             _ => None,
         },
-        date: headers::rfc5322_date(now),
+        date: dsn::rfc5322_date(now),
     };
     let mut stored = Vec::with_capacity(message.len() + 1024);
     stored.extend_from_slice(headers::received(&trace).as_bytes());
@@ -381,7 +381,7 @@ impl<S: QueueStore> Job<'_, S> {
         self.report(&items, route).await
     }
 
-    /// RFC 3461 §5.2.2: a final delivery to a recipient whose `NOTIFY` includes
+    /// RFC 3461 §5.2.3 (a): a final delivery to a recipient whose `NOTIFY` includes
     /// `SUCCESS` gets a "delivered" report. Best effort: the message is stored, so a
     /// failure here is logged and does not change the reply.
     async fn report_successes(&self, delivered: &[AccountId], full: &[(AccountId, String)]) {

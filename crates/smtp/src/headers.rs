@@ -1,9 +1,9 @@
 //! The header section of a received message (RFC 5322 §2.2, §3.6): field lookup,
-//! the address-list reader behind the submission From check, RFC 5322 dates, message
-//! ids, and the `Received` trace field (RFC 5321 §4.4).
+//! the address-list reader behind the submission From check, message ids, and the
+//! `Received` trace field (RFC 5321 §4.4). RFC 5322 dates come from the queue's
+//! [`rfc5322_date`](buudien_queue::dsn::rfc5322_date), the one formatter of both.
 
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// One header field: its name and its value with folding undone (CRLFs removed).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,56 +168,6 @@ pub(crate) fn address_list(value: &str) -> Option<Vec<String>> {
     Some(out)
 }
 
-/// An RFC 5322 §3.3 `date-time` in UTC: `Mon, 2 Jan 2006 15:04:05 +0000`.
-pub(crate) fn rfc5322_date(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    // 1970-01-01 was a Thursday.
-    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let weekday = WEEKDAYS
-        .get(usize::try_from(days.rem_euclid(7)).unwrap_or(0))
-        .copied()
-        .unwrap_or("Thu");
-    let month = MONTHS
-        .get(usize::try_from(m.saturating_sub(1)).unwrap_or(0))
-        .copied()
-        .unwrap_or("Jan");
-    format!(
-        "{weekday}, {d} {month} {y} {:02}:{:02}:{:02} +0000",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Year, month (1–12) and day of a day count since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    (
-        y,
-        u32::try_from(m).unwrap_or(1),
-        u32::try_from(d).unwrap_or(1),
-    )
-}
-
 /// A new transaction id: 16 characters from a 80-bit random value (base 32,
 /// Crockford's alphabet). Used in `Received`, the `250` reply and `Message-ID`s.
 pub(crate) fn new_id() -> String {
@@ -327,7 +277,6 @@ impl Via {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn fields_unfold() {
@@ -373,17 +322,6 @@ mod tests {
         ] {
             assert_eq!(address_list(bad), None, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn dates() {
-        assert_eq!(rfc5322_date(UNIX_EPOCH), "Thu, 1 Jan 1970 00:00:00 +0000");
-        let t = UNIX_EPOCH + Duration::from_secs(1_709_210_096); // 2024-02-29 12:34:56
-        assert_eq!(rfc5322_date(t), "Thu, 29 Feb 2024 12:34:56 +0000");
-        let t = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(rfc5322_date(t), "Tue, 29 Feb 2000 00:00:00 +0000");
-        let t = UNIX_EPOCH + Duration::from_secs(4_102_444_799); // 2099-12-31 23:59:59
-        assert_eq!(rfc5322_date(t), "Thu, 31 Dec 2099 23:59:59 +0000");
     }
 
     #[test]

@@ -604,7 +604,7 @@ async fn http_requests_are_dropped() {
 
 #[tokio::test]
 async fn notify_success_gets_a_delivered_report() {
-    // RFC 3461 §5.2.2: a final delivery for a recipient with NOTIFY=SUCCESS is
+    // RFC 3461 §5.2.3: a final delivery for a recipient with NOTIFY=SUCCESS is
     // reported to the sender; NOTIFY without SUCCESS (or none) is not.
     let env = env().await;
     let server = env.server(config());

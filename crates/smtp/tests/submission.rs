@@ -493,4 +493,17 @@ async fn queueing_wakes_the_queue_worker() {
     );
     assert_eq!(woken.load(Ordering::SeqCst), 1);
     assert_eq!(env.queue().await.len(), 1);
+    // A bounce queued for a remote sender (ann found full after the data) wakes it
+    // too; the message itself went to bob only, so nothing else was queued.
+    env.set_quota(ANN, Some(100)).await;
+    let (mut c, _) = connect(&server, REMOTE, Mode::Inbound);
+    c.hello().await;
+    let big = format!("Subject: big\r\n\r\n{}\r\n", "x".repeat(500));
+    let r = c.message("carol@example.net", &[ANN, BOB], &big).await;
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    assert_eq!(woken.load(Ordering::SeqCst), 2);
+    let q = env.queue().await;
+    assert_eq!(q.len(), 2, "{q:?}");
+    assert_eq!(q[1].envelope.sender, "", "the bounce");
+    assert_eq!(q[1].recipients[0].address, "carol@example.net");
 }
