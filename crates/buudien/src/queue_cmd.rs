@@ -5,31 +5,11 @@ use crate::admin::open_store;
 use crate::cli::{CliError, QueueCmd};
 use crate::config::Config;
 use buudien_store::{QueueStore, RcptState};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-/// Seconds since the epoch as `YYYY-MM-DD HH:MM:SS` UTC.
+/// A time as `queue list` shows it (RFC 5322 form, UTC).
 fn utc(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86400, secs % 86400);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    buudien_queue::dsn::rfc5322_date(t)
 }
 
 fn state(s: RcptState) -> &'static str {
@@ -106,19 +86,4 @@ pub async fn queue(cfg: &Config, cmd: QueueCmd) -> Result<(), CliError> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(utc(UNIX_EPOCH), "1970-01-01 00:00:00");
-        let t = UNIX_EPOCH + Duration::from_secs(1_795_737_600 + 3661);
-        assert_eq!(utc(t), "2026-11-27 01:01:01");
-        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(utc(leap), "2000-02-29 00:00:00");
-    }
 }
