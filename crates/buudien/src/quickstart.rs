@@ -219,6 +219,10 @@ fn print_summary(
     email: &buudien_types::Address,
     password: Option<&str>,
 ) {
+    // The command as the user can type it: this very executable.
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "buudien".to_string());
     let mut out = String::new();
     let verb = if created { "written" } else { "reused" };
     out += &format!(
@@ -267,7 +271,8 @@ fn print_summary(
     out += &format!("  username:  {email} (the whole address)\n");
     out += "  The certificate is self-signed: accept it once in the client, or put a real\n  one in [tls] and send SIGHUP.\n";
     out += &format!(
-        "\nPut a test message in:\n  printf 'Subject: hello\\n\\nfirst mail\\n' | buudien --config {} deliver {email}\n",
+        "\nPut a test message in:\n  printf 'Subject: hello\\n\\nfirst mail\\n' | {} --config {} deliver {email}\n",
+        exe,
         config_path.display()
     );
     if !cfg.listen.smtp.is_empty() {
