@@ -8,8 +8,12 @@
 //! - this file: [`ImapConfig`], [`ImapServer`] and `serve`, which runs the session
 //!   loop and swaps the transport for TLS after STARTTLS (RFC 9051 §6.2.1).
 //! - `session`: the per-connection state (`Session`, no stream type in it), the
-//!   generic `drive` loop (read → frame with `CommandFramer` → dispatch → reply) and
-//!   the command handlers.
+//!   command × state gate and `dispatch`, which hands each command to its handler.
+//! - `drive`: the loop over one transport (read → frame with `CommandFramer` →
+//!   dispatch → reply), bounded writes and blob streaming.
+//! - `cmd/<family>.rs`: the command handlers (auth, select, list, append, fetch,
+//!   store…), each an `impl Session` block citing the RFC section it implements.
+//! - `reply`: the small tagged/untagged line writers and LIST pattern matching.
 //! - `selected`: the snapshot of the selected mailbox (UIDs, flags, sequence numbers)
 //!   and the flag conversions between the store and the wire.
 //!
@@ -34,6 +38,9 @@
 //! - Nothing reachable from client input panics (no `unwrap`, `expect`, slice
 //!   indexing on input); unimplemented commands get a tagged `NO`.
 
+mod cmd;
+mod drive;
+mod reply;
 mod selected;
 mod session;
 
@@ -161,13 +168,13 @@ impl<S: MailboxStore> ImapServer<S> {
         let shared = &*self.shared;
         let timeout = shared.config.idle_timeout;
         let mut session = Session::new(shared, peer, secure, tls.is_some() && !secure);
-        let outcome = session::drive(&mut session, &mut io, true).await;
+        let outcome = drive::drive(&mut session, &mut io, true).await;
         match (outcome, tls) {
             (Outcome::StartTls, Some(acceptor)) => {
                 match tokio::time::timeout(timeout, acceptor.accept(io)).await {
                     Ok(Ok(mut tls_io)) => {
                         session.tls_established();
-                        let outcome = session::drive(&mut session, &mut tls_io, false).await;
+                        let outcome = drive::drive(&mut session, &mut tls_io, false).await;
                         tracing::debug!(?outcome, "session ended");
                         shutdown(&mut tls_io, timeout).await;
                     }

@@ -1,0 +1,8 @@
+//! The command handlers, one file per command family (DESIGN.md: cmd/<verb>.rs).
+
+mod append;
+mod auth;
+mod fetch;
+mod list;
+mod select;
+mod store;

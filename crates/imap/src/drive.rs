@@ -1,0 +1,191 @@
+//! The session loop over one transport: read, frame, dispatch, write.
+
+use crate::reply::*;
+use crate::session::{Flow, Outcome, Session};
+use buudien_imap_proto::{CommandFramer, Event, LineFrame, TextMode};
+use buudien_store::MailboxStore;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Bytes asked from the transport per read.
+const READ_CHUNK: usize = 4096;
+
+/// Output is written out once this much is buffered.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// Resolves once `stop` turns true; never, if the sender is gone.
+pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Writes out `out`, bounded by `idle`.
+pub(crate) async fn flush<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    out: &mut Vec<u8>,
+    idle: std::time::Duration,
+) -> Result<(), Outcome> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let write = async {
+        io.write_all(out).await?;
+        io.flush().await
+    };
+    match tokio::time::timeout(idle, write).await {
+        Ok(Ok(())) => {
+            out.clear();
+            Ok(())
+        }
+        Ok(Err(_)) => Err(Outcome::Closed),
+        Err(_) => Err(Outcome::Timeout),
+    }
+}
+
+/// Sends what is buffered, then exactly `size` octets of `reader` (a literal whose
+/// header is already in `out`). Anything short of that leaves the client expecting
+/// more octets, so the session must end.
+pub(crate) async fn stream_blob<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    out: &mut Vec<u8>,
+    idle: std::time::Duration,
+    reader: buudien_store::BlobReader,
+    size: u64,
+) -> Result<(), Outcome> {
+    flush(io, out, idle).await?;
+    let mut limited = reader.take(size);
+    let copied = match tokio::time::timeout(idle, tokio::io::copy(&mut limited, io)).await {
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "FETCH stream failed");
+            return Err(Outcome::Closed);
+        }
+        Err(_) => return Err(Outcome::Timeout),
+    };
+    if copied != size {
+        tracing::warn!(copied, size, "blob shorter than its recorded size");
+        return Err(Outcome::Closed);
+    }
+    Ok(())
+}
+
+/// Reads more input into `inbuf`, after flushing `out`.
+pub(crate) async fn read_more<IO: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut IO,
+    inbuf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    chunk: &mut [u8],
+    idle: std::time::Duration,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Outcome> {
+    flush(io, out, idle).await?;
+    if *stop.borrow() {
+        return Err(Outcome::Shutdown);
+    }
+    let read = tokio::time::timeout(idle, io.read(chunk));
+    let n = tokio::select! {
+        r = read => match r {
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) => return Err(Outcome::Closed),
+            Err(_) => return Err(Outcome::Timeout),
+        },
+        () = stopped(stop) => return Err(Outcome::Shutdown),
+    };
+    if n == 0 {
+        return Err(Outcome::Closed);
+    }
+    inbuf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+    Ok(())
+}
+
+/// Runs the session over one transport until it ends. `greet` sends the greeting
+/// (not after STARTTLS).
+pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut Session<'_, S>,
+    io: &mut IO,
+    greet: bool,
+) -> Outcome {
+    let idle = s.shared.config.idle_timeout;
+    let mut stop = s.shared.stopping.subscribe();
+    let mut framer = CommandFramer::new(buudien_imap_proto::Limits::default(), TextMode::Ascii);
+    let mut inbuf = Vec::new();
+    let mut out = Vec::new();
+    let mut chunk = vec![0u8; READ_CHUNK];
+    if greet {
+        line(
+            &mut out,
+            &format!(
+                "* OK [CAPABILITY {}] {} buudien IMAP4rev2 ready",
+                s.capabilities(),
+                s.shared.config.hostname
+            ),
+        );
+    }
+    loop {
+        let event = framer.next_event(&mut inbuf);
+        let flow = match event {
+            Event::Incomplete => {
+                match read_more(io, &mut inbuf, &mut out, &mut chunk, idle, &mut stop).await {
+                    Ok(()) => Flow::Continue,
+                    Err(o) => Flow::End(o),
+                }
+            }
+            Event::Literal(info) => {
+                s.literal(&mut framer, info, &mut out);
+                Flow::Continue
+            }
+            Event::LiteralChunk(bytes) => {
+                if let Some(last) = s.appended.last_mut() {
+                    last.extend_from_slice(&bytes);
+                }
+                Flow::Continue
+            }
+            Event::LiteralEnd => Flow::Continue,
+            Event::Error(e) => {
+                s.appended.clear();
+                e.write_response(&mut out);
+                Flow::Continue
+            }
+            Event::Command(req) => s.dispatch(req, &mut out, io).await,
+        };
+        match flow {
+            Flow::Continue => {
+                if out.len() >= FLUSH_AT
+                    && let Err(o) = flush(io, &mut out, idle).await
+                {
+                    return o;
+                }
+            }
+            Flow::SaslPlain(tag) => loop {
+                match framer.next_line(&mut inbuf, buudien_imap_proto::MAX_SASL_LINE) {
+                    LineFrame::Line(l) => {
+                        s.sasl_plain(&tag, &l, &mut out).await;
+                        break;
+                    }
+                    LineFrame::TooLong => {
+                        bad(&mut out, &tag, "line too long");
+                        break;
+                    }
+                    LineFrame::Incomplete => {
+                        if let Err(o) =
+                            read_more(io, &mut inbuf, &mut out, &mut chunk, idle, &mut stop).await
+                        {
+                            return o;
+                        }
+                    }
+                }
+            },
+            Flow::End(o) => {
+                match o {
+                    Outcome::Timeout => line(&mut out, "* BYE autologout, idle too long"),
+                    Outcome::Shutdown => line(&mut out, "* BYE server shutting down"),
+                    _ => {}
+                }
+                if o != Outcome::Closed {
+                    let _ = flush(io, &mut out, idle.min(crate::FINAL_WRITE_TIMEOUT)).await;
+                }
+                return o;
+            }
+        }
+    }
+}
