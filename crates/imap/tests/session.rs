@@ -251,7 +251,10 @@ async fn select_fetch_store_expunge() {
     assert!(r.contains("* 2 FETCH (FLAGS (\\Seen))"), "{r}");
 
     let r = c.cmd("k", "STORE 1 +FLAGS (\\Deleted $Junk)").await;
-    assert!(r.contains("* 1 FETCH (FLAGS (\\Deleted $Junk))"), "{r}");
+    assert!(
+        r.contains("* 1 FETCH (FLAGS (\\Deleted \\Recent $Junk))"),
+        "{r}"
+    );
     let r = c.cmd("l", "STORE 2 +FLAGS.SILENT (\\Flagged)").await;
     assert_eq!(r, "l OK STORE completed\r\n");
 
@@ -266,7 +269,7 @@ async fn select_fetch_store_expunge() {
     // Another delivery shows up at NOOP.
     env.deliver(MSG1).await;
     let r = c.cmd("o", "NOOP").await;
-    assert_eq!(r, "* 2 EXISTS\r\no OK NOOP completed\r\n");
+    assert_eq!(r, "* 2 EXISTS\r\n* 2 RECENT\r\no OK NOOP completed\r\n");
 
     let r = c.cmd("p", "STATUS INBOX (MESSAGES UNSEEN UIDNEXT)").await;
     assert!(

@@ -103,7 +103,7 @@ impl<S: MailboxStore> Session<'_, S> {
                     FetchAttr::Uid => r.uid(m.uid.0),
                     FetchAttr::Flags => {
                         let mut v = Vec::new();
-                        write_flags(&mut v, m);
+                        write_flags(&mut v, m, false);
                         r.raw("FLAGS", &v);
                     }
                     FetchAttr::InternalDate => {
