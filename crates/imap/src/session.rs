@@ -326,6 +326,14 @@ impl<'a, S: MailboxStore> Session<'a, S> {
         Flow::Continue
     }
 
+    /// The client takes raw UTF-8 in strings and message headers (RFC 6855 §3: ENABLE
+    /// UTF8=ACCEPT; IMAP4rev2 sessions likewise, RFC 9051 §6.3.1). Others get
+    /// modified UTF-7 mailbox names and the ASCII surrogate of messages with raw
+    /// UTF-8 headers (RFC 6856 §2.1 / RFC 6858 §3 policy, documented in README).
+    pub(crate) fn utf8_ok(&self) -> bool {
+        self.rev2
+    }
+
     /// The logged-in account (0 before login; every caller checks login first).
     pub(crate) fn acct(&self) -> AccountId {
         self.account.unwrap_or_default()
