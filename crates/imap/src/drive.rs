@@ -178,6 +178,22 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
                     return o;
                 }
             }
+            Flow::Idle(tag) => {
+                let r = crate::idle::idle(
+                    s,
+                    tag,
+                    io,
+                    &mut framer,
+                    &mut inbuf,
+                    &mut out,
+                    &mut chunk,
+                    &mut stop,
+                )
+                .await;
+                if let Err(o) = r {
+                    return end(io, &mut out, idle, o).await;
+                }
+            }
             Flow::SaslPlain(tag) => loop {
                 match framer.next_line(&mut inbuf, buudien_imap_proto::MAX_SASL_LINE) {
                     LineFrame::Line(l) => {
@@ -197,17 +213,25 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
             },
-            Flow::End(o) => {
-                match o {
-                    Outcome::Timeout => line(&mut out, "* BYE autologout, idle too long"),
-                    Outcome::Shutdown => line(&mut out, "* BYE server shutting down"),
-                    _ => {}
-                }
-                if o != Outcome::Closed {
-                    let _ = flush(io, &mut out, idle.min(crate::FINAL_WRITE_TIMEOUT)).await;
-                }
-                return o;
-            }
+            Flow::End(o) => return end(io, &mut out, idle, o).await,
         }
     }
+}
+
+/// The last words of a session: BYE for a timeout or a stop, then a bounded flush.
+async fn end<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    out: &mut Vec<u8>,
+    idle: std::time::Duration,
+    o: Outcome,
+) -> Outcome {
+    match o {
+        Outcome::Timeout => line(out, "* BYE autologout, idle too long"),
+        Outcome::Shutdown => line(out, "* BYE server shutting down"),
+        _ => {}
+    }
+    if o != Outcome::Closed {
+        let _ = flush(io, out, idle.min(crate::FINAL_WRITE_TIMEOUT)).await;
+    }
+    o
 }

@@ -34,6 +34,8 @@ pub(crate) enum Flow {
     End(Outcome),
     /// AUTHENTICATE PLAIN without an initial response: read one line.
     SaslPlain(Tag),
+    /// IDLE accepted: wait for DONE (RFC 9051 §6.3.13).
+    Idle(Tag),
 }
 
 /// The per-connection state.
@@ -96,6 +98,11 @@ impl<'a, S: MailboxStore> Session<'a, S> {
             "UNSELECT".to_owned(),
             "UIDPLUS".to_owned(),
             "MOVE".to_owned(),
+            "IDLE".to_owned(),
+            "CONDSTORE".to_owned(),
+            "QRESYNC".to_owned(),
+            "BINARY".to_owned(),
+            "STATUS=SIZE".to_owned(),
         ];
         if self.account.is_none() {
             if self.starttls_offered {
@@ -305,6 +312,7 @@ impl<'a, S: MailboxStore> Session<'a, S> {
             }
             Command::Expunge => self.expunge(&tag, None, out).await,
             Command::UidExpunge(set) => self.expunge(&tag, Some(&set), out).await,
+            Command::Idle => return Flow::Idle(tag),
             Command::Fetch(f) => {
                 if let Err(o) = self.fetch(&tag, &f, out, io).await {
                     return Flow::End(o);
