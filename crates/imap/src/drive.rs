@@ -9,6 +9,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Bytes asked from the transport per read.
 const READ_CHUNK: usize = 4096;
 
+/// Unparsable commands in a row after which the session is closed.
+const MAX_BAD_IN_ROW: u32 = 10;
+
 /// Output is written out once this much is buffered.
 const FLUSH_AT: usize = 64 * 1024;
 
@@ -133,6 +136,7 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
     let mut inbuf = Vec::new();
     let mut out = Vec::new();
     let mut chunk = vec![0u8; READ_CHUNK];
+    let mut bad_in_row = 0u32;
     if greet {
         line(
             &mut out,
@@ -166,9 +170,19 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
             Event::Error(e) => {
                 s.appended.clear();
                 e.write_response(&mut out);
-                Flow::Continue
+                bad_in_row += 1;
+                if bad_in_row >= MAX_BAD_IN_ROW {
+                    // As Dovecot does: a client sending garbage is cut off.
+                    line(&mut out, "* BYE too many invalid commands");
+                    Flow::End(Outcome::Logout)
+                } else {
+                    Flow::Continue
+                }
             }
-            Event::Command(req) => s.dispatch(req, &mut out, io).await,
+            Event::Command(req) => {
+                bad_in_row = 0;
+                s.dispatch(req, &mut out, io).await
+            }
         };
         match flow {
             Flow::Continue => {
