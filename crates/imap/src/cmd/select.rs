@@ -4,7 +4,7 @@ use crate::reply::*;
 use crate::selected::Selected;
 use crate::session::Session;
 use buudien_imap_proto::response::{self, ListItem};
-use buudien_imap_proto::{Mailbox as Name, Tag, TextMode};
+use buudien_imap_proto::{Mailbox as Name, Tag};
 use buudien_store::MailboxStore;
 
 impl<S: MailboxStore> Session<'_, S> {
@@ -71,7 +71,7 @@ impl<S: MailboxStore> Session<'_, S> {
                     childinfo_subscribed: false,
                     old_name: None,
                 },
-                TextMode::Ascii,
+                self.text_mode(),
                 false,
             );
         }
