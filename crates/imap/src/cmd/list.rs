@@ -92,14 +92,15 @@ fn inbox_first(a: &str, b: &str) -> std::cmp::Ordering {
     (a != "INBOX", a).cmp(&(b != "INBOX", b))
 }
 
-/// Chooses the LIST responses (RFC 9051 §6.3.9, RFC 5258 §3, RFC 6154 §5.1):
+/// Chooses the LIST responses (RFC 9051 §6.3.9, RFC 5258 §3, RFC 6154 §2):
 ///
 /// - the names that meet the selection criteria (existing mailboxes; subscribed names
 ///   with SUBSCRIBED, `\NonExistent` when no mailbox has the name; special-use
 ///   mailboxes with SPECIAL-USE) and match a pattern;
 /// - with RECURSIVEMATCH, names that match but do not meet the criteria and have a
 ///   descendant that does while not matching any pattern, with CHILDINFO (RFC 5258
-///   §3.5, Table 3; redundant CHILDINFO responses suppressed as §3.5 asks);
+///   §3.5, RFC 9051 §6.3.9.6 Table 3; redundant CHILDINFO responses suppressed as
+///   §6.3.9.6 asks);
 /// - without selection options, levels of hierarchy that do not exist but hold
 ///   mailboxes, when a pattern ending with `%` matches them (§6.3.9), as `\Noselect`
 ///   (rev1 basic LIST) or `\NonExistent` (rev2 or the extended syntax).
@@ -108,7 +109,7 @@ fn inbox_first(a: &str, b: &str) -> std::cmp::Ordering {
 /// §6.3.9.5: MAY always be returned, so rev2 clients can rely on them),
 /// `\Subscribed` when the SUBSCRIBED selection or return option asked for it
 /// (§6.3.9.1, §6.3.9.2: it MUST then be accurate; it is not sent otherwise), and the
-/// special-use attributes whether or not they were asked for (RFC 6154 §2, §5.1: MAY).
+/// special-use attributes whether or not they were asked for (RFC 6154 §2: MAY).
 pub(crate) fn plan(known: &[Known], cmd: &ListCommand, rev2: bool) -> Vec<Planned> {
     let patterns = canonical_patterns(&cmd.reference, &cmd.patterns);
     if patterns.is_empty() {
@@ -244,6 +245,8 @@ impl<S: MailboxStore> Session<'_, S> {
             Err(e) => return store_error(out, tag, &e),
         };
         let known: Vec<Known> = boxes.iter().map(Known::of).collect();
+        let by_name: BTreeMap<&str, &Mailbox> =
+            boxes.iter().map(|b| (b.name.as_str(), b)).collect();
         for p in plan(&known, list, self.rev2) {
             response::list(
                 out,
@@ -260,7 +263,7 @@ impl<S: MailboxStore> Session<'_, S> {
             if let (true, Some(items), Some(mb)) = (
                 p.status,
                 list.ret.status.as_deref(),
-                boxes.iter().find(|b| b.name == p.name),
+                by_name.get(p.name.as_str()),
             ) {
                 // RFC 5819 §2: a STATUS that fails is dropped; LIST still succeeds.
                 match self.status_values(mb, items).await {

@@ -7,7 +7,7 @@ use crate::session::Session;
 use buudien_imap_proto::response::{self, ListItem};
 use buudien_imap_proto::{MailboxAttr, Tag};
 use buudien_store::MailboxStore;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The LSUB responses: subscribed names that match, with `\Noselect` when no mailbox
 /// has the name; and, for a pattern ending with `%`, the unsubscribed levels of
@@ -16,6 +16,11 @@ use std::collections::BTreeMap;
 pub(crate) fn lsub_plan(known: &[Known], reference: &str, pattern: &str) -> Vec<(String, bool)> {
     let patterns = canonical_patterns(reference, &[pattern.to_owned()]);
     let percent = patterns.iter().any(|p| p.ends_with_percent());
+    let subscribed: BTreeSet<&str> = known
+        .iter()
+        .filter(|k| k.subscribed)
+        .map(|k| k.name.as_str())
+        .collect();
     // name → selectable-and-subscribed.
     let mut hits: BTreeMap<&str, bool> = BTreeMap::new();
     for k in known.iter().filter(|k| k.subscribed) {
@@ -24,8 +29,7 @@ pub(crate) fn lsub_plan(known: &[Known], reference: &str, pattern: &str) -> Vec<
         }
         if percent {
             for a in ancestors(&k.name) {
-                let subscribed = known.iter().any(|o| o.subscribed && o.name == a);
-                if !subscribed && matches_any(&patterns, a) {
+                if !subscribed.contains(a) && matches_any(&patterns, a) {
                     hits.insert(a, false);
                 }
             }
