@@ -31,11 +31,16 @@ impl<S: MailboxStore> Session<'_, S> {
         tag: &Tag,
         out: &mut Vec<u8>,
     ) -> Option<Vec<(&'static str, u64, u64)>> {
-        let Some(address) = self.address.as_ref() else {
-            no(out, tag, "[UNAVAILABLE] quota not known");
-            return None;
+        let store = &self.shared.store;
+        let found = match self.address.as_ref() {
+            Some(address) => store.account(address).await,
+            // A login path that did not record the address: find the account by id.
+            None => store.list_accounts().await.map(|all| {
+                let id = self.acct();
+                all.into_iter().find(|a| a.id == id)
+            }),
         };
-        match self.shared.store.account(address).await {
+        match found {
             Ok(Some(account)) => Some(resources(&account)),
             Ok(None) => {
                 no(out, tag, "[UNAVAILABLE] quota not known");
