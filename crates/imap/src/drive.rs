@@ -184,6 +184,8 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
                 s.dispatch(req, &mut out, io).await
             }
         };
+        // After ENABLE IMAP4rev2 / UTF8=ACCEPT, names are read as UTF-8.
+        framer.set_text_mode(s.text_mode());
         match flow {
             Flow::Continue => {
                 if out.len() >= FLUSH_AT

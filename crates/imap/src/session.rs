@@ -5,9 +5,11 @@ use crate::Shared;
 use crate::reply::*;
 use crate::selected::Selected;
 use buudien_imap_proto::response::{self};
-use buudien_imap_proto::{Command, CommandFramer, LiteralInfo, LiteralMode, Request, Tag};
+use buudien_imap_proto::{
+    Command, CommandFramer, LiteralInfo, LiteralMode, Request, Tag, TextMode,
+};
 use buudien_store::{AccountId, Flags, MailboxStore};
-use buudien_types::Uid;
+use buudien_types::{Address, Uid};
 use std::net::SocketAddr;
 use tokio::io::AsyncWrite;
 
@@ -45,12 +47,16 @@ pub(crate) struct Session<'a, S> {
     pub(crate) secure: bool,
     pub(crate) starttls_offered: bool,
     pub(crate) account: Option<AccountId>,
+    /// The logged-in account's address (for its quota, RFC 9208).
+    pub(crate) address: Option<Address>,
     pub(crate) selected: Option<Selected>,
     pub(crate) rev2: bool,
     /// CONDSTORE is on (RFC 7162 §3.1: ENABLE, SELECT (CONDSTORE) or a MODSEQ use).
     pub(crate) condstore: bool,
     /// ENABLE QRESYNC was given (RFC 7162 §3.2.3).
     pub(crate) qresync: bool,
+    /// `ENABLE UTF8=ACCEPT` was given (RFC 6855 §3).
+    pub(crate) utf8: bool,
     /// Streamed APPEND literals of the current command, one per message.
     pub(crate) appended: Vec<Vec<u8>>,
 }
@@ -69,10 +75,12 @@ impl<'a, S: MailboxStore> Session<'a, S> {
             secure,
             starttls_offered: starttls,
             account: None,
+            address: None,
             selected: None,
             rev2: false,
             condstore: false,
             qresync: false,
+            utf8: false,
             appended: Vec::new(),
         }
     }
@@ -81,6 +89,16 @@ impl<'a, S: MailboxStore> Session<'a, S> {
     pub(crate) fn tls_established(&mut self) {
         self.secure = true;
         self.starttls_offered = false;
+    }
+
+    /// How mailbox names travel: UTF-8 once IMAP4rev2 (RFC 9051 §5.1) or UTF8=ACCEPT
+    /// (RFC 6855 §3) is enabled, modified UTF-7 before (RFC 3501 §5.1.3).
+    pub(crate) fn text_mode(&self) -> TextMode {
+        if self.rev2 || self.utf8 {
+            TextMode::Utf8
+        } else {
+            TextMode::Ascii
+        }
     }
 
     /// LOGIN and AUTHENTICATE are allowed (RFC 9051 §6.2.3, §11.1).
@@ -103,6 +121,7 @@ impl<'a, S: MailboxStore> Session<'a, S> {
             "QRESYNC".to_owned(),
             "BINARY".to_owned(),
             "STATUS=SIZE".to_owned(),
+            "ID".to_owned(),
         ];
         if self.account.is_none() {
             if self.starttls_offered {
@@ -115,6 +134,21 @@ impl<'a, S: MailboxStore> Session<'a, S> {
             }
         } else {
             caps.push(format!("APPENDLIMIT={}", self.shared.config.max_append));
+            caps.extend(
+                [
+                    "NAMESPACE",
+                    "CHILDREN",
+                    "LIST-EXTENDED",
+                    "LIST-STATUS",
+                    "SPECIAL-USE",
+                    "CREATE-SPECIAL-USE",
+                    "UTF8=ACCEPT",
+                    "QUOTA",
+                    "QUOTA=RES-STORAGE",
+                    "QUOTA=RES-MESSAGE",
+                ]
+                .map(str::to_owned),
+            );
         }
         caps.join(" ")
     }
@@ -168,6 +202,7 @@ impl<'a, S: MailboxStore> Session<'a, S> {
                 | Command::StartTls
                 | Command::Login { .. }
                 | Command::Authenticate { .. }
+                | Command::Id(_)
         );
         if needs_auth && self.account.is_none() {
             bad(out, &tag, "not authenticated");
@@ -243,6 +278,11 @@ impl<'a, S: MailboxStore> Session<'a, S> {
                         self.condstore = true;
                         enabled.push("QRESYNC");
                     }
+                    // RFC 6855 §3: names and quoted strings are UTF-8 from now on.
+                    if c.eq_ignore_ascii_case("UTF8=ACCEPT") && !self.utf8 {
+                        self.utf8 = true;
+                        enabled.push("UTF8=ACCEPT");
+                    }
                 }
                 response::enabled(out, &enabled);
                 ok(out, &tag, "ENABLE completed");
@@ -253,15 +293,10 @@ impl<'a, S: MailboxStore> Session<'a, S> {
             Command::Examine { mailbox, params } => {
                 self.select(&tag, &mailbox, &params, true, out).await
             }
-            Command::Create { mailbox, .. } => {
-                let n = mailbox.as_str().trim_end_matches('/').to_owned();
-                let r = self
-                    .shared
-                    .store
-                    .create_mailbox(self.acct(), &n, None)
-                    .await;
-                done(out, &tag, name, r.map(|_| ()));
-            }
+            Command::Create {
+                mailbox,
+                special_use,
+            } => self.create(&tag, &mailbox, &special_use, out).await,
             Command::Delete(mailbox) => {
                 let r = self
                     .shared
@@ -288,6 +323,14 @@ impl<'a, S: MailboxStore> Session<'a, S> {
                 done(out, &tag, name, r);
             }
             Command::List(list) => self.list(&tag, &list, out).await,
+            Command::Lsub { reference, pattern } => {
+                self.lsub(&tag, &reference, &pattern, out).await
+            }
+            Command::Namespace => self.namespace(&tag, out),
+            Command::Id(params) => self.id(&tag, params.as_deref(), out),
+            Command::GetQuota(root) => self.get_quota(&tag, &root, out).await,
+            Command::GetQuotaRoot(mailbox) => self.get_quota_root(&tag, &mailbox, out).await,
+            Command::SetQuota { .. } => no(out, &tag, "[NOPERM] quotas are read-only"),
             Command::Status { mailbox, items } => self.status(&tag, &mailbox, &items, out).await,
             Command::Append { mailbox, messages } => {
                 self.append(&tag, &mailbox, messages, out).await
@@ -339,7 +382,7 @@ impl<'a, S: MailboxStore> Session<'a, S> {
     /// modified UTF-7 mailbox names and the ASCII surrogate of messages with raw
     /// UTF-8 headers (RFC 6856 §2.1 / RFC 6858 §3 policy, documented in README).
     pub(crate) fn utf8_ok(&self) -> bool {
-        self.rev2
+        self.rev2 || self.utf8
     }
 
     /// The logged-in account (0 before login; every caller checks login first).

@@ -99,6 +99,7 @@ impl<S: MailboxStore> Session<'_, S> {
             Some(id) => {
                 throttle.record_success(ip);
                 self.account = Some(id);
+                self.address = Address::parse(user).ok();
                 tracing::info!(account = id, "logged in");
                 let caps = self.capabilities();
                 ok(out, tag, &format!("[CAPABILITY {caps}] logged in"));

@@ -4,5 +4,8 @@ mod append;
 mod auth;
 mod fetch;
 mod list;
+mod lsub;
+mod misc;
+mod quota;
 mod select;
 mod store;
