@@ -311,6 +311,7 @@ impl<'a, S: MailboxStore> Session<'a, S> {
                 }
             }
             Command::Store(s) => self.store(&tag, &s, out).await,
+            Command::Search(s) => self.search(&tag, &s, out).await,
             Command::Copy { uid, set, mailbox } => {
                 self.copy(&tag, uid, &set, &mailbox, false, out).await;
             }

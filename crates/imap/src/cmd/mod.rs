@@ -4,5 +4,6 @@ mod append;
 mod auth;
 mod fetch;
 mod list;
+mod search;
 mod select;
 mod store;
