@@ -136,6 +136,8 @@ impl<'a, S: MailboxStore> Session<'a, S> {
             caps.push(format!("APPENDLIMIT={}", self.shared.config.max_append));
             caps.extend(
                 [
+                    "ESEARCH",
+                    "SEARCHRES",
                     "NAMESPACE",
                     "CHILDREN",
                     "LIST-EXTENDED",
@@ -362,16 +364,12 @@ impl<'a, S: MailboxStore> Session<'a, S> {
                 }
             }
             Command::Store(s) => self.store(&tag, &s, out).await,
+            Command::Search(s) => self.search(&tag, &s, out).await,
             Command::Copy { uid, set, mailbox } => {
                 self.copy(&tag, uid, &set, &mailbox, false, out).await;
             }
             Command::Move { uid, set, mailbox } => {
                 self.copy(&tag, uid, &set, &mailbox, true, out).await;
-            }
-            _ => {
-                out.extend_from_slice(
-                    format!("{tag} NO [CANNOT] {name} not implemented yet\r\n").as_bytes(),
-                );
             }
         }
         Flow::Continue

@@ -7,5 +7,6 @@ mod list;
 mod lsub;
 mod misc;
 mod quota;
+mod search;
 mod select;
 mod store;
