@@ -210,14 +210,16 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
                     return end(io, &mut out, idle, o).await;
                 }
             }
-            Flow::SaslPlain(tag) => loop {
+            // RFC 9051 §6.2.2: each challenge is answered by one line, until the
+            // exchange ends with a tagged response.
+            Flow::Sasl(mut exchange) => loop {
                 match framer.next_line(&mut inbuf, buudien_imap_proto::MAX_SASL_LINE) {
-                    LineFrame::Line(l) => {
-                        s.sasl_plain(&tag, &l, &mut out).await;
-                        break;
-                    }
+                    LineFrame::Line(l) => match s.sasl_line(exchange, &l, &mut out).await {
+                        Some(next) => exchange = next,
+                        None => break,
+                    },
                     LineFrame::TooLong => {
-                        bad(&mut out, &tag, "line too long");
+                        bad(&mut out, exchange.tag(), "line too long");
                         break;
                     }
                     LineFrame::Incomplete => {

@@ -34,8 +34,9 @@ pub(crate) enum Flow {
     Continue,
     /// End with this outcome after flushing.
     End(Outcome),
-    /// AUTHENTICATE PLAIN without an initial response: read one line.
-    SaslPlain(Tag),
+    /// An AUTHENTICATE exchange sent a challenge: read the client's next line
+    /// (RFC 9051 §6.2.2).
+    Sasl(Box<crate::cmd::auth::SaslExchange>),
     /// IDLE accepted: wait for DONE (RFC 9051 §6.3.13).
     Idle(Tag),
 }
@@ -128,7 +129,10 @@ impl<'a, S: MailboxStore> Session<'a, S> {
                 caps.push("STARTTLS".to_owned());
             }
             if self.auth_allowed() {
-                caps.push("AUTH=PLAIN".to_owned());
+                // RFC 9051 §7.2.2 AUTH=, RFC 4959 §3 SASL-IR.
+                for cap in ["AUTH=PLAIN", "AUTH=LOGIN", "AUTH=SCRAM-SHA-256", "SASL-IR"] {
+                    caps.push(cap.to_owned());
+                }
             } else {
                 caps.push("LOGINDISABLED".to_owned());
             }
@@ -253,16 +257,8 @@ impl<'a, S: MailboxStore> Session<'a, S> {
                 self.login(&tag, &username, password.expose(), out).await;
             }
             Command::Authenticate { mechanism, initial } => {
-                if self.account.is_some() {
-                    bad(out, &tag, "already authenticated");
-                } else if !mechanism.eq_ignore_ascii_case("PLAIN") {
-                    no(out, &tag, "unsupported mechanism");
-                } else if let Some(initial) = initial {
-                    self.sasl_plain(&tag, initial.expose().as_bytes(), out)
-                        .await;
-                } else {
-                    out.extend_from_slice(b"+ \r\n");
-                    return Flow::SaslPlain(tag);
+                if let Some(exchange) = self.authenticate(tag, &mechanism, initial, out).await {
+                    return Flow::Sasl(exchange);
                 }
             }
             Command::Enable(caps) => {

@@ -1,7 +1,7 @@
 //! The command handlers, one file per command family (DESIGN.md: cmd/<verb>.rs).
 
 mod append;
-mod auth;
+pub(crate) mod auth;
 mod fetch;
 mod list;
 mod lsub;
