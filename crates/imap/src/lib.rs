@@ -45,6 +45,7 @@ mod idle;
 mod reply;
 mod selected;
 mod session;
+mod spool;
 
 use buudien_auth::FailureThrottle;
 use buudien_store::MailboxStore;
@@ -71,6 +72,10 @@ pub struct ImapConfig {
     /// Largest message APPEND takes, advertised as `APPENDLIMIT` (RFC 7889).
     /// 50 MiB by default.
     pub max_append: u64,
+    /// Where APPEND literals too large to keep in memory wait for the command to
+    /// complete (an unnamed temporary file); the system's temporary directory when
+    /// `None`. The binary uses the data directory's `tmp/`.
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ImapConfig {
@@ -80,6 +85,7 @@ impl Default for ImapConfig {
             idle_timeout: Duration::from_secs(30 * 60),
             allow_plaintext_auth: false,
             max_append: 50 * 1024 * 1024,
+            spool_dir: None,
         }
     }
 }
