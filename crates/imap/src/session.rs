@@ -340,7 +340,7 @@ impl<'a, S: MailboxStore> Session<'a, S> {
                     && !sel.read_only
                 {
                     let uids: Vec<Uid> = sel
-                        .messages
+                        .slots
                         .iter()
                         .filter(|m| m.flags.contains(Flags::DELETED))
                         .map(|m| m.uid)
