@@ -180,7 +180,7 @@ impl<S: MailboxStore> Session<'_, S> {
                         continue;
                     };
                     if let Some(e) = stored_entries.get(k) {
-                        t.entry.blob = e.blob.clone();
+                        t.entry.blob = e.blob;
                         t.entry.size = e.size;
                         t.entry.ascii_size = e.ascii_size;
                         t.entry.received = e.received;
