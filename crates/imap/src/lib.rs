@@ -69,6 +69,9 @@ pub struct ImapConfig {
     /// Largest message APPEND takes, advertised as `APPENDLIMIT` (RFC 7889).
     /// 50 MiB by default.
     pub max_append: u64,
+    /// Advertise `LITERAL+` (non-synchronizing literals of any size) instead of
+    /// `LITERAL-` (only up to 4096 octets), RFC 7888 §5. Off by default.
+    pub literal_plus: bool,
 }
 
 impl Default for ImapConfig {
@@ -78,6 +81,7 @@ impl Default for ImapConfig {
             idle_timeout: Duration::from_secs(30 * 60),
             allow_plaintext_auth: false,
             max_append: 50 * 1024 * 1024,
+            literal_plus: false,
         }
     }
 }
@@ -206,5 +210,6 @@ mod tests {
         assert_eq!(c.idle_timeout, Duration::from_secs(1800));
         assert_eq!(c.max_append, 50 * 1024 * 1024);
         assert!(!c.allow_plaintext_auth);
+        assert!(!c.literal_plus);
     }
 }
