@@ -1,0 +1,274 @@
+"""Python's imaplib against buudien's IMAP listeners: LOGIN over loopback, STARTTLS
+(RFC 9051 §6.2.1), implicit TLS (RFC 8314), LOGINDISABLED off loopback (§6.2.3),
+CAPABILITY, ENABLE, NAMESPACE, SELECT/EXAMINE, LIST, STATUS and mailbox management."""
+
+import imaplib
+import re
+import socket
+import ssl
+import subprocess
+
+import pytest
+
+from conftest import DOMAIN, TIMEOUT, Server, message
+from imaputil import appended_uid, imap_server, mail, ok, pop_untagged  # noqa: F401
+
+
+def caps(m: imaplib.IMAP4) -> set[str]:
+    typ, data = m.capability()
+    assert typ == "OK", data
+    return set(data[0].decode().upper().split())
+
+
+def test_login_over_loopback_plain(imap_server):
+    user, pw = imap_server.new_user("il")
+    m = imap_server.imap()
+    assert re.match(rb"\[CAPABILITY [^]]*IMAP4rev2", m.welcome[5:]), m.welcome
+    before = caps(m)
+    assert {"IMAP4REV2", "IMAP4REV1", "STARTTLS", "AUTH=PLAIN"} <= before, before
+    assert "LOGINDISABLED" not in before, "loopback may log in without TLS"
+    typ, data = m.login(user, pw)
+    assert typ == "OK", data
+    after = caps(m)
+    assert "STARTTLS" not in after and not any(c.startswith("AUTH=") for c in after), after
+    assert any(c.startswith("APPENDLIMIT=") for c in after), after
+    assert m.logout()[0] == "BYE"
+
+
+def test_wrong_password_is_no(imap_server):
+    user, _ = imap_server.new_user("iw")
+    m = imap_server.imap()
+    with pytest.raises(imaplib.IMAP4.error) as e:
+        m.login(user, "not the password")
+    assert b"AUTHENTICATIONFAILED" in str(e.value).encode() or "failed" in str(e.value).lower()
+    m.logout()
+
+
+def test_starttls_then_login(imap_server):
+    user, pw = imap_server.new_user("is")
+    m = imap_server.imap()
+    typ, _ = m.starttls(ssl_context=imap_server.tls_context())
+    assert typ == "OK"
+    assert m.sock.version() in ("TLSv1.2", "TLSv1.3")
+    c = caps(m)
+    assert "STARTTLS" not in c, "STARTTLS is not offered twice"
+    assert "AUTH=PLAIN" in c
+    ok(m.login(user, pw), "LOGIN after STARTTLS")
+    assert ok(m.select("INBOX")) == [b"0"]
+    m.logout()
+
+
+def test_starttls_injection_is_discarded(imap_server):
+    """Bytes pipelined after STARTTLS, before the handshake, are dropped (RFC 9051
+    §6.2.1; the CVE-2011-0411 class)."""
+    with socket.create_connection(("127.0.0.1", imap_server.imap_port), timeout=TIMEOUT) as raw:
+        f = raw.makefile("rb")
+        assert f.readline().startswith(b"* OK")
+        raw.sendall(b"a STARTTLS\r\nb CAPABILITY\r\n")
+        assert f.readline().startswith(b"a OK")
+        tls = imap_server.tls_context().wrap_socket(raw, server_hostname="localhost")
+        tls.sendall(b"c NOOP\r\n")
+        tf = tls.makefile("rb")
+        first = tf.readline()
+        assert first.startswith(b"c OK"), f"pipelined command was run: {first!r}"
+        tls.sendall(b"d LOGOUT\r\n")
+        tls.close()
+
+
+def test_imaps_implicit_tls(imap_server):
+    user, pw = imap_server.new_user("ix")
+    m = imap_server.imap_ssl()
+    cert = m.sock.getpeercert()
+    assert cert, "the certificate was verified against the test's own CA file"
+    c = caps(m)
+    assert "STARTTLS" not in c and "LOGINDISABLED" not in c, c
+    ok(m.login(user, pw))
+    ok(m.select("INBOX"))
+    m.logout()
+
+
+def test_imaps_untrusted_certificate_is_refused(imap_server):
+    """A client with the system trust store refuses the self-signed certificate: the
+    handshake fails on the client side, proving imaps really speaks TLS first."""
+    ctx = ssl.create_default_context()
+    with pytest.raises(ssl.SSLCertVerificationError):
+        imaplib.IMAP4_SSL("127.0.0.1", imap_server.imaps_port, timeout=TIMEOUT,
+                          ssl_context=ctx)
+
+
+def non_loopback_address() -> str | None:
+    """This machine's address on its default route, if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+            addr = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if addr.startswith("127.") else addr
+
+
+def test_logindisabled_off_loopback(buudien_bin, tmp_path):
+    """From an address that is not loopback and without TLS: LOGINDISABLED, LOGIN
+    refused; after STARTTLS login works (RFC 9051 §6.2.3)."""
+    addr = non_loopback_address()
+    if addr is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to test from")
+    srv = Server(buudien_bin, tmp_path)
+    srv.make_cert()
+    text = srv.config_text().replace(
+        f'imap = ["127.0.0.1:{srv.imap_port}"]', f'imap = ["{addr}:{srv.imap_port}"]'
+    )
+    assert addr in text
+    srv.config.write_text(text)
+    srv.cli("domain", "add", DOMAIN)
+    user, pw = srv.new_user("nl")
+    # start() waits on 127.0.0.1 for every listener: wait for the others, then ours.
+    srv.imap_port_saved, srv.imap_port = srv.imap_port, None
+    srv.start()
+    port = srv.imap_port_saved
+    try:
+        m = imaplib.IMAP4(addr, port, timeout=TIMEOUT)
+        c = caps(m)
+        assert "LOGINDISABLED" in c and "AUTH=PLAIN" not in c, c
+        with pytest.raises(imaplib.IMAP4.error):
+            m.login(user, pw)
+        ctx = ssl.create_default_context(cafile=str(srv.cert))
+        ctx.check_hostname = False  # the certificate names localhost and 127.0.0.1
+        ok(m.starttls(ssl_context=ctx))
+        c = caps(m)
+        assert "LOGINDISABLED" not in c and "AUTH=PLAIN" in c, c
+        ok(m.login(user, pw))
+        m.logout()
+    finally:
+        assert srv.stop() == 0, srv.log()
+
+
+def test_enable_imap4rev2(imap_server):
+    user, pw = imap_server.new_user("ie")
+    m = imap_server.imap(user, pw)
+    typ, data = m.enable("IMAP4rev2")
+    assert typ == "OK", data
+    enabled = b" ".join(d for d in pop_untagged(m, "ENABLED") if d)
+    assert b"IMAP4REV2" in enabled.upper(), enabled
+    m.logout()
+
+
+def test_namespace(imap_server):
+    """NAMESPACE (RFC 9051 §6.3.10): one personal namespace, with its delimiter."""
+    user, pw = imap_server.new_user("ns")
+    m = imap_server.imap(user, pw)
+    typ, data = m.namespace()
+    assert typ == "OK", f"NAMESPACE: {typ} {data!r}"
+    assert re.match(rb'\(\("[^"]*" "[^"]*"\)\) (NIL|\(.*\)) (NIL|\(.*\))', data[0]), data
+    m.logout()
+
+
+def test_select_examine_and_status(imap_server):
+    user, pw = imap_server.new_user("ss")
+    for i in range(3):
+        imap_server.deliver(user, message(f"status {i}"))
+    m = imap_server.imap(user, pw)
+    typ, data = m.select("INBOX")
+    assert (typ, data) == ("OK", [b"3"]), data
+    validity = pop_untagged(m, "UIDVALIDITY")
+    assert validity and int(validity[-1]) > 0, validity
+    assert pop_untagged(m, "UIDNEXT"), "SELECT reports UIDNEXT (RFC 9051 §6.3.2)"
+    flags = pop_untagged(m, "FLAGS")
+    assert flags and b"\\Seen" in flags[-1], flags
+    assert "READ-WRITE" in m.untagged_responses, m.untagged_responses
+    m.close()
+
+    typ, data = m.select("INBOX", readonly=True)  # EXAMINE
+    assert (typ, data) == ("OK", [b"3"]), data
+    assert "READ-ONLY" in m.untagged_responses, m.untagged_responses
+    m.unselect() if hasattr(m, "unselect") else m.close()
+
+    typ, data = m.status("INBOX", "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN SIZE)")
+    assert typ == "OK", data
+    line = data[0]
+    assert re.search(rb"MESSAGES 3\b", line), line
+    assert re.search(rb"UNSEEN 3\b", line), line
+    assert re.search(rb"UIDNEXT \d+", line) and re.search(rb"UIDVALIDITY \d+", line), line
+    assert re.search(rb"SIZE \d+", line), line
+    m.logout()
+
+
+def test_list_create_rename_delete(imap_server):
+    user, pw = imap_server.new_user("lc")
+    m = imap_server.imap(user, pw)
+
+    def names() -> dict[str, bytes]:
+        typ, data = m.list()
+        assert typ == "OK", data
+        out = {}
+        for line in data:
+            mo = re.match(rb'\(([^)]*)\) (?:"(.)"|NIL) (.*)$', line)
+            assert mo, line
+            name = mo.group(3)
+            if name.startswith(b'"'):
+                name = name[1:-1]
+            out[name.decode()] = mo.group(1)
+        return out
+
+    before = names()
+    assert "INBOX" in before, before
+    ok(m.create("Projects"))
+    ok(m.create("Projects/2026"))
+    listed = names()
+    assert {"Projects", "Projects/2026"} <= set(listed), listed
+    # A message in the child survives renaming the parent.
+    uid = appended_uid(m, "Projects/2026", mail("kept across rename"))
+    ok(m.rename("Projects", "Attic"))
+    listed = names()
+    assert "Projects" not in listed and "Projects/2026" not in listed, listed
+    assert {"Attic", "Attic/2026"} <= set(listed), listed
+    assert ok(m.select("Attic/2026")) == [b"1"]
+    d = ok(m.uid("FETCH", str(uid), "(UID)"))
+    assert d and str(uid).encode() in d[0], d
+    m.close()
+    # Creating an existing mailbox, or deleting INBOX, is NO.
+    assert m.create("Attic")[0] == "NO"
+    assert m.delete("INBOX")[0] == "NO"
+    ok(m.delete("Attic/2026"))
+    ok(m.delete("Attic"))
+    assert set(names()) == set(before)
+    # LIST with a pattern; special-use mailboxes (RFC 6154) if any carry their flags.
+    typ, data = m.list('""', "IN%")
+    assert typ == "OK" and any(b"INBOX" in line for line in data), data
+    m.logout()
+
+
+def test_idle_timeout_is_configurable(buudien_bin, tmp_path):
+    """[imap] idle_timeout ends a silent session with BYE; the keys of [imap] parse."""
+    srv = Server(buudien_bin, tmp_path, sections=(
+        '\n[imap]\nidle_timeout = "2s"\nmax_append = "1K"\n'
+        "allow_plaintext_auth = false\nliteral_plus = false\n"
+    ))
+    srv.make_cert()
+    srv.config.write_text(srv.config_text())
+    srv.cli("domain", "add", DOMAIN)
+    user, pw = srv.new_user("to")
+    srv.start()
+    try:
+        m = srv.imap(user, pw)
+        c = caps(m)
+        assert "APPENDLIMIT=1024" in c, c
+        typ, data = m.append("INBOX", None, None, b"Subject: big\r\n\r\n" + b"x" * 2000 + b"\r\n")
+        assert typ == "NO" and b"TOOBIG" in data[0], (typ, data)
+        with socket.create_connection(("127.0.0.1", srv.imap_port), timeout=TIMEOUT) as raw:
+            f = raw.makefile("rb")
+            assert f.readline().startswith(b"* OK")
+            assert f.readline().startswith(b"* BYE"), "no BYE after the idle timeout"
+        m.logout()
+    finally:
+        assert srv.stop() == 0, srv.log()
+
+
+def test_bad_imap_config_is_one_line(buudien_bin, tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(f'hostname = "h"\ndata_dir = "{tmp_path}"\n[imap]\nmax_append = "lots"\n')
+    r = subprocess.run([str(buudien_bin), "--config", str(cfg), "serve"],
+                       capture_output=True, timeout=TIMEOUT)
+    assert r.returncode != 0
+    err = r.stderr.decode().strip()
+    assert "line 4" in err and "\n" not in err, err
