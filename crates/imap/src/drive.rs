@@ -69,6 +69,28 @@ pub(crate) async fn stream_blob<IO: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Like [`stream_blob`] for the octets `start..start + size` of the blob: the first
+/// `start` octets are read and dropped, never held.
+pub(crate) async fn stream_range<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    out: &mut Vec<u8>,
+    idle: std::time::Duration,
+    mut reader: buudien_store::BlobReader,
+    start: u64,
+    size: u64,
+) -> Result<(), Outcome> {
+    let mut skip = (&mut reader).take(start);
+    match tokio::time::timeout(idle, tokio::io::copy(&mut skip, &mut tokio::io::sink())).await {
+        Ok(Ok(n)) if n == start => {}
+        Ok(Ok(_)) | Ok(Err(_)) => {
+            tracing::warn!(start, "blob shorter than a section's start");
+            return Err(Outcome::Closed);
+        }
+        Err(_) => return Err(Outcome::Timeout),
+    }
+    stream_blob(io, out, idle, reader, size).await
+}
+
 /// Reads more input into `inbuf`, after flushing `out`.
 pub(crate) async fn read_more<IO: AsyncRead + AsyncWrite + Unpin>(
     io: &mut IO,

@@ -40,6 +40,7 @@
 
 mod cmd;
 mod drive;
+mod fetch_body;
 mod reply;
 mod selected;
 mod session;

@@ -45,6 +45,10 @@ pub(crate) struct Session<'a, S> {
     pub(crate) account: Option<AccountId>,
     pub(crate) selected: Option<Selected>,
     pub(crate) rev2: bool,
+    /// CONDSTORE is on (RFC 7162 §3.1: ENABLE, SELECT (CONDSTORE) or a MODSEQ use).
+    pub(crate) condstore: bool,
+    /// ENABLE QRESYNC was given (RFC 7162 §3.2.3).
+    pub(crate) qresync: bool,
     /// Streamed APPEND literals of the current command, one per message.
     pub(crate) appended: Vec<Vec<u8>>,
 }
@@ -65,6 +69,8 @@ impl<'a, S: MailboxStore> Session<'a, S> {
             account: None,
             selected: None,
             rev2: false,
+            condstore: false,
+            qresync: false,
             appended: Vec::new(),
         }
     }
@@ -221,13 +227,25 @@ impl<'a, S: MailboxStore> Session<'a, S> {
                     if c.eq_ignore_ascii_case("IMAP4rev2") && !self.rev2 {
                         self.rev2 = true;
                         enabled.push("IMAP4rev2");
+                    } else if c.eq_ignore_ascii_case("CONDSTORE") && !self.condstore {
+                        self.condstore = true;
+                        enabled.push("CONDSTORE");
+                    } else if c.eq_ignore_ascii_case("QRESYNC") && !self.qresync {
+                        // RFC 7162 §3.2.3: QRESYNC implies CONDSTORE.
+                        self.qresync = true;
+                        self.condstore = true;
+                        enabled.push("QRESYNC");
                     }
                 }
                 response::enabled(out, &enabled);
                 ok(out, &tag, "ENABLE completed");
             }
-            Command::Select { mailbox, .. } => self.select(&tag, &mailbox, false, out).await,
-            Command::Examine { mailbox, .. } => self.select(&tag, &mailbox, true, out).await,
+            Command::Select { mailbox, params } => {
+                self.select(&tag, &mailbox, &params, false, out).await
+            }
+            Command::Examine { mailbox, params } => {
+                self.select(&tag, &mailbox, &params, true, out).await
+            }
             Command::Create { mailbox, .. } => {
                 let n = mailbox.as_str().trim_end_matches('/').to_owned();
                 let r = self
@@ -306,6 +324,14 @@ impl<'a, S: MailboxStore> Session<'a, S> {
             }
         }
         Flow::Continue
+    }
+
+    /// The client takes raw UTF-8 in strings and message headers (RFC 6855 §3: ENABLE
+    /// UTF8=ACCEPT; IMAP4rev2 sessions likewise, RFC 9051 §6.3.1). Others get
+    /// modified UTF-7 mailbox names and the ASCII surrogate of messages with raw
+    /// UTF-8 headers (RFC 6856 §2.1 / RFC 6858 §3 policy, documented in README).
+    pub(crate) fn utf8_ok(&self) -> bool {
+        self.rev2
     }
 
     /// The logged-in account (0 before login; every caller checks login first).

@@ -218,12 +218,12 @@ async fn select_fetch_store_expunge() {
     let r = c.cmd("f", "FETCH 1:* (UID FLAGS RFC822.SIZE)").await;
     assert!(
         r.contains(&format!(
-            "* 1 FETCH (UID 1 FLAGS () RFC822.SIZE {})",
+            "* 1 FETCH (UID 1 FLAGS (\\Recent) RFC822.SIZE {})",
             MSG1.len()
         )),
         "{r}"
     );
-    assert!(r.contains("* 2 FETCH (UID 2 FLAGS ()"), "{r}");
+    assert!(r.contains("* 2 FETCH (UID 2 FLAGS (\\Recent)"), "{r}");
 
     let r = c.cmd("g", "FETCH 1 BODY.PEEK[]").await;
     assert_eq!(
@@ -240,18 +240,21 @@ async fn select_fetch_store_expunge() {
     assert_eq!(
         r,
         format!(
-            "* 1 FETCH (UID 1 RFC822.SIZE {n} BODY[] {{{n}}}\r\n{MSG1} BODY[] {{{n}}}\r\n{MSG1})\r\ng2 OK FETCH completed\r\n"
+            "* 1 FETCH (BODY[] {{{n}}}\r\n{MSG1} UID 1 RFC822.SIZE {n} BODY[] {{{n}}}\r\n{MSG1})\r\ng2 OK FETCH completed\r\n"
         )
     );
     let r = c.cmd("h", "UID FETCH 2 (FLAGS)").await;
-    assert!(r.contains("FLAGS ()"), "{r}");
+    assert!(r.contains("FLAGS (\\Recent)"), "{r}");
     let r = c.cmd("i", "UID FETCH 2 BODY[]").await;
     assert!(r.contains(MSG2), "{r}");
     let r = c.cmd("j", "FETCH 2 FLAGS").await;
-    assert!(r.contains("* 2 FETCH (FLAGS (\\Seen))"), "{r}");
+    assert!(r.contains("* 2 FETCH (FLAGS (\\Seen \\Recent))"), "{r}");
 
     let r = c.cmd("k", "STORE 1 +FLAGS (\\Deleted $Junk)").await;
-    assert!(r.contains("* 1 FETCH (FLAGS (\\Deleted $Junk))"), "{r}");
+    assert!(
+        r.contains("* 1 FETCH (FLAGS (\\Deleted \\Recent $Junk))"),
+        "{r}"
+    );
     let r = c.cmd("l", "STORE 2 +FLAGS.SILENT (\\Flagged)").await;
     assert_eq!(r, "l OK STORE completed\r\n");
 
@@ -259,14 +262,14 @@ async fn select_fetch_store_expunge() {
     assert_eq!(r, "* 1 EXPUNGE\r\nm OK EXPUNGE completed\r\n");
     let r = c.cmd("n", "FETCH 1 (UID FLAGS)").await;
     assert!(
-        r.contains("* 1 FETCH (UID 2 FLAGS (\\Flagged \\Seen))"),
+        r.contains("* 1 FETCH (UID 2 FLAGS (\\Flagged \\Seen \\Recent))"),
         "{r}"
     );
 
     // Another delivery shows up at NOOP.
     env.deliver(MSG1).await;
     let r = c.cmd("o", "NOOP").await;
-    assert_eq!(r, "* 2 EXISTS\r\no OK NOOP completed\r\n");
+    assert_eq!(r, "* 2 EXISTS\r\n* 2 RECENT\r\no OK NOOP completed\r\n");
 
     let r = c.cmd("p", "STATUS INBOX (MESSAGES UNSEEN UIDNEXT)").await;
     assert!(

@@ -5,8 +5,8 @@
 
 use crate::admin::{unix_now, write_tx};
 use crate::mail::{
-    MAILBOX_COLUMNS, NewBlob, Parts, blob_from, check_quota, expunge_in, i64_of, mailbox_row, secs,
-    surrogate_size, u64_of,
+    MAILBOX_COLUMNS, NewBlob, Parts, blob_from, check_quota, email_meta, expunge_in, i64_of,
+    mailbox_row, secs, u64_of,
 };
 use crate::{Inner, db_err};
 use buudien_store::{
@@ -244,19 +244,13 @@ fn keywords_text(k: &BTreeSet<String>) -> String {
     k.iter().map(String::as_str).collect::<Vec<_>>().join(" ")
 }
 
-fn entry_from(
-    uid: u32,
-    blob: Vec<u8>,
-    size: i64,
-    flags: i64,
-    keywords: String,
-    modseq: i64,
-    received: i64,
-) -> Result<MessageEntry> {
+pub(crate) fn entry_from(row: EntryRow) -> Result<MessageEntry> {
+    let (uid, blob, size, flags, keywords, modseq, received, ascii) = row;
     Ok(MessageEntry {
         uid: Uid(uid),
         blob: blob_from(blob)?,
         size: u64_of(size),
+        ascii_size: ascii.map(u64_of),
         flags: Flags(u8::try_from(flags & 0xff).unwrap_or(0)),
         keywords: keywords_of(&keywords),
         modseq: u64_of(modseq),
@@ -264,12 +258,13 @@ fn entry_from(
     })
 }
 
-const ENTRY_QUERY: &str = "SELECT e.uid, m.blob_id, m.size, e.flags, e.keywords, e.modseq, \
-     m.received_at FROM mailbox_entries e JOIN emails m ON m.id = e.email_id";
+pub(crate) const ENTRY_QUERY: &str = "SELECT e.uid, m.blob_id, m.size, e.flags, e.keywords, \
+     e.modseq, m.received_at, m.surrogate_size FROM mailbox_entries e \
+     JOIN emails m ON m.id = e.email_id";
 
-type EntryRow = (u32, Vec<u8>, i64, i64, String, i64, i64);
+pub(crate) type EntryRow = (u32, Vec<u8>, i64, i64, String, i64, i64, Option<i64>);
 
-fn read_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
+pub(crate) fn read_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -278,6 +273,7 @@ fn read_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
         r.get(4)?,
         r.get(5)?,
         r.get(6)?,
+        r.get(7)?,
     ))
 }
 
@@ -290,8 +286,7 @@ fn entry(tx: &Connection, mailbox: MailboxId, uid: u32) -> Result<Option<Message
         )
         .optional()
         .map_err(db_err)?;
-    row.map(|(u, b, s, f, k, m, r)| entry_from(u, b, s, f, k, m, r))
-        .transpose()
+    row.map(entry_from).transpose()
 }
 
 /// The messages of a mailbox in UID order.
@@ -306,9 +301,7 @@ pub fn messages(conn: &mut Connection, mailbox: MailboxId) -> Result<Vec<Message
         .map_err(db_err)?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(db_err)?;
-    rows.into_iter()
-        .map(|(u, b, s, f, k, m, r)| entry_from(u, b, s, f, k, m, r))
-        .collect()
+    rows.into_iter().map(entry_from).collect()
 }
 
 /// Gives the next UID and a new MODSEQ of `mailbox` (and counts one message more).
@@ -344,7 +337,7 @@ pub fn append(
     };
     let blob = NewBlob::write(inner, &[message])?;
     let size = i64_of(message.len() as u64);
-    let surrogate = surrogate_size(parts);
+    let em = email_meta(parts);
     let keywords: BTreeSet<String> = keywords.iter().cloned().collect();
     let tx = write_tx(conn)?;
     let account: AccountId = tx
@@ -359,9 +352,18 @@ pub fn append(
     check_quota(&tx, account, size)?;
     let blob = blob.commit(inner, &tx, 1)?;
     tx.execute(
-        "INSERT INTO emails (account_id, blob_id, size, surrogate_size, received_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![account, &blob.0[..], size, surrogate, secs(received)],
+        "INSERT INTO emails (account_id, blob_id, size, surrogate_size, received_at, meta,
+                             surrogate_meta)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            account,
+            &blob.0[..],
+            size,
+            em.surrogate_size,
+            secs(received),
+            em.meta,
+            em.surrogate_meta
+        ],
     )
     .map_err(db_err)?;
     let email = tx.last_insert_rowid();

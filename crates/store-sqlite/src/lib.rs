@@ -37,6 +37,7 @@ mod folders;
 mod mail;
 mod queue;
 mod schema;
+mod sync;
 
 use buudien_store::*;
 use buudien_types::{Address, Domain, Uid};
@@ -66,6 +67,8 @@ pub(crate) struct Inner {
     pins: Mutex<HashMap<BlobId, usize>>,
     /// Accounts whose POP3 maildrop is locked in this process.
     locks: Mutex<HashSet<AccountId>>,
+    /// The change counter IDLE sessions wait on.
+    watch: sync::Watch,
 }
 
 /// Locks a mutex, recovering it if a panicking thread poisoned it (the data is plain
@@ -86,6 +89,7 @@ impl SqliteStore {
             pool: Mutex::new(Vec::new()),
             pins: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashSet::new()),
+            watch: sync::Watch::new(),
         };
         let mut conn = inner.connect()?;
         schema::migrate(&mut conn)?;
@@ -366,6 +370,23 @@ impl QueueStore for SqliteStore {
 }
 
 impl MailboxStore for SqliteStore {
+    async fn metas(&self, mailbox: MailboxId, uids: &[Uid]) -> Result<Vec<StoredMeta>> {
+        let uids = uids.to_vec();
+        self.run(move |_, c| sync::metas(c, mailbox, &uids)).await
+    }
+
+    async fn delta(&self, mailbox: MailboxId, since: u64) -> Result<Delta> {
+        self.run(move |_, c| sync::delta(c, mailbox, since)).await
+    }
+
+    async fn claim_recent(&self, mailbox: MailboxId) -> Result<Uid> {
+        self.run(move |_, c| sync::claim_recent(c, mailbox)).await
+    }
+
+    fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        sync::subscribe(&self.inner)
+    }
+
     async fn mailbox(&self, account: AccountId, name: &str) -> Result<Option<Mailbox>> {
         let name = name.to_string();
         self.run(move |_, c| folders::mailbox(c, account, &name))

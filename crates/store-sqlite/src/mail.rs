@@ -138,18 +138,40 @@ pub(crate) fn check_quota(tx: &Connection, account: AccountId, size: i64) -> Res
     Ok(())
 }
 
-/// The ASCII-surrogate size of a local copy, if it needs one (RFC 6856 §2.1).
-pub(crate) fn surrogate_size(parts: Parts<'_>) -> Option<i64> {
-    if parts.prefix.is_empty() {
-        return buudien_message::needs_downgrade(parts.message)
-            .then(|| i64_of(buudien_message::downgrade(parts.message).len() as u64));
+/// What is stored beside a local copy: its parsed structure and, when it has raw
+/// UTF-8 headers, the size and structure of its ASCII surrogate (RFC 6856 §2.1).
+pub(crate) struct EmailMeta {
+    /// `MessageMeta::to_bytes` of the copy.
+    pub(crate) meta: Vec<u8>,
+    /// Size of the surrogate.
+    pub(crate) surrogate_size: Option<i64>,
+    /// `MessageMeta::to_bytes` of the surrogate.
+    pub(crate) surrogate_meta: Option<Vec<u8>>,
+}
+
+/// Parses a local copy (prefix + message) once, at delivery.
+pub(crate) fn email_meta(parts: Parts<'_>) -> EmailMeta {
+    let joined;
+    let whole: &[u8] = if parts.prefix.is_empty() {
+        parts.message
+    } else {
+        joined = [parts.prefix, parts.message].concat();
+        &joined
+    };
+    let meta = buudien_message::MessageMeta::parse(whole).to_bytes();
+    if !buudien_message::needs_downgrade(whole) {
+        return EmailMeta {
+            meta,
+            surrogate_size: None,
+            surrogate_meta: None,
+        };
     }
-    if parts.prefix.is_ascii() && !buudien_message::needs_downgrade(parts.message) {
-        return None;
+    let surrogate = buudien_message::downgrade(whole);
+    EmailMeta {
+        meta,
+        surrogate_size: Some(i64_of(surrogate.len() as u64)),
+        surrogate_meta: Some(buudien_message::MessageMeta::parse(&surrogate).to_bytes()),
     }
-    let whole = [parts.prefix, parts.message].concat();
-    buudien_message::needs_downgrade(&whole)
-        .then(|| i64_of(buudien_message::downgrade(&whole).len() as u64))
 }
 
 /// Stores local copies (quota-checked, UIDs and MODSEQs from the mailbox rows) and
@@ -193,10 +215,10 @@ pub fn store(
     };
     let local_size = i64_of((prefix.len() + parts.message.len()) as u64);
     let remote_size = i64_of(parts.message.len() as u64);
-    let surrogate = if accounts.is_empty() {
+    let email_meta = if accounts.is_empty() {
         None
     } else {
-        surrogate_size(parts)
+        Some(email_meta(parts))
     };
 
     let tx = write_tx(conn)?;
@@ -215,16 +237,9 @@ pub fn store(
     };
     let received_secs = secs(received);
     let mut out = Vec::with_capacity(accounts.len());
-    if let Some(blob) = local_blob {
+    if let (Some(blob), Some(em)) = (local_blob, email_meta.as_ref()) {
         for &id in &accounts {
-            out.push(add_to_inbox(
-                &tx,
-                id,
-                &blob,
-                local_size,
-                surrogate,
-                received_secs,
-            )?);
+            out.push(add_to_inbox(&tx, id, &blob, local_size, em, received_secs)?);
         }
     }
     let queued = match (outbound, remote_blob) {
@@ -253,13 +268,22 @@ fn add_to_inbox(
     account: AccountId,
     blob: &BlobId,
     size: i64,
-    surrogate_size: Option<i64>,
+    em: &EmailMeta,
     received_secs: i64,
 ) -> Result<Delivered> {
     tx.execute(
-        "INSERT INTO emails (account_id, blob_id, size, surrogate_size, received_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![account, &blob.0[..], size, surrogate_size, received_secs],
+        "INSERT INTO emails (account_id, blob_id, size, surrogate_size, received_at, meta,
+                             surrogate_meta)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            account,
+            &blob.0[..],
+            size,
+            em.surrogate_size,
+            received_secs,
+            em.meta,
+            em.surrogate_meta
+        ],
     )
     .map_err(db_err)?;
     let email = tx.last_insert_rowid();

@@ -118,7 +118,18 @@ UPDATE accounts SET last_uidvalidity =
     coalesce((SELECT max(uidvalidity) FROM mailboxes WHERE account_id = accounts.id), 0);
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+/// V4: the parsed structure of each email (and of its ASCII surrogate), stored at
+/// delivery so that IMAP never re-parses a message; the `\\Recent` mark per mailbox;
+/// an index for "what changed since MODSEQ n".
+const V4: &str = "
+ALTER TABLE emails ADD COLUMN meta BLOB;
+ALTER TABLE emails ADD COLUMN surrogate_meta BLOB;
+ALTER TABLE mailboxes ADD COLUMN recent_uid INTEGER NOT NULL DEFAULT 0;
+UPDATE mailboxes SET recent_uid = uidnext - 1;
+CREATE INDEX entries_modseq ON mailbox_entries(mailbox_id, modseq);
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// Brings the database to the newest schema.
 pub fn migrate(conn: &mut Connection) -> Result<()> {

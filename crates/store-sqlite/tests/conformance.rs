@@ -31,3 +31,13 @@ async fn sqlite_mailboxes_conform() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_sync_conforms() {
+    buudien_store::conformance_sync::run_sync(|| async {
+        let dir = tempfile::TempDir::new().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let store = SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("open: {e}"));
+        (store, dir)
+    })
+    .await;
+}

@@ -30,6 +30,7 @@
 pub mod conformance;
 pub mod conformance_mailbox;
 pub mod conformance_queue;
+pub mod conformance_sync;
 pub mod error;
 pub mod guard;
 pub mod mailbox;
@@ -38,7 +39,7 @@ pub mod queue;
 
 pub use error::StoreError;
 pub use guard::Guard;
-pub use mailbox::{FlagOp, Flags, FlagsStored, MailboxStore, MessageEntry};
+pub use mailbox::{Delta, FlagOp, Flags, FlagsStored, MailboxStore, MessageEntry, StoredMeta};
 pub use model::*;
 pub use queue::{
     Envelope, NewRecipient, Notify, Outcome, QueueId, QueueStore, QueuedMessage, QueuedRecipient,

@@ -68,6 +68,9 @@ pub struct MessageEntry {
     pub blob: BlobId,
     /// Exact size in octets (RFC822.SIZE).
     pub size: u64,
+    /// Size of the ASCII surrogate served to sessions without UTF-8 (RFC 6856 §2.1,
+    /// `buudien_message::downgrade`), when the message has raw UTF-8 headers.
+    pub ascii_size: Option<u64>,
     /// System flags.
     pub flags: Flags,
     /// Keywords, sorted, each an IMAP atom.
@@ -97,6 +100,34 @@ pub struct FlagsStored {
     /// UIDs not changed because their MODSEQ was above UNCHANGEDSINCE (RFC 7162
     /// §3.1.3: the `[MODIFIED …]` set).
     pub modified: Vec<Uid>,
+}
+
+/// The parsed structure of one message as stored at delivery (the bytes of
+/// `buudien_message::MessageMeta::to_bytes`), so FETCH and SEARCH never re-parse it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMeta {
+    /// The message.
+    pub uid: Uid,
+    /// The metadata of the message as stored; `None` for a message stored before
+    /// metadata was kept (the reader parses the blob then).
+    pub meta: Option<Vec<u8>>,
+    /// The metadata of its ASCII surrogate, when it has one.
+    pub ascii_meta: Option<Vec<u8>>,
+}
+
+/// What changed in a mailbox after a MODSEQ (RFC 7162 §3.2.5.2), read in one
+/// transaction so that nothing between `since` and `highestmodseq` is missed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// The mailbox's HIGHESTMODSEQ at the time of the read.
+    pub highestmodseq: u64,
+    /// Its UIDNEXT at the time of the read.
+    pub uidnext: u32,
+    /// Messages (new or with changed flags) whose MODSEQ is above `since`, in UID
+    /// order.
+    pub changed: Vec<MessageEntry>,
+    /// UIDs expunged after `since`, ascending.
+    pub expunged: Vec<Uid>,
 }
 
 /// The mailbox operations of IMAP. Names are full paths with `/` as the delimiter;
@@ -180,6 +211,28 @@ pub trait MailboxStore: MailStore {
         uids: &[Uid],
         to: MailboxId,
     ) -> impl Future<Output = Result<Vec<(Uid, Uid)>>> + Send;
+
+    /// The stored metadata of these messages (those that exist), in UID order.
+    fn metas(
+        &self,
+        mailbox: MailboxId,
+        uids: &[Uid],
+    ) -> impl Future<Output = Result<Vec<StoredMeta>>> + Send;
+
+    /// The changes after `since` (flag changes and new messages by MODSEQ, expunges
+    /// from the change log), for a session's resync, CHANGEDSINCE and QRESYNC (RFC
+    /// 7162 §3.1.4, §3.2.5). Costs what changed, not the size of the mailbox.
+    fn delta(&self, mailbox: MailboxId, since: u64) -> impl Future<Output = Result<Delta>> + Send;
+
+    /// Claims the `\Recent` messages of a mailbox (RFC 3501 §2.3.2): returns the UID
+    /// up to which messages were already claimed by an earlier session and moves the
+    /// mark to the newest message, so only one session sees each message as recent.
+    fn claim_recent(&self, mailbox: MailboxId) -> impl Future<Output = Result<Uid>> + Send;
+
+    /// A counter that goes up after the store changed (here or, noticed within a
+    /// fraction of a second, in another process on the same store). IDLE waits on
+    /// it, then asks [`MailboxStore::delta`] what changed in its own mailbox.
+    fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64>;
 
     /// MOVE (RFC 6851): COPY and expunge from `from` in one transaction.
     fn move_messages(

@@ -1,19 +1,37 @@
-//! FETCH and UID FETCH (RFC 9051 §6.4.5).
+//! FETCH and UID FETCH (RFC 9051 §6.4.5; RFC 3501 §6.4.5 for the RFC822 items), with
+//! BINARY (RFC 3516), CHANGEDSINCE and VANISHED (RFC 7162 §3.1.4, §3.2.6).
+//!
+//! ENVELOPE and BODYSTRUCTURE come from the structure stored at delivery, sections
+//! are byte ranges of the stored message streamed from its blob; only
+//! `HEADER.FIELDS`, `BINARY` and messages served as their ASCII surrogate are read
+//! into memory (each bounded by the message size limit).
 
-use crate::drive::stream_blob;
+use crate::drive::{stream_blob, stream_range};
+use crate::fetch_body::{Content, MessageData, binary_check, item_content, needs_structure};
 use crate::reply::*;
 use crate::selected::write_flags;
 use crate::session::{Outcome, Session};
-use buudien_imap_proto::response::{self};
-use buudien_imap_proto::{DateTime, FetchAttr, FetchCommand, Tag, TextMode};
-use buudien_store::{FlagOp, Flags, MailboxStore, MessageEntry};
-use buudien_types::Uid;
+use buudien_imap_proto::response;
+use buudien_imap_proto::{DateTime, FetchAttr, FetchCommand, SequenceSet, Tag, TextMode};
+use buudien_store::{FlagOp, Flags, MailboxStore, MessageEntry, StoredMeta};
+use buudien_types::{ModSeq, Uid};
 use std::time::SystemTime;
 use tokio::io::AsyncWrite;
 
+/// Messages whose stored structure is read from the store at once.
+const META_BATCH: usize = 256;
+
+/// One message to answer: sequence number, entry, `\Recent` in this session, whether
+/// this FETCH set its `\Seen`.
+struct Target {
+    seq: u32,
+    entry: MessageEntry,
+    recent: bool,
+    seen_now: bool,
+}
+
 impl<S: MailboxStore> Session<'_, S> {
-    /// FETCH / UID FETCH (RFC 9051 §6.4.5) of UID, FLAGS, INTERNALDATE, RFC822.SIZE,
-    /// MODSEQ, BODY[] / BODY.PEEK[] / RFC822 (whole message only).
+    /// FETCH / UID FETCH (RFC 9051 §6.4.5).
     pub(crate) async fn fetch<IO: AsyncWrite + Unpin>(
         &mut self,
         tag: &Tag,
@@ -21,135 +39,238 @@ impl<S: MailboxStore> Session<'_, S> {
         out: &mut Vec<u8>,
         io: &mut IO,
     ) -> Result<(), Outcome> {
+        let what = if f.uid { "UID FETCH" } else { "FETCH" };
+        if f.vanished && (!f.uid || !self.qresync || f.changed_since.is_none()) {
+            // RFC 7162 §3.2.6: VANISHED only in UID FETCH, with CHANGEDSINCE, after
+            // ENABLE QRESYNC.
+            bad(
+                out,
+                tag,
+                "VANISHED needs UID FETCH, CHANGEDSINCE and QRESYNC",
+            );
+            return Ok(());
+        }
+        if f.changed_since.is_some() || f.items.contains(&FetchAttr::ModSeq) {
+            // RFC 7162 §3.1: using a MODSEQ feature enables CONDSTORE.
+            self.condstore = true;
+        }
+        let utf8 = self.utf8_ok();
         let Some(sel) = self.selected.as_ref() else {
             bad(out, tag, "no mailbox selected");
             return Ok(());
         };
-        for attr in &f.items {
-            let whole = match attr {
-                FetchAttr::BodySection {
-                    section, partial, ..
-                } => section.part.is_empty() && section.text.is_none() && partial.is_none(),
-                _ => true,
-            };
-            let supported = matches!(
-                attr,
-                FetchAttr::Uid
-                    | FetchAttr::Flags
-                    | FetchAttr::InternalDate
-                    | FetchAttr::Rfc822Size
-                    | FetchAttr::ModSeq
-                    | FetchAttr::Rfc822
-                    | FetchAttr::BodySection { .. }
-            );
-            if !supported || !whole {
-                out.extend_from_slice(
-                    format!("{tag} NO [CANNOT] fetch item not implemented yet\r\n").as_bytes(),
-                );
-                return Ok(());
+        let since = f.changed_since.map(|m| m.0);
+        let mut targets: Vec<Target> = sel
+            .resolve(&f.set, f.uid)
+            .into_iter()
+            .filter_map(|(seq, i)| sel.messages.get(i).map(|m| (seq, m)))
+            .filter(|(_, m)| since.is_none_or(|s| m.modseq > s))
+            .map(|(seq, m)| Target {
+                seq,
+                entry: m.clone(),
+                recent: sel.is_recent(m.uid),
+                seen_now: false,
+            })
+            .collect();
+        let id = sel.id;
+        let read_only = sel.read_only;
+        let max_uid = sel.max_uid();
+        let store = &self.shared.store;
+        if let (true, Some(since)) = (f.vanished, since) {
+            // RFC 7162 §3.2.6: the UIDs of the set expunged since CHANGEDSINCE.
+            match store.delta(id, since).await {
+                Ok(d) => {
+                    let gone = d
+                        .expunged
+                        .iter()
+                        .map(|u| u.0)
+                        .filter(|&u| f.set.contains(u, max_uid.max(u)));
+                    if let Some(set) = SequenceSet::compact(gone) {
+                        line(out, &format!("* VANISHED (EARLIER) {set}"));
+                    }
+                }
+                Err(e) => {
+                    store_error(out, tag, &e);
+                    return Ok(());
+                }
             }
         }
-        let targets = sel.resolve(&f.set, f.uid);
-        let sets_seen = !sel.read_only && f.items.iter().any(FetchAttr::sets_seen);
-        let id = sel.id;
-        let mut entries: Vec<(u32, MessageEntry)> = targets
-            .iter()
-            .filter_map(|&(seq, i)| sel.messages.get(i).map(|m| (seq, m.clone())))
-            .collect();
-        let store = &self.shared.store;
-        if sets_seen {
-            let unseen: Vec<Uid> = entries
+        if !read_only && f.items.iter().any(FetchAttr::sets_seen) {
+            let unseen: Vec<Uid> = targets
                 .iter()
-                .filter(|(_, m)| !m.flags.contains(Flags::SEEN))
-                .map(|(_, m)| m.uid)
+                .filter(|t| !t.entry.flags.contains(Flags::SEEN))
+                .map(|t| t.entry.uid)
                 .collect();
             if !unseen.is_empty() {
-                match store
+                let stored = match store
                     .store_flags(id, &unseen, FlagOp::Add, Flags::SEEN, &[], None)
                     .await
                 {
-                    Ok(stored) => {
-                        for changed in stored.changed {
-                            if let Some(sel) = self.selected.as_mut()
-                                && let Ok(i) =
-                                    sel.messages.binary_search_by_key(&changed.uid, |m| m.uid)
-                                && let Some(slot) = sel.messages.get_mut(i)
-                            {
-                                *slot = changed.clone();
-                            }
-                            for (_, e) in entries.iter_mut() {
-                                if e.uid == changed.uid {
-                                    *e = changed.clone();
-                                }
-                            }
-                        }
+                    Ok(s) => s,
+                    Err(e) => {
+                        store_error(out, tag, &e);
+                        return Ok(());
                     }
+                };
+                for changed in stored.changed {
+                    if let Some(sel) = self.selected.as_mut()
+                        && let Ok(i) = sel.messages.binary_search_by_key(&changed.uid, |m| m.uid)
+                        && let Some(slot) = sel.messages.get_mut(i)
+                    {
+                        *slot = changed.clone();
+                    }
+                    if let Ok(i) = targets.binary_search_by_key(&changed.uid, |t| t.entry.uid)
+                        && let Some(t) = targets.get_mut(i)
+                    {
+                        t.entry = changed;
+                        t.seen_now = true;
+                    }
+                }
+            }
+        }
+        let needs_meta = f.items.iter().any(needs_structure);
+        let with_modseq = f.changed_since.is_some() || f.items.contains(&FetchAttr::ModSeq);
+        let mut unknown_cte = false;
+        for batch in targets.chunks(META_BATCH) {
+            let metas: Vec<StoredMeta> = if needs_meta {
+                let uids: Vec<Uid> = batch.iter().map(|t| t.entry.uid).collect();
+                match store.metas(id, &uids).await {
+                    Ok(m) => m,
                     Err(e) => {
                         store_error(out, tag, &e);
                         return Ok(());
                     }
                 }
-            }
-        }
-        let idle = self.shared.config.idle_timeout;
-        for (seq, m) in &entries {
-            let mut r = response::FetchResponse::start(out, *seq, TextMode::Ascii);
-            if f.uid && !f.items.contains(&FetchAttr::Uid) {
-                r.uid(m.uid.0);
-            }
-            let mut bodies = Vec::new();
-            for attr in &f.items {
-                match attr {
-                    FetchAttr::Uid => r.uid(m.uid.0),
-                    FetchAttr::Flags => {
-                        let mut v = Vec::new();
-                        write_flags(&mut v, m);
-                        r.raw("FLAGS", &v);
-                    }
-                    FetchAttr::InternalDate => {
-                        let secs = m
-                            .received
-                            .duration_since(SystemTime::UNIX_EPOCH)
-                            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
-                        if let Some(dt) = DateTime::from_unix(secs, 0) {
-                            r.internal_date(&dt);
-                        }
-                    }
-                    FetchAttr::Rfc822Size => r.rfc822_size(m.size),
-                    FetchAttr::ModSeq => r.modseq(buudien_types::ModSeq(m.modseq)),
-                    _ => bodies.push(attr),
-                }
-            }
-            // Bodies go last (item order is free, RFC 9051 §7.5.2): each is a literal
-            // header, then the blob copied straight to the transport.
-            let mut first = true;
-            for attr in bodies {
-                if first {
-                    r.section_header(attr, m.size, false);
-                    first = false;
-                } else {
-                    let buf = r.buffer();
-                    buf.push(b' ');
-                    attr.write_response_name(buf);
-                    buf.extend_from_slice(format!(" {{{}}}\r\n", m.size).as_bytes());
-                }
-                let reader = match store.read_blob(&m.blob).await {
-                    Ok(reader) => reader,
+            } else {
+                Vec::new()
+            };
+            for t in batch {
+                let stored = metas.iter().find(|s| s.uid == t.entry.uid);
+                let data = match MessageData::load(store, &t.entry, stored, utf8, &f.items).await {
+                    Ok(d) => d,
                     Err(e) => {
-                        // The literal header is announced: the only way out is to close.
-                        tracing::warn!(error = %e, "blob unavailable mid-FETCH");
-                        return Err(Outcome::Closed);
+                        // Nothing of this message was written yet: end the command.
+                        store_error(out, tag, &e);
+                        return Ok(());
                     }
                 };
-                stream_blob(io, r.buffer(), idle, reader, m.size).await?;
+                if !binary_check(&data, &f.items) {
+                    unknown_cte = true;
+                    continue;
+                }
+                self.fetch_one(t, &data, f, with_modseq, out, io).await?;
             }
-            r.finish();
         }
-        ok(
-            out,
-            tag,
-            &format!("{} completed", if f.uid { "UID FETCH" } else { "FETCH" }),
-        );
+        if unknown_cte {
+            // RFC 3516 §4.3.
+            no(
+                out,
+                tag,
+                &format!("[UNKNOWN-CTE] unknown Content-Transfer-Encoding; {what} partly done"),
+            );
+        } else {
+            ok(out, tag, &format!("{what} completed"));
+        }
+        Ok(())
+    }
+
+    /// Writes one `* n FETCH (...)` response, streaming large sections.
+    async fn fetch_one<IO: AsyncWrite + Unpin>(
+        &self,
+        t: &Target,
+        data: &MessageData,
+        f: &FetchCommand,
+        with_modseq: bool,
+        out: &mut Vec<u8>,
+        io: &mut IO,
+    ) -> Result<(), Outcome> {
+        let idle = self.shared.config.idle_timeout;
+        let store = &self.shared.store;
+        let m = &t.entry;
+        let mode = if self.utf8_ok() {
+            TextMode::Utf8
+        } else {
+            TextMode::Ascii
+        };
+        let mut r = response::FetchResponse::start(out, t.seq, mode);
+        if f.uid && !f.items.contains(&FetchAttr::Uid) {
+            // RFC 9051 §6.4.9: UID FETCH responses always carry the UID.
+            r.uid(m.uid.0);
+        }
+        if t.seen_now && !f.items.contains(&FetchAttr::Flags) {
+            // The \Seen flag this FETCH set (RFC 9051 §6.4.5).
+            let mut v = Vec::new();
+            write_flags(&mut v, m, t.recent);
+            r.raw("FLAGS", &v);
+        }
+        if with_modseq && !f.items.contains(&FetchAttr::ModSeq) {
+            r.modseq(ModSeq(m.modseq));
+        }
+        for (index, attr) in f.items.iter().enumerate() {
+            match attr {
+                FetchAttr::Uid => r.uid(m.uid.0),
+                FetchAttr::Flags => {
+                    let mut v = Vec::new();
+                    write_flags(&mut v, m, t.recent);
+                    r.raw("FLAGS", &v);
+                }
+                FetchAttr::InternalDate => {
+                    let secs = m
+                        .received
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+                    if let Some(dt) = DateTime::from_unix(secs, 0) {
+                        r.internal_date(&dt);
+                    }
+                }
+                FetchAttr::Rfc822Size => r.rfc822_size(data.size),
+                FetchAttr::ModSeq => r.modseq(ModSeq(m.modseq)),
+                FetchAttr::Envelope => {
+                    let mut v = Vec::new();
+                    if let Some(meta) = &data.meta {
+                        buudien_message::render_envelope(meta, &mut v, data.utf8);
+                    }
+                    r.raw("ENVELOPE", &v);
+                }
+                FetchAttr::Body | FetchAttr::BodyStructure => {
+                    let ext = matches!(attr, FetchAttr::BodyStructure);
+                    let mut v = Vec::new();
+                    if let Some(meta) = &data.meta {
+                        buudien_message::render_bodystructure(meta, &mut v, ext, data.utf8);
+                    }
+                    r.raw(if ext { "BODYSTRUCTURE" } else { "BODY" }, &v);
+                }
+                FetchAttr::BinarySize { .. } => {
+                    let n = match item_content(data, index) {
+                        Content::Size(n) => n,
+                        _ => 0,
+                    };
+                    r.binary_size(attr, n);
+                }
+                _ => match item_content(data, index) {
+                    Content::Bytes(b) => r.section(attr, Some(&b)),
+                    Content::Nil | Content::Size(_) | Content::UnknownCte => r.section(attr, None),
+                    Content::Range(range) => {
+                        let len = range.end.saturating_sub(range.start);
+                        r.section_header(attr, len, false);
+                        let reader = match store.read_blob(&m.blob).await {
+                            Ok(reader) => reader,
+                            Err(e) => {
+                                // The literal is announced: the only way out is to close.
+                                tracing::warn!(error = %e, "blob unavailable mid-FETCH");
+                                return Err(Outcome::Closed);
+                            }
+                        };
+                        if range.start == 0 {
+                            stream_blob(io, r.buffer(), idle, reader, len).await?;
+                        } else {
+                            stream_range(io, r.buffer(), idle, reader, range.start, len).await?;
+                        }
+                    }
+                },
+            }
+        }
+        r.finish();
         Ok(())
     }
 }

@@ -83,7 +83,7 @@ impl<S: MailboxStore> Session<'_, S> {
                     l.extend_from_slice(format!("UID {} ", m.uid.0).as_bytes());
                 }
                 l.extend_from_slice(b"FLAGS ");
-                write_flags(&mut l, m);
+                write_flags(&mut l, m, sel.is_recent(m.uid));
                 if s.unchanged_since.is_some() {
                     l.extend_from_slice(format!(" MODSEQ ({})", m.modseq).as_bytes());
                 }
