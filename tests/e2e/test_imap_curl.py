@@ -75,7 +75,9 @@ def test_curl_custom_uid_search(imap_server, curl):
     for subject in ("needle one", "hay", "needle two"):
         imap_server.deliver(user, message(subject))
     first, _, third = uids(imap_server, user, pw)
-    r = curl("/INBOX", "-X", "UID SEARCH SUBJECT needle", user=user, pw=pw, scheme="imaps")
+    # -v: a failure shows the server's reply in the trace.
+    r = curl("/INBOX", "-v", "-X", "UID SEARCH SUBJECT needle", user=user, pw=pw,
+             scheme="imaps")
     found = re.search(rb"^\* SEARCH([\d ]*)\r?$", r.stdout, re.M)
     assert found, r.stdout
     assert [int(x) for x in found.group(1).split()] == [first, third]

@@ -4,13 +4,15 @@ CAPABILITY, ENABLE, NAMESPACE, SELECT/EXAMINE, LIST, STATUS and mailbox manageme
 
 import imaplib
 import re
+import signal
 import socket
 import ssl
 import subprocess
+import time
 
 import pytest
 
-from conftest import DOMAIN, TIMEOUT, Server, message
+from conftest import DOMAIN, TIMEOUT, Server, launch, message
 from imaputil import appended_uid, imap_server, mail, ok, pop_untagged  # noqa: F401
 
 
@@ -272,3 +274,22 @@ def test_bad_imap_config_is_one_line(buudien_bin, tmp_path):
     assert r.returncode != 0
     err = r.stderr.decode().strip()
     assert "line 4" in err and "\n" not in err, err
+
+
+def test_sigterm_says_bye_to_imap_sessions(buudien_bin, tmp_path):
+    """SIGTERM stops the IMAP server too: a logged-in session waiting for its next
+    command gets an untagged BYE, and `serve` exits 0 well within its drain time."""
+    srv = launch(buudien_bin, tmp_path)
+    user, pw = srv.new_user("bye")
+    m = srv.imap(user, pw)
+    ok(m.select("INBOX"))
+    tls = srv.imap_ssl(user, pw)
+    start = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    for client in (m, tls):
+        line = client.readline()
+        assert line.startswith(b"* BYE"), line
+    code = srv.stop()
+    took = time.monotonic() - start
+    assert code == 0, srv.log()
+    assert took < 10, f"serve took {took:.1f} s to stop with IMAP sessions open"
