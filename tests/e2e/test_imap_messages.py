@@ -242,3 +242,17 @@ def test_copy_and_move_with_copyuid(imap_server):
     assert all_uids(m) == [dst[0], moved[0]]
     assert body_of(m, moved[0]) == msg
     m.logout()
+
+
+def test_trycreate_for_missing_mailbox(imap_server):
+    """APPEND or COPY to a mailbox that does not exist: NO [TRYCREATE] (RFC 9051
+    §6.3.12, §6.4.7), and nothing is stored."""
+    _, m = fresh(imap_server, "tc")
+    typ, data = m.append("Nowhere", None, None, mail("lost"))
+    assert typ == "NO" and b"[TRYCREATE]" in data[0], (typ, data)
+    uid = appended_uid(m, "INBOX", mail("stays"))
+    ok(m.select("INBOX"))
+    typ, data = m.uid("COPY", str(uid), "Nowhere")
+    assert typ == "NO" and b"[TRYCREATE]" in data[0], (typ, data)
+    assert all_uids(m) == [uid]
+    m.logout()

@@ -2,7 +2,11 @@
 (RFC 9051 §6.2.1), implicit TLS (RFC 8314), LOGINDISABLED off loopback (§6.2.3),
 CAPABILITY, ENABLE, NAMESPACE, SELECT/EXAMINE, LIST, STATUS and mailbox management."""
 
+import base64
+import hashlib
+import hmac
 import imaplib
+import os
 import re
 import signal
 import socket
@@ -293,3 +297,121 @@ def test_sigterm_says_bye_to_imap_sessions(buudien_bin, tmp_path):
     took = time.monotonic() - start
     assert code == 0, srv.log()
     assert took < 10, f"serve took {took:.1f} s to stop with IMAP sessions open"
+
+
+def test_authenticate_plain(imap_server):
+    """AUTHENTICATE PLAIN (RFC 4616) as imaplib sends it: empty challenge, then the
+    response, over implicit TLS."""
+    user, pw = imap_server.new_user("ap")
+    m = imap_server.imap_ssl()
+    assert "AUTH=PLAIN" in caps(m)
+    typ, data = m.authenticate("PLAIN", lambda _: f"\0{user}\0{pw}".encode())
+    assert typ == "OK", data
+    assert ok(m.select("INBOX")) == [b"0"]
+    m.logout()
+    m = imap_server.imap_ssl()
+    with pytest.raises(imaplib.IMAP4.error):
+        m.authenticate("PLAIN", lambda _: f"\0{user}\0wrong".encode())
+    m.logout()
+
+
+def scram_client(user: str, password: str, nonce: str | None = None):
+    """A SCRAM-SHA-256 client (RFC 5802, RFC 7677) as an imaplib authobject. Returns
+    (authobject, state); state["final"] is the server's final message."""
+    nonce = nonce or base64.b64encode(os.urandom(18)).decode()
+    name = user.replace("=", "=3D").replace(",", "=2C")
+    first_bare = f"n={name},r={nonce}"
+    state: dict = {"step": 0}
+
+    def step(challenge: bytes) -> bytes:
+        state["step"] += 1
+        if state["step"] == 1:
+            return ("n,," + first_bare).encode()
+        if state["step"] == 2:
+            server_first = challenge.decode()
+            attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
+            assert attrs["r"].startswith(nonce), server_first
+            salted = hashlib.pbkdf2_hmac("sha256", password.encode(),
+                                         base64.b64decode(attrs["s"]), int(attrs["i"]))
+            client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+            without_proof = f"c=biws,r={attrs['r']}"
+            auth_msg = f"{first_bare},{server_first},{without_proof}".encode()
+            sig = hmac.new(hashlib.sha256(client_key).digest(), auth_msg, "sha256").digest()
+            proof = bytes(a ^ b for a, b in zip(client_key, sig))
+            server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+            state["expected"] = b"v=" + base64.b64encode(
+                hmac.new(server_key, auth_msg, "sha256").digest())
+            return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
+        state["final"] = challenge
+        return b""
+
+    return step, state
+
+
+def test_scram_client_matches_rfc7677_example():
+    """The test's SCRAM client against the example exchange of RFC 7677 §3."""
+    step, state = scram_client("user", "pencil", nonce="rOprNGfwEbeRWgbNEkqO")
+    assert step(b"") == b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
+    final = step(b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+                 b"s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
+    assert final == (b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+                     b"p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+    assert state["expected"] == b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+
+
+def test_authenticate_scram_sha_256(imap_server):
+    """SCRAM-SHA-256 (RFC 7677) over TLS: the server proves it knows the password too
+    (its final message verifies)."""
+    user, pw = imap_server.new_user("sc")
+    m = imap_server.imap_ssl()
+    c = caps(m)
+    assert "AUTH=SCRAM-SHA-256" in c, f"SCRAM-SHA-256 not offered: {sorted(c)}"
+    step, state = scram_client(user, pw)
+    typ, data = m.authenticate("SCRAM-SHA-256", step)
+    assert typ == "OK", data
+    assert state.get("final") == state["expected"], "server signature does not verify"
+    ok(m.select("INBOX"))
+    m.logout()
+    m = imap_server.imap_ssl()
+    step, _ = scram_client(user, "not the password")
+    with pytest.raises(imaplib.IMAP4.error):
+        m.authenticate("SCRAM-SHA-256", step)
+    m.logout()
+
+
+def test_literal_minus_by_default(imap_server):
+    """LITERAL- by default (RFC 7888 §5): a non-synchronizing literal up to 4096
+    octets is taken without a continuation request."""
+    user, pw = imap_server.new_user("lm")
+    m = imap_server.imap(user, pw)
+    c = caps(m)
+    assert "LITERAL-" in c and "LITERAL+" not in c, c
+    msg = b"Subject: nonsync\r\n\r\nsmall\r\n"
+    tag = m._new_tag()
+    m.send(tag + b" APPEND INBOX {%d+}\r\n" % len(msg) + msg + b"\r\n")
+    line = m.readline()
+    assert line.startswith(tag + b" OK"), line
+    m.logout()
+
+
+def test_literal_plus_when_configured(buudien_bin, tmp_path):
+    """[imap] literal_plus = true: LITERAL+ instead of LITERAL-, and a
+    non-synchronizing literal above 4096 octets is accepted (RFC 7888 §4)."""
+    srv = Server(buudien_bin, tmp_path, sections="\n[imap]\nliteral_plus = true\n")
+    srv.make_cert()
+    srv.config.write_text(srv.config_text())
+    srv.cli("domain", "add", DOMAIN)
+    user, pw = srv.new_user("lp")
+    srv.start()
+    try:
+        m = srv.imap(user, pw)
+        c = caps(m)
+        assert "LITERAL+" in c and "LITERAL-" not in c, c
+        msg = b"Subject: big nonsync\r\n\r\n" + b"x" * 10000 + b"\r\n"
+        tag = m._new_tag()
+        m.send(tag + b" APPEND INBOX {%d+}\r\n" % len(msg) + msg + b"\r\n")
+        line = m.readline()
+        assert line.startswith(tag + b" OK"), line
+        m.logout()
+    finally:
+        assert srv.stop() == 0, srv.log()
