@@ -415,3 +415,36 @@ def test_literal_plus_when_configured(buudien_bin, tmp_path):
         m.logout()
     finally:
         assert srv.stop() == 0, srv.log()
+
+
+def test_imaps_without_certificate_is_a_config_error(buudien_bin, tmp_path):
+    """`[listen] imaps` without `[tls]`: serve refuses to start, in one line."""
+    cfg = tmp_path / "buudien.toml"
+    cfg.write_text(f'hostname = "h"\ndata_dir = "{tmp_path / "data"}"\n'
+                   f'[listen]\nimaps = ["127.0.0.1:0"]\n')
+    r = subprocess.run([str(buudien_bin), "--config", str(cfg), "serve"],
+                       capture_output=True, timeout=TIMEOUT)
+    err = r.stderr.decode()
+    assert r.returncode != 0, err
+    assert "imaps needs a certificate" in err, err
+
+
+def test_imap_without_tls_serves_loopback(buudien_bin, tmp_path):
+    """`[listen] imap` without `[tls]`: no STARTTLS offered, LOGIN from loopback."""
+    srv = Server(buudien_bin, tmp_path)
+    text = srv.config_text()
+    text = text[: text.index("\n[tls]")] + text[text.index("\n[pop3]"):]
+    text = re.sub(r"(?m)^(pop3s|imaps) = .*\n", "", text)
+    srv.config.write_text(text)
+    srv.pop3s_port = srv.imaps_port = None
+    srv.cli("domain", "add", DOMAIN)
+    user, pw = srv.new_user("nt")
+    srv.start()
+    try:
+        m = srv.imap()
+        c = caps(m)
+        assert "STARTTLS" not in c and "AUTH=PLAIN" in c, c
+        ok(m.login(user, pw))
+        m.logout()
+    finally:
+        assert srv.stop() == 0, srv.log()

@@ -49,7 +49,7 @@ def server_subjects(srv, user, mailbox) -> set[str]:
 
 
 class Mbsync:
-    def __init__(self, srv, user, root: Path):
+    def __init__(self, srv, user, root: Path, ssl_type: str = "IMAPS"):
         self.exe = require_client("mbsync")
         self.root = root
         self.maildir = root / "mail"
@@ -58,10 +58,10 @@ class Mbsync:
         self.rc.write_text(
             "IMAPAccount buudien\n"
             "Host localhost\n"
-            f"Port {srv.imaps_port}\n"
+            f"Port {srv.imaps_port if ssl_type == 'IMAPS' else srv.imap_port}\n"
             f"User {user}\n"
             f'Pass "{PASSWORD}"\n'
-            "SSLType IMAPS\n"
+            f"SSLType {ssl_type}\n"
             f"CertificateFile {srv.cert}\n"
             "AuthMechs LOGIN PLAIN\n"
             "Timeout 15\n"
@@ -159,6 +159,17 @@ def test_mbsync_both_ways(imap_server, tmp_path):
     # A second run with nothing changed changes nothing.
     sync.run()
     assert subjects(maildir_messages(inbox).values()) == {"server one", "server three"}
+
+
+def test_mbsync_over_starttls(imap_server, tmp_path):
+    """mbsync with SSLType STARTTLS on the imap port (RFC 9051 §6.2.1)."""
+    user, _ = imap_server.new_user("ms")
+    msg = message("starttls sync")
+    imap_server.deliver(user, msg)
+    sync = Mbsync(imap_server, user, tmp_path, ssl_type="STARTTLS")
+    out = sync.run()
+    got = maildir_messages(sync.maildir / "INBOX")
+    assert list(got.values()) and without_tuid(list(got.values())[0]) == msg, out[-3000:]
 
 
 def test_offlineimap_reads_inbox(imap_server, tmp_path):
