@@ -7,6 +7,7 @@
 //!   [`verify_password`], [`dummy_verify`] for unknown users).
 //! - [`scram`]: SCRAM-SHA-256 stored credentials (RFC 5802 §3, RFC 7677, RFC 5803 text form).
 //! - [`sasl`]: the server side of the SASL PLAIN (RFC 4616) and LOGIN exchanges (RFC 4422).
+//! - [`scram_server`]: the server side of the SCRAM-SHA-256 exchange (RFC 5802, RFC 7677).
 //! - [`apop`]: the POP3 APOP digest check (RFC 1939 §7).
 //! - [`throttle`]: per-IP failed-login delays and temporary refusal.
 //!
@@ -17,6 +18,8 @@
 //!   [`Credentials`] or [`SaslStep`] never shows them; [`ScramCredentials`]'s `Debug`
 //!   hides its keys.
 //! - Secret comparisons (APOP digests, SCRAM proofs) are constant-time in the secret.
+//! - A SCRAM exchange for an unknown user runs to its end on fake credentials derived
+//!   from the user name and a per-process secret, and fails like a wrong password.
 //! - A SASL response longer than [`SaslServer::MAX_RESPONSE`] is refused before it is
 //!   decoded, so a client cannot make the server allocate more than that.
 //! - [`FailureThrottle`] tracks at most [`ThrottleConfig::max_tracked`] addresses, never
@@ -26,12 +29,14 @@ pub mod apop;
 pub mod password;
 pub mod sasl;
 pub mod scram;
+pub mod scram_server;
 pub mod throttle;
 
 pub use apop::apop_matches;
 pub use password::{dummy_verify, hash_password, verify_password};
-pub use sasl::{Credentials, Mechanism, SaslError, SaslServer, SaslStep};
+pub use sasl::{Credentials, Mechanism, SaslError, SaslServer, SaslStep, decode_response};
 pub use scram::ScramCredentials;
+pub use scram_server::{ScramError, ScramOutcome, ScramServer};
 pub use throttle::{FailureThrottle, ThrottleConfig, Verdict};
 
 /// Error from hashing.

@@ -194,19 +194,10 @@ impl SaslServer {
         if matches!(state, State::Over) {
             return Failed(SaslError::Malformed("exchange is over"));
         }
-        if line == b"*" {
-            return Failed(SaslError::Cancelled);
-        }
-        if line.len() > Self::MAX_ENCODED {
-            return Failed(SaslError::TooLong);
-        }
-        let data = match B64.decode(line) {
+        let data = match decode_response(line) {
             Ok(data) => data,
-            Err(_) => return Failed(SaslError::Malformed("invalid base64")),
+            Err(e) => return Failed(e),
         };
-        if data.len() > Self::MAX_RESPONSE {
-            return Failed(SaslError::TooLong);
-        }
         match state {
             State::PlainMessage => self.finish(parse_plain(data)),
             State::LoginUser => self.login_user(data),
@@ -244,6 +235,31 @@ impl SaslServer {
             Err(e) => self.finish(Err(e)),
         }
     }
+}
+
+/// Decodes one client response line as it came off the wire (base64 text, no CRLF),
+/// for mechanisms whose exchange is not a [`SaslServer`] (SCRAM) and for initial
+/// responses.
+///
+/// `*` is [`SaslError::Cancelled`] (RFC 4422 §3.5); a line longer than
+/// [`SaslServer::MAX_ENCODED`] is [`SaslError::TooLong`] without being decoded, and so
+/// is one decoding to more than [`SaslServer::MAX_RESPONSE`] bytes; bad base64 (see
+/// the module's alphabet rules) is [`SaslError::Malformed`]. An empty line decodes to
+/// an empty response.
+pub fn decode_response(line: &[u8]) -> Result<Vec<u8>, SaslError> {
+    if line == b"*" {
+        return Err(SaslError::Cancelled);
+    }
+    if line.len() > SaslServer::MAX_ENCODED {
+        return Err(SaslError::TooLong);
+    }
+    let data = B64
+        .decode(line)
+        .map_err(|_| SaslError::Malformed("invalid base64"))?;
+    if data.len() > SaslServer::MAX_RESPONSE {
+        return Err(SaslError::TooLong);
+    }
+    Ok(data)
 }
 
 /// Parses a PLAIN message (RFC 4616 §2):

@@ -2,8 +2,7 @@
 //!
 //! The server never needs the password for SCRAM; it keeps the salt, the iteration
 //! count, `StoredKey` and `ServerKey`, stored in the text form of RFC 5803 §3. The
-//! mechanism itself is not offered yet; these credentials are stored now so that it can
-//! be added later without asking users to set their passwords again.
+//! exchange that uses them is [`crate::scram_server`].
 
 use std::fmt;
 
@@ -154,7 +153,7 @@ fn decode_key(s: &str) -> Option<[u8; 32]> {
 /// A key shorter than the block is zero-padded by HMAC itself, so padding it here gives
 /// the same result and lets us use the infallible fixed-size-key constructor. All keys
 /// in SCRAM-SHA-256 are 32 bytes.
-fn hmac_sha256(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
+pub(crate) fn hmac_sha256(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
     let mut block = [0u8; 64];
     for (b, k) in block.iter_mut().zip(key) {
         *b = *k;

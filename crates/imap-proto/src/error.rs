@@ -14,7 +14,7 @@ pub enum ErrorKind {
     Syntax,
     /// Not a command buudien knows: `tag BAD`.
     UnknownCommand,
-    /// SEARCH with a charset other than UTF-8 / US-ASCII: `tag NO [BADCHARSET (UTF-8)]`
+    /// SEARCH with a charset other than UTF-8 / US-ASCII: `tag NO [BADCHARSET (UTF-8 US-ASCII)]`
     /// (RFC 9051 §6.4.4: "NO", not "BAD").
     BadCharset,
     /// The command's text (literals not counted) passed the line limit: `tag BAD`; the
@@ -67,7 +67,9 @@ impl CommandError {
     /// The response code that goes with it.
     pub fn code(&self) -> Option<Code> {
         match self.kind {
-            ErrorKind::BadCharset => Some(Code::BadCharset(vec!["UTF-8".into()])),
+            ErrorKind::BadCharset => {
+                Some(Code::BadCharset(vec!["UTF-8".into(), "US-ASCII".into()]))
+            }
             ErrorKind::LiteralTooBig { .. } => Some(Code::TooBig),
             ErrorKind::Syntax | ErrorKind::UnknownCommand | ErrorKind::LineTooLong => None,
         }
@@ -146,7 +148,10 @@ mod tests {
         let mut out = Vec::new();
         CommandError::new(tag.clone(), ErrorKind::BadCharset, "no such charset")
             .write_response(&mut out);
-        assert_eq!(out, b"a1 NO [BADCHARSET (UTF-8)] no such charset\r\n");
+        assert_eq!(
+            out,
+            b"a1 NO [BADCHARSET (UTF-8 US-ASCII)] no such charset\r\n"
+        );
         out.clear();
         CommandError::new(tag, ErrorKind::LiteralTooBig { sync: false }, "too big")
             .write_response(&mut out);

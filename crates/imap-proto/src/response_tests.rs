@@ -462,6 +462,6 @@ fn parse_error_response_round_trip() {
     let e = parse_command(b"x1 SEARCH CHARSET BIG5 ALL", TextMode::Ascii).unwrap_err();
     assert_eq!(
         w(|o| e.write_response(o)),
-        "x1 NO [BADCHARSET (UTF-8)] SEARCH: charset BIG5 is not supported (at octet 18)\r\n"
+        "x1 NO [BADCHARSET (UTF-8 US-ASCII)] SEARCH: charset BIG5 is not supported (at octet 18)\r\n"
     );
 }

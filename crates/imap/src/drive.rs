@@ -9,6 +9,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Bytes asked from the transport per read.
 const READ_CHUNK: usize = 4096;
 
+/// Unparsable commands in a row after which the session is closed.
+const MAX_BAD_IN_ROW: u32 = 10;
+
 /// Output is written out once this much is buffered.
 const FLUSH_AT: usize = 64 * 1024;
 
@@ -133,6 +136,7 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
     let mut inbuf = Vec::new();
     let mut out = Vec::new();
     let mut chunk = vec![0u8; READ_CHUNK];
+    let mut bad_in_row = 0u32;
     if greet {
         line(
             &mut out,
@@ -166,10 +170,22 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
             Event::Error(e) => {
                 s.appended.clear();
                 e.write_response(&mut out);
-                Flow::Continue
+                bad_in_row += 1;
+                if bad_in_row >= MAX_BAD_IN_ROW {
+                    // As Dovecot does: a client sending garbage is cut off.
+                    line(&mut out, "* BYE too many invalid commands");
+                    Flow::End(Outcome::Logout)
+                } else {
+                    Flow::Continue
+                }
             }
-            Event::Command(req) => s.dispatch(req, &mut out, io).await,
+            Event::Command(req) => {
+                bad_in_row = 0;
+                s.dispatch(req, &mut out, io).await
+            }
         };
+        // After ENABLE IMAP4rev2 / UTF8=ACCEPT, names are read as UTF-8.
+        framer.set_text_mode(s.text_mode());
         match flow {
             Flow::Continue => {
                 if out.len() >= FLUSH_AT
@@ -178,14 +194,32 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
                     return o;
                 }
             }
-            Flow::SaslPlain(tag) => loop {
+            Flow::Idle(tag) => {
+                let r = crate::idle::idle(
+                    s,
+                    tag,
+                    io,
+                    &mut framer,
+                    &mut inbuf,
+                    &mut out,
+                    &mut chunk,
+                    &mut stop,
+                )
+                .await;
+                if let Err(o) = r {
+                    return end(io, &mut out, idle, o).await;
+                }
+            }
+            // RFC 9051 §6.2.2: each challenge is answered by one line, until the
+            // exchange ends with a tagged response.
+            Flow::Sasl(mut exchange) => loop {
                 match framer.next_line(&mut inbuf, buudien_imap_proto::MAX_SASL_LINE) {
-                    LineFrame::Line(l) => {
-                        s.sasl_plain(&tag, &l, &mut out).await;
-                        break;
-                    }
+                    LineFrame::Line(l) => match s.sasl_line(exchange, &l, &mut out).await {
+                        Some(next) => exchange = next,
+                        None => break,
+                    },
                     LineFrame::TooLong => {
-                        bad(&mut out, &tag, "line too long");
+                        bad(&mut out, exchange.tag(), "line too long");
                         break;
                     }
                     LineFrame::Incomplete => {
@@ -197,17 +231,25 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
             },
-            Flow::End(o) => {
-                match o {
-                    Outcome::Timeout => line(&mut out, "* BYE autologout, idle too long"),
-                    Outcome::Shutdown => line(&mut out, "* BYE server shutting down"),
-                    _ => {}
-                }
-                if o != Outcome::Closed {
-                    let _ = flush(io, &mut out, idle.min(crate::FINAL_WRITE_TIMEOUT)).await;
-                }
-                return o;
-            }
+            Flow::End(o) => return end(io, &mut out, idle, o).await,
         }
     }
+}
+
+/// The last words of a session: BYE for a timeout or a stop, then a bounded flush.
+async fn end<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    out: &mut Vec<u8>,
+    idle: std::time::Duration,
+    o: Outcome,
+) -> Outcome {
+    match o {
+        Outcome::Timeout => line(out, "* BYE autologout, idle too long"),
+        Outcome::Shutdown => line(out, "* BYE server shutting down"),
+        _ => {}
+    }
+    if o != Outcome::Closed {
+        let _ = flush(io, out, idle.min(crate::FINAL_WRITE_TIMEOUT)).await;
+    }
+    o
 }

@@ -41,6 +41,7 @@
 mod cmd;
 mod drive;
 mod fetch_body;
+mod idle;
 mod reply;
 mod selected;
 mod session;

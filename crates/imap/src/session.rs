@@ -5,9 +5,11 @@ use crate::Shared;
 use crate::reply::*;
 use crate::selected::Selected;
 use buudien_imap_proto::response::{self};
-use buudien_imap_proto::{Command, CommandFramer, LiteralInfo, LiteralMode, Request, Tag};
+use buudien_imap_proto::{
+    Command, CommandFramer, LiteralInfo, LiteralMode, Request, Tag, TextMode,
+};
 use buudien_store::{AccountId, Flags, MailboxStore};
-use buudien_types::Uid;
+use buudien_types::{Address, Uid};
 use std::net::SocketAddr;
 use tokio::io::AsyncWrite;
 
@@ -32,8 +34,11 @@ pub(crate) enum Flow {
     Continue,
     /// End with this outcome after flushing.
     End(Outcome),
-    /// AUTHENTICATE PLAIN without an initial response: read one line.
-    SaslPlain(Tag),
+    /// An AUTHENTICATE exchange sent a challenge: read the client's next line
+    /// (RFC 9051 §6.2.2).
+    Sasl(Box<crate::cmd::auth::SaslExchange>),
+    /// IDLE accepted: wait for DONE (RFC 9051 §6.3.13).
+    Idle(Tag),
 }
 
 /// The per-connection state.
@@ -43,12 +48,16 @@ pub(crate) struct Session<'a, S> {
     pub(crate) secure: bool,
     pub(crate) starttls_offered: bool,
     pub(crate) account: Option<AccountId>,
+    /// The logged-in account's address (for its quota, RFC 9208).
+    pub(crate) address: Option<Address>,
     pub(crate) selected: Option<Selected>,
     pub(crate) rev2: bool,
     /// CONDSTORE is on (RFC 7162 §3.1: ENABLE, SELECT (CONDSTORE) or a MODSEQ use).
     pub(crate) condstore: bool,
     /// ENABLE QRESYNC was given (RFC 7162 §3.2.3).
     pub(crate) qresync: bool,
+    /// `ENABLE UTF8=ACCEPT` was given (RFC 6855 §3).
+    pub(crate) utf8: bool,
     /// Streamed APPEND literals of the current command, one per message.
     pub(crate) appended: Vec<Vec<u8>>,
 }
@@ -67,10 +76,12 @@ impl<'a, S: MailboxStore> Session<'a, S> {
             secure,
             starttls_offered: starttls,
             account: None,
+            address: None,
             selected: None,
             rev2: false,
             condstore: false,
             qresync: false,
+            utf8: false,
             appended: Vec::new(),
         }
     }
@@ -79,6 +90,16 @@ impl<'a, S: MailboxStore> Session<'a, S> {
     pub(crate) fn tls_established(&mut self) {
         self.secure = true;
         self.starttls_offered = false;
+    }
+
+    /// How mailbox names travel: UTF-8 once IMAP4rev2 (RFC 9051 §5.1) or UTF8=ACCEPT
+    /// (RFC 6855 §3) is enabled, modified UTF-7 before (RFC 3501 §5.1.3).
+    pub(crate) fn text_mode(&self) -> TextMode {
+        if self.rev2 || self.utf8 {
+            TextMode::Utf8
+        } else {
+            TextMode::Ascii
+        }
     }
 
     /// LOGIN and AUTHENTICATE are allowed (RFC 9051 §6.2.3, §11.1).
@@ -96,18 +117,44 @@ impl<'a, S: MailboxStore> Session<'a, S> {
             "UNSELECT".to_owned(),
             "UIDPLUS".to_owned(),
             "MOVE".to_owned(),
+            "IDLE".to_owned(),
+            "CONDSTORE".to_owned(),
+            "QRESYNC".to_owned(),
+            "BINARY".to_owned(),
+            "STATUS=SIZE".to_owned(),
+            "ID".to_owned(),
         ];
         if self.account.is_none() {
             if self.starttls_offered {
                 caps.push("STARTTLS".to_owned());
             }
             if self.auth_allowed() {
-                caps.push("AUTH=PLAIN".to_owned());
+                // RFC 9051 §7.2.2 AUTH=, RFC 4959 §3 SASL-IR.
+                for cap in ["AUTH=PLAIN", "AUTH=LOGIN", "AUTH=SCRAM-SHA-256", "SASL-IR"] {
+                    caps.push(cap.to_owned());
+                }
             } else {
                 caps.push("LOGINDISABLED".to_owned());
             }
         } else {
             caps.push(format!("APPENDLIMIT={}", self.shared.config.max_append));
+            caps.extend(
+                [
+                    "ESEARCH",
+                    "SEARCHRES",
+                    "NAMESPACE",
+                    "CHILDREN",
+                    "LIST-EXTENDED",
+                    "LIST-STATUS",
+                    "SPECIAL-USE",
+                    "CREATE-SPECIAL-USE",
+                    "UTF8=ACCEPT",
+                    "QUOTA",
+                    "QUOTA=RES-STORAGE",
+                    "QUOTA=RES-MESSAGE",
+                ]
+                .map(str::to_owned),
+            );
         }
         caps.join(" ")
     }
@@ -161,6 +208,7 @@ impl<'a, S: MailboxStore> Session<'a, S> {
                 | Command::StartTls
                 | Command::Login { .. }
                 | Command::Authenticate { .. }
+                | Command::Id(_)
         );
         if needs_auth && self.account.is_none() {
             bad(out, &tag, "not authenticated");
@@ -209,16 +257,8 @@ impl<'a, S: MailboxStore> Session<'a, S> {
                 self.login(&tag, &username, password.expose(), out).await;
             }
             Command::Authenticate { mechanism, initial } => {
-                if self.account.is_some() {
-                    bad(out, &tag, "already authenticated");
-                } else if !mechanism.eq_ignore_ascii_case("PLAIN") {
-                    no(out, &tag, "unsupported mechanism");
-                } else if let Some(initial) = initial {
-                    self.sasl_plain(&tag, initial.expose().as_bytes(), out)
-                        .await;
-                } else {
-                    out.extend_from_slice(b"+ \r\n");
-                    return Flow::SaslPlain(tag);
+                if let Some(exchange) = self.authenticate(tag, &mechanism, initial, out).await {
+                    return Flow::Sasl(exchange);
                 }
             }
             Command::Enable(caps) => {
@@ -236,6 +276,11 @@ impl<'a, S: MailboxStore> Session<'a, S> {
                         self.condstore = true;
                         enabled.push("QRESYNC");
                     }
+                    // RFC 6855 §3: names and quoted strings are UTF-8 from now on.
+                    if c.eq_ignore_ascii_case("UTF8=ACCEPT") && !self.utf8 {
+                        self.utf8 = true;
+                        enabled.push("UTF8=ACCEPT");
+                    }
                 }
                 response::enabled(out, &enabled);
                 ok(out, &tag, "ENABLE completed");
@@ -246,15 +291,10 @@ impl<'a, S: MailboxStore> Session<'a, S> {
             Command::Examine { mailbox, params } => {
                 self.select(&tag, &mailbox, &params, true, out).await
             }
-            Command::Create { mailbox, .. } => {
-                let n = mailbox.as_str().trim_end_matches('/').to_owned();
-                let r = self
-                    .shared
-                    .store
-                    .create_mailbox(self.acct(), &n, None)
-                    .await;
-                done(out, &tag, name, r.map(|_| ()));
-            }
+            Command::Create {
+                mailbox,
+                special_use,
+            } => self.create(&tag, &mailbox, &special_use, out).await,
             Command::Delete(mailbox) => {
                 let r = self
                     .shared
@@ -281,6 +321,14 @@ impl<'a, S: MailboxStore> Session<'a, S> {
                 done(out, &tag, name, r);
             }
             Command::List(list) => self.list(&tag, &list, out).await,
+            Command::Lsub { reference, pattern } => {
+                self.lsub(&tag, &reference, &pattern, out).await
+            }
+            Command::Namespace => self.namespace(&tag, out),
+            Command::Id(params) => self.id(&tag, params.as_deref(), out),
+            Command::GetQuota(root) => self.get_quota(&tag, &root, out).await,
+            Command::GetQuotaRoot(mailbox) => self.get_quota_root(&tag, &mailbox, out).await,
+            Command::SetQuota { .. } => no(out, &tag, "[NOPERM] quotas are read-only"),
             Command::Status { mailbox, items } => self.status(&tag, &mailbox, &items, out).await,
             Command::Append { mailbox, messages } => {
                 self.append(&tag, &mailbox, messages, out).await
@@ -305,22 +353,19 @@ impl<'a, S: MailboxStore> Session<'a, S> {
             }
             Command::Expunge => self.expunge(&tag, None, out).await,
             Command::UidExpunge(set) => self.expunge(&tag, Some(&set), out).await,
+            Command::Idle => return Flow::Idle(tag),
             Command::Fetch(f) => {
                 if let Err(o) = self.fetch(&tag, &f, out, io).await {
                     return Flow::End(o);
                 }
             }
             Command::Store(s) => self.store(&tag, &s, out).await,
+            Command::Search(s) => self.search(&tag, &s, out).await,
             Command::Copy { uid, set, mailbox } => {
                 self.copy(&tag, uid, &set, &mailbox, false, out).await;
             }
             Command::Move { uid, set, mailbox } => {
                 self.copy(&tag, uid, &set, &mailbox, true, out).await;
-            }
-            _ => {
-                out.extend_from_slice(
-                    format!("{tag} NO [CANNOT] {name} not implemented yet\r\n").as_bytes(),
-                );
             }
         }
         Flow::Continue
@@ -331,7 +376,7 @@ impl<'a, S: MailboxStore> Session<'a, S> {
     /// modified UTF-7 mailbox names and the ASCII surrogate of messages with raw
     /// UTF-8 headers (RFC 6856 §2.1 / RFC 6858 §3 policy, documented in README).
     pub(crate) fn utf8_ok(&self) -> bool {
-        self.rev2
+        self.rev2 || self.utf8
     }
 
     /// The logged-in account (0 before login; every caller checks login first).

@@ -195,8 +195,8 @@ async fn bad_syntax_and_unimplemented() {
     assert!(r.starts_with("a BAD"), "{r}");
     let r = c.cmd("b", "SELECT").await;
     assert!(r.starts_with("b BAD"), "{r}");
-    let r = c.cmd("c", "NAMESPACE").await;
-    assert_eq!(r, "c NO [CANNOT] NAMESPACE not implemented yet\r\n");
+    let r = c.cmd("c", "SETQUOTA \"\" (STORAGE 1)").await;
+    assert_eq!(r, "c NO [NOPERM] quotas are read-only\r\n");
     let r = c.cmd("d", "NOOP").await;
     assert_eq!(r, "d OK NOOP completed\r\n");
 }

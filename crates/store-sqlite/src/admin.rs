@@ -296,15 +296,16 @@ pub fn account(conn: &mut Connection, address: &Address) -> Result<Option<Accoun
 
 /// What a login checks.
 pub fn auth_record(conn: &mut Connection, address: &Address) -> Result<Option<AuthRecord>> {
-    let row: Option<(i64, String, String, Option<String>)> = conn
+    let row: Option<(i64, String, String, String, Option<String>)> = conn
         .query_row(
-            "SELECT id, address, password_hash, apop_secret FROM accounts WHERE address = ?1",
+            "SELECT id, address, password_hash, scram_sha256, apop_secret
+             FROM accounts WHERE address = ?1",
             [address.as_str()],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )
         .optional()
         .map_err(db_err)?;
-    let Some((account_id, addr, password_hash, apop)) = row else {
+    let Some((account_id, addr, password_hash, scram_sha256, apop)) = row else {
         return Ok(None);
     };
     let address =
@@ -313,6 +314,7 @@ pub fn auth_record(conn: &mut Connection, address: &Address) -> Result<Option<Au
         account_id,
         address,
         password_hash,
+        scram_sha256,
         apop_secret: apop.map(Secret::new),
     }))
 }

@@ -46,9 +46,11 @@ pub(crate) fn subscribe(inner: &Inner) -> tokio::sync::watch::Receiver<u64> {
             Ok(conn) => {
                 let sender = w.sender.clone();
                 let flag = Arc::clone(&w.running);
+                // Read before the caller goes on, so no commit after this call is missed.
+                let first = data_version(&conn);
                 let spawned = std::thread::Builder::new()
                     .name("store-watch".into())
-                    .spawn(move || poll(conn, &sender, &flag));
+                    .spawn(move || poll(conn, first, &sender, &flag));
                 match spawned {
                     Ok(_) => *running = true,
                     Err(e) => tracing::warn!(error = %e, "cannot start the change watcher"),
@@ -60,12 +62,19 @@ pub(crate) fn subscribe(inner: &Inner) -> tokio::sync::watch::Receiver<u64> {
     rx
 }
 
-/// The poller: bumps the counter when `data_version` moves; ends when nobody watches.
-fn poll(conn: Connection, sender: &tokio::sync::watch::Sender<u64>, running: &Mutex<bool>) {
-    let version = |c: &Connection| -> Option<i64> {
-        c.query_row("PRAGMA data_version", [], |r| r.get(0)).ok()
-    };
-    let mut last = version(&conn);
+/// SQLite's count of commits by other connections, as this connection sees it.
+fn data_version(c: &Connection) -> Option<i64> {
+    c.query_row("PRAGMA data_version", [], |r| r.get(0)).ok()
+}
+
+/// The poller: bumps the counter when `data_version` moves from `last`; ends when
+/// nobody watches.
+fn poll(
+    conn: Connection,
+    mut last: Option<i64>,
+    sender: &tokio::sync::watch::Sender<u64>,
+    running: &Mutex<bool>,
+) {
     loop {
         std::thread::sleep(POLL);
         {
@@ -75,7 +84,7 @@ fn poll(conn: Connection, sender: &tokio::sync::watch::Sender<u64>, running: &Mu
                 return;
             }
         }
-        let now = version(&conn);
+        let now = data_version(&conn);
         if now != last {
             last = now;
             sender.send_modify(|n| *n = n.wrapping_add(1));

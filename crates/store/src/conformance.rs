@@ -148,6 +148,7 @@ async fn accounts_get_default_mailboxes<S: MailStore>(s: Arc<S>) {
     let rec = rec.unwrap_or_else(|| panic!("auth record missing"));
     assert_eq!(rec.account_id, id);
     assert_eq!(rec.password_hash, pw().hash);
+    assert_eq!(rec.scram_sha256, pw().scram_sha256);
     assert!(rec.apop_secret.is_none());
     s.set_apop_secret(&addr("ann@a.example"), Some("apop".into()))
         .await
@@ -160,6 +161,7 @@ async fn accounts_get_default_mailboxes<S: MailStore>(s: Arc<S>) {
     let rec = s.auth_record(&addr("ann@a.example")).await.ok().flatten();
     let rec = rec.unwrap_or_else(|| panic!("auth record missing"));
     assert_eq!(rec.password_hash, "$argon2id$other");
+    assert_eq!(rec.scram_sha256, pw().scram_sha256);
     assert_eq!(
         rec.apop_secret.map(|x| x.into_inner()),
         Some("apop".to_string())

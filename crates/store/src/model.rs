@@ -98,6 +98,8 @@ pub struct AuthRecord {
     pub address: Address,
     /// Argon2id PHC string.
     pub password_hash: String,
+    /// SCRAM-SHA-256 keys in the RFC 5803 text form of [`PasswordRecord::scram_sha256`].
+    pub scram_sha256: String,
     /// The separate APOP secret, when one is set.
     pub apop_secret: Option<Secret<String>>,
 }

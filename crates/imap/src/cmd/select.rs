@@ -5,7 +5,7 @@ use crate::reply::*;
 use crate::selected::{Report, Selected, write_flags};
 use crate::session::Session;
 use buudien_imap_proto::response::{self, ListItem};
-use buudien_imap_proto::{Mailbox as Name, SelectParams, SequenceSet, Tag, TextMode};
+use buudien_imap_proto::{Mailbox as Name, SelectParams, SequenceSet, Tag};
 use buudien_store::{MailboxStore, StoreError};
 use buudien_types::Uid;
 
@@ -124,7 +124,7 @@ impl<S: MailboxStore> Session<'_, S> {
                     childinfo_subscribed: false,
                     old_name: None,
                 },
-                TextMode::Ascii,
+                self.text_mode(),
                 false,
             );
         }

@@ -38,6 +38,12 @@ impl<S: MailboxStore> Session<'_, S> {
 
     /// STORE / UID STORE (RFC 9051 §6.4.6) with UNCHANGEDSINCE (RFC 7162 §3.1.3).
     pub(crate) async fn store(&mut self, tag: &Tag, s: &StoreCommand, out: &mut Vec<u8>) {
+        // RFC 7162 §3.1: UNCHANGEDSINCE enables CONDSTORE; from then on untagged FETCH
+        // responses carry MODSEQ (§3.1.3).
+        if s.unchanged_since.is_some() {
+            self.condstore = true;
+        }
+        let condstore = self.condstore;
         let Some(sel) = self.selected.as_mut() else {
             return bad(out, tag, "no mailbox selected");
         };
@@ -84,7 +90,7 @@ impl<S: MailboxStore> Session<'_, S> {
                 }
                 l.extend_from_slice(b"FLAGS ");
                 write_flags(&mut l, m, sel.is_recent(m.uid));
-                if s.unchanged_since.is_some() {
+                if condstore {
                     l.extend_from_slice(format!(" MODSEQ ({})", m.modseq).as_bytes());
                 }
                 l.extend_from_slice(b")\r\n");

@@ -1,0 +1,72 @@
+//! IDLE (RFC 9051 §6.3.13, RFC 2177): the session waits for `DONE` and meanwhile
+//! reports changes to the selected mailbox as they happen. It wakes on the store's
+//! change counter ([`MailboxStore::watch_changes`], which also sees commits by other
+//! processes such as `buudien deliver`), then reads only the delta of its mailbox.
+
+use crate::drive::flush;
+use crate::reply::*;
+use crate::session::{Outcome, Session};
+use buudien_imap_proto::{CommandFramer, LineFrame, Tag};
+use buudien_store::MailboxStore;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
+/// Longest line accepted while idling (`DONE` and a little slack).
+const MAX_IDLE_LINE: usize = 64;
+
+/// Runs one IDLE command until `DONE`, a bad line, the idle timer, a server stop or
+/// the end of the connection.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn idle<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut Session<'_, S>,
+    tag: Tag,
+    io: &mut IO,
+    framer: &mut CommandFramer,
+    inbuf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    chunk: &mut [u8],
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Outcome> {
+    let idle = s.shared.config.idle_timeout;
+    let mut changes = s.shared.store.watch_changes();
+    changes.borrow_and_update();
+    // Changes that happened before IDLE began are reported at once.
+    s.sync(out).await;
+    out.extend_from_slice(b"+ idling\r\n");
+    let deadline = tokio::time::Instant::now() + idle;
+    loop {
+        match framer.next_line(inbuf, MAX_IDLE_LINE) {
+            LineFrame::Line(l) => {
+                if l.eq_ignore_ascii_case(b"DONE") {
+                    ok(out, &tag, "IDLE terminated");
+                } else {
+                    bad(out, &tag, "expected DONE");
+                }
+                return Ok(());
+            }
+            LineFrame::TooLong => {
+                bad(out, &tag, "expected DONE");
+                return Ok(());
+            }
+            LineFrame::Incomplete => {}
+        }
+        flush(io, out, idle).await?;
+        if *stop.borrow() {
+            return Err(Outcome::Shutdown);
+        }
+        tokio::select! {
+            r = io.read(chunk) => match r {
+                Ok(0) | Err(_) => return Err(Outcome::Closed),
+                Ok(n) => inbuf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+            },
+            r = changes.changed() => {
+                if r.is_err() {
+                    // The store went away: nothing more will be reported.
+                    return Err(Outcome::Closed);
+                }
+                s.sync(out).await;
+            }
+            () = tokio::time::sleep_until(deadline) => return Err(Outcome::Timeout),
+            () = crate::drive::stopped(stop) => return Err(Outcome::Shutdown),
+        }
+    }
+}

@@ -1,0 +1,753 @@
+//! SEARCH and UID SEARCH traces (RFC 9051 §6.4.4, RFC 3501 §6.4.4, RFC 4731 ESEARCH,
+//! RFC 5182 SEARCHRES, RFC 7162 §3.1.5 MODSEQ) over an in-memory duplex against a real
+//! SqliteStore.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use buudien_auth::{FailureThrottle, ScramCredentials, ThrottleConfig, hash_password};
+use buudien_imap::{ImapConfig, ImapServer};
+use buudien_imap_proto::Date;
+use buudien_store::{AccountId, MailStore, NewAccount, PasswordRecord, Quota};
+use buudien_store_sqlite::SqliteStore;
+use buudien_types::{Address, Domain};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
+use tokio::task::JoinHandle;
+
+const USER: &str = "ann@example.org";
+const PASSWORD: &str = "correct horse";
+const LOOPBACK: &str = "127.0.0.1:40000";
+
+struct Env {
+    dir: TempDir,
+    store: SqliteStore,
+    account: AccountId,
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store
+        .add_domain(&Domain::parse("example.org").unwrap())
+        .await
+        .unwrap();
+    let account = store
+        .add_account(NewAccount {
+            address: Address::parse(USER).unwrap(),
+            password: PasswordRecord {
+                hash: hash_password(PASSWORD.as_bytes()).unwrap(),
+                scram_sha256: ScramCredentials::derive(PASSWORD.as_bytes()).encode(),
+            },
+            quota: Quota::default(),
+        })
+        .await
+        .unwrap();
+    Env {
+        dir,
+        store,
+        account,
+    }
+}
+
+/// `y-m-d h:00:00 UTC`.
+fn at(y: u16, m: u8, d: u8, h: u64) -> SystemTime {
+    let days = Date::new(y, m, d).unwrap().days_since_epoch();
+    SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(days).unwrap() * 86_400 + h * 3600)
+}
+
+impl Env {
+    async fn deliver_at(&self, msg: &[u8], received: SystemTime) {
+        self.store
+            .deliver(&[self.account], msg, received)
+            .await
+            .unwrap();
+    }
+
+    fn server(&self) -> ImapServer<SqliteStore> {
+        let throttle = Arc::new(FailureThrottle::new(ThrottleConfig {
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            ..ThrottleConfig::default()
+        }));
+        ImapServer::new(self.store.clone(), ImapConfig::default(), throttle)
+    }
+}
+
+struct Client {
+    rd: BufReader<ReadHalf<DuplexStream>>,
+    wr: WriteHalf<DuplexStream>,
+}
+
+fn connect(server: &ImapServer<SqliteStore>) -> (Client, JoinHandle<()>) {
+    let (client, server_io) = tokio::io::duplex(1 << 16);
+    let s = server.clone();
+    let peer: SocketAddr = LOOPBACK.parse().unwrap();
+    let task = tokio::spawn(async move { s.serve(server_io, peer, false, None).await });
+    let (rd, wr) = tokio::io::split(client);
+    (
+        Client {
+            rd: BufReader::new(rd),
+            wr,
+        },
+        task,
+    )
+}
+
+impl Client {
+    async fn line(&mut self) -> String {
+        let mut l = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(20), self.rd.read_until(b'\n', &mut l))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "unexpected EOF");
+        String::from_utf8_lossy(&l).into_owned()
+    }
+
+    async fn send(&mut self, raw: &[u8]) {
+        self.wr.write_all(raw).await.unwrap();
+    }
+
+    /// Sends `tag command` and returns everything up to and including the tagged line.
+    async fn cmd(&mut self, tag: &str, command: &str) -> String {
+        self.send(format!("{tag} {command}\r\n").as_bytes()).await;
+        self.until(tag).await
+    }
+
+    /// Sends `tag before{n+}CRLF<literal><after>CRLF` (a non-synchronising literal).
+    async fn with_literal(
+        &mut self,
+        tag: &str,
+        before: &str,
+        literal: &str,
+        after: &str,
+    ) -> String {
+        let mut raw = format!("{tag} {before}{{{}+}}\r\n", literal.len()).into_bytes();
+        raw.extend_from_slice(literal.as_bytes());
+        raw.extend_from_slice(after.as_bytes());
+        raw.extend_from_slice(b"\r\n");
+        self.send(&raw).await;
+        self.until(tag).await
+    }
+
+    async fn until(&mut self, tag: &str) -> String {
+        let mut all = String::new();
+        loop {
+            let l = self.line().await;
+            all.push_str(&l);
+            if l.starts_with(&format!("{tag} ")) {
+                return all;
+            }
+        }
+    }
+
+    async fn login_select(&mut self) {
+        let greeting = self.line().await;
+        assert!(greeting.starts_with("* OK "), "{greeting}");
+        let r = self.cmd("l", &format!("LOGIN {USER} \"{PASSWORD}\"")).await;
+        assert!(r.starts_with("l OK "), "{r}");
+        let r = self.cmd("s", "SELECT INBOX").await;
+        assert!(r.contains("s OK [READ-WRITE]"), "{r}");
+    }
+
+    /// Runs a rev1 SEARCH and checks the whole answer.
+    async fn search(&mut self, tag: &str, command: &str, expect: &str) {
+        let r = self.cmd(tag, command).await;
+        let name = if command.starts_with("UID ") {
+            "UID SEARCH"
+        } else {
+            "SEARCH"
+        };
+        assert_eq!(
+            r,
+            format!("{expect}\r\n{tag} OK {name} completed\r\n"),
+            "{command}"
+        );
+    }
+}
+
+/// Five small messages of growing size.
+async fn five(env: &Env) {
+    for i in 1..=5u64 {
+        let msg = format!(
+            "Subject: m{i}\r\n\r\n{}\r\n",
+            "x".repeat(usize::try_from(i * 10).unwrap())
+        );
+        env.deliver_at(msg.as_bytes(), at(2021, 1, 1, i)).await;
+    }
+}
+
+/// The size of message `i` of [`five`].
+fn size_of(i: usize) -> usize {
+    format!("Subject: m{i}\r\n\r\n").len() + i * 10 + 2
+}
+
+#[tokio::test]
+async fn flags_keywords_sizes_and_sets() {
+    let env = env().await;
+    five(&env).await;
+    let server = env.server();
+    let (mut c, _t) = connect(&server);
+    c.login_select().await;
+    for (tag, cmd) in [
+        ("a", "STORE 1 +FLAGS.SILENT (\\Seen)"),
+        ("b", "STORE 2 +FLAGS.SILENT (\\Answered \\Flagged)"),
+        ("c", "STORE 3 +FLAGS.SILENT (\\Deleted $Work)"),
+        ("d", "STORE 4 +FLAGS.SILENT (\\Draft \\Seen)"),
+    ] {
+        let r = c.cmd(tag, cmd).await;
+        assert!(r.starts_with(&format!("{tag} OK")), "{r}");
+    }
+    c.search("e1", "SEARCH ALL", "* SEARCH 1 2 3 4 5").await;
+    c.search("e2", "SEARCH SEEN", "* SEARCH 1 4").await;
+    c.search("e3", "SEARCH UNSEEN", "* SEARCH 2 3 5").await;
+    c.search("e4", "SEARCH ANSWERED", "* SEARCH 2").await;
+    c.search("e5", "SEARCH UNANSWERED", "* SEARCH 1 3 4 5")
+        .await;
+    c.search("e6", "SEARCH FLAGGED", "* SEARCH 2").await;
+    c.search("e7", "SEARCH UNFLAGGED", "* SEARCH 1 3 4 5").await;
+    c.search("e8", "SEARCH DELETED", "* SEARCH 3").await;
+    c.search("e9", "SEARCH UNDELETED", "* SEARCH 1 2 4 5").await;
+    c.search("e10", "SEARCH DRAFT", "* SEARCH 4").await;
+    c.search("e11", "SEARCH UNDRAFT", "* SEARCH 1 2 3 5").await;
+    c.search("e12", "SEARCH KEYWORD $Work", "* SEARCH 3").await;
+    c.search("e13", "SEARCH UNKEYWORD $Work", "* SEARCH 1 2 4 5")
+        .await;
+    c.search("e14", "SEARCH KEYWORD $Nope", "* SEARCH").await;
+    // rev1: the first session to select sees every message as \Recent.
+    c.search("e15", "SEARCH RECENT", "* SEARCH 1 2 3 4 5").await;
+    c.search("e16", "SEARCH NEW", "* SEARCH 2 3 5").await;
+    c.search("e17", "SEARCH OLD", "* SEARCH").await;
+    // Sizes are strict comparisons (RFC 9051 §6.4.4).
+    let s3 = size_of(3);
+    c.search("f1", &format!("SEARCH LARGER {s3}"), "* SEARCH 4 5")
+        .await;
+    c.search("f2", &format!("SEARCH SMALLER {s3}"), "* SEARCH 1 2")
+        .await;
+    c.search(
+        "f3",
+        &format!("SEARCH LARGER {} SMALLER {}", s3 - 1, s3 + 1),
+        "* SEARCH 3",
+    )
+    .await;
+    // Sequence sets and UID sets.
+    c.search("g1", "SEARCH 2:3", "* SEARCH 2 3").await;
+    c.search("g2", "SEARCH 4:*", "* SEARCH 4 5").await;
+    c.search("g3", "SEARCH *", "* SEARCH 5").await;
+    c.search("g4", "UID SEARCH 1,5", "* SEARCH 1 5").await;
+    c.search("g5", "SEARCH UID 2:4 UNSEEN", "* SEARCH 2 3")
+        .await;
+    c.search("g6", "SEARCH 9:10", "* SEARCH").await;
+    // Logic: OR, NOT, parentheses, nesting.
+    c.search("h1", "SEARCH OR SEEN FLAGGED", "* SEARCH 1 2 4")
+        .await;
+    c.search("h2", "SEARCH NOT SEEN", "* SEARCH 2 3 5").await;
+    c.search(
+        "h3",
+        "SEARCH (OR SEEN ANSWERED) NOT FLAGGED",
+        "* SEARCH 1 4",
+    )
+    .await;
+    c.search("h4", "SEARCH NOT (SEEN DRAFT)", "* SEARCH 1 2 3 5")
+        .await;
+    c.search(
+        "h5",
+        "SEARCH OR (DELETED KEYWORD $Work) OR DRAFT (NOT OR SEEN 1:4)",
+        "* SEARCH 3 4 5",
+    )
+    .await;
+    c.search("h6", "SEARCH NOT NOT 2", "* SEARCH 2").await;
+
+    // Expunge message 3: sequence numbers shift, UIDs do not.
+    let r = c.cmd("x", "EXPUNGE").await;
+    assert!(r.contains("* 3 EXPUNGE\r\n"), "{r}");
+    c.search("i1", "SEARCH 3", "* SEARCH 3").await;
+    c.search("i2", "UID SEARCH 3", "* SEARCH 4").await;
+    c.search("i3", "UID SEARCH UID 3", "* SEARCH").await;
+    c.search("i4", "SEARCH UID 4:*", "* SEARCH 3 4").await;
+    c.search("i5", "UID SEARCH UNSEEN", "* SEARCH 2 5").await;
+
+    // A second session: nothing is \Recent for it any more.
+    let (mut d, _t2) = connect(&server);
+    d.login_select().await;
+    d.search("j1", "SEARCH RECENT", "* SEARCH").await;
+    d.search("j2", "SEARCH OLD", "* SEARCH 1 2 3 4").await;
+    d.search("j3", "SEARCH NEW", "* SEARCH").await;
+}
+
+#[tokio::test]
+async fn not_selected_and_bad_syntax() {
+    let env = env().await;
+    let server = env.server();
+    let (mut c, _t) = connect(&server);
+    let _ = c.line().await;
+    let r = c.cmd("l", &format!("LOGIN {USER} \"{PASSWORD}\"")).await;
+    assert!(r.starts_with("l OK "), "{r}");
+    let r = c.cmd("a", "SEARCH ALL").await;
+    assert!(r.starts_with("a BAD"), "{r}");
+    let r = c.cmd("s", "SELECT INBOX").await;
+    assert!(r.contains("s OK"), "{r}");
+    let r = c.cmd("b", "SEARCH FROBNICATE").await;
+    assert!(r.starts_with("b BAD"), "{r}");
+    // An empty mailbox: nothing matches, `*` means nothing.
+    c.search("c", "SEARCH ALL", "* SEARCH").await;
+    c.search("d", "SEARCH 1:*", "* SEARCH").await;
+    c.search("e", "UID SEARCH UID *", "* SEARCH").await;
+}
+
+const M1: &str = "From: Alice Example <alice@example.org>\r\n\
+To: bob@example.org\r\n\
+Cc: carol@example.net\r\n\
+Subject: Quarterly report\r\n\
+Date: Mon, 1 Feb 2021 10:00:00 +0000\r\n\
+X-Priority: 1\r\n\
+\r\n\
+The numbers are in. Profit is up.\r\n";
+
+const M2: &str = "From: bob@example.org\r\n\
+To: alice@example.org\r\n\
+Subject: =?UTF-8?B?R3LDvMOfZSBhdXMgS8O2bG4=?=\r\n\
+Date: Wed, 3 Mar 2021 23:30:00 -0800\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+Content-Transfer-Encoding: base64\r\n\
+\r\n\
+VGhlIHNlY3JldCB0cmVhc3VyZSBpcyBidXJpZWQgdW5kZXIgdGhlIG9sZCBvYWsuDQo=\r\n";
+
+const M3: &str = "From: Dave <dave@example.com>\r\n\
+To: alice@example.org\r\n\
+Subject: drinks\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+Content-Transfer-Encoding: quoted-printable\r\n\
+\r\n\
+One caf=C3=A9 au lait, s'il vous pla=C3=AEt, and a soft=\r\n\
+\x20line break.\r\n";
+
+const M4_HEAD: &str = "From: eve@example.net\r\n\
+To: alice@example.org\r\n\
+Bcc: mallory@example.net\r\n\
+Subject: voyage\r\n\
+Date: Fri, 5 Mar 2021 08:00:00 +0100\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: text/plain; charset=iso-8859-1\r\n\
+Content-Transfer-Encoding: 8bit\r\n\
+\r\n";
+
+const M5: &str = "From: frank@example.com\r\n\
+To: alice@example.org\r\n\
+Subject: multipart\r\n\
+Date: Thu, 1 Apr 2021 09:00:00 +0000\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"XX\"\r\n\
+\r\n\
+--XX\r\n\
+Content-Type: text/plain\r\n\
+\r\n\
+hello world\r\n\
+--XX\r\n\
+Content-Type: text/html\r\n\
+\r\n\
+<p>Hello <b>HTML</b></p>\r\n\
+--XX--\r\n";
+
+/// M1..M5 received 1 Feb, 4 Mar 07:00, 4 Mar 23:00, 5 Mar 00:00 and 1 Apr 2021 UTC.
+async fn rich() -> Env {
+    let env = env().await;
+    env.deliver_at(M1.as_bytes(), at(2021, 2, 1, 12)).await;
+    env.deliver_at(M2.as_bytes(), at(2021, 3, 4, 7)).await;
+    env.deliver_at(M3.as_bytes(), at(2021, 3, 4, 23)).await;
+    let mut m4 = M4_HEAD.as_bytes().to_vec();
+    // Latin-1: "Très bien, à bientôt."
+    m4.extend_from_slice(b"Tr\xe8s bien, \xe0 bient\xf4t.\r\n");
+    env.deliver_at(&m4, at(2021, 3, 5, 0)).await;
+    env.deliver_at(M5.as_bytes(), at(2021, 4, 1, 0)).await;
+    env
+}
+
+#[tokio::test]
+async fn internal_and_sent_dates() {
+    let env = rich().await;
+    let server = env.server();
+    let (mut c, _t) = connect(&server);
+    c.login_select().await;
+    // INTERNALDATE, in the zone FETCH shows it in (+0000).
+    c.search("a1", "SEARCH ON 4-Mar-2021", "* SEARCH 2 3").await;
+    c.search("a2", "SEARCH BEFORE 5-Mar-2021", "* SEARCH 1 2 3")
+        .await;
+    c.search("a3", "SEARCH SINCE 5-Mar-2021", "* SEARCH 4 5")
+        .await;
+    c.search(
+        "a4",
+        "SEARCH SINCE 1-Feb-2021 BEFORE 2-Feb-2021",
+        "* SEARCH 1",
+    )
+    .await;
+    c.search("a5", "SEARCH on 1-apr-2021", "* SEARCH 5").await;
+    // Date: header as written, disregarding time and zone: M2 was sent on 3 Mar
+    // -0800 (4 Mar in UTC); M3 has no Date: and never matches.
+    c.search("b1", "SEARCH SENTON 3-Mar-2021", "* SEARCH 2")
+        .await;
+    c.search("b2", "SEARCH SENTON 4-Mar-2021", "* SEARCH").await;
+    c.search("b3", "SEARCH SENTBEFORE 4-Mar-2021", "* SEARCH 1 2")
+        .await;
+    c.search("b4", "SEARCH SENTSINCE 4-Mar-2021", "* SEARCH 4 5")
+        .await;
+    c.search("b5", "SEARCH NOT SENTON 3-Mar-2021", "* SEARCH 1 3 4 5")
+        .await;
+    c.search(
+        "b6",
+        "SEARCH SENTSINCE 1-Jan-2021 SINCE 4-Mar-2021",
+        "* SEARCH 2 4 5",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn header_keys() {
+    let env = rich().await;
+    let server = env.server();
+    let (mut c, _t) = connect(&server);
+    c.login_select().await;
+    c.search("a1", "SEARCH FROM alice", "* SEARCH 1").await;
+    c.search("a2", "SEARCH FROM \"alice EXAMPLE\"", "* SEARCH 1")
+        .await;
+    c.search("a3", "SEARCH TO alice", "* SEARCH 2 3 4 5").await;
+    c.search("a4", "SEARCH TO bob", "* SEARCH 1").await;
+    c.search("a5", "SEARCH CC carol", "* SEARCH 1").await;
+    c.search("a6", "SEARCH BCC mallory", "* SEARCH 4").await;
+    c.search("a7", "SEARCH SUBJECT REPORT", "* SEARCH 1").await;
+    c.search("a8", "SEARCH FROM example.com", "* SEARCH 3 5")
+        .await;
+    // HEADER with an empty string: every message that has the field.
+    c.search("b1", "SEARCH HEADER X-Priority \"\"", "* SEARCH 1")
+        .await;
+    c.search("b2", "SEARCH HEADER x-priority 1", "* SEARCH 1")
+        .await;
+    c.search("b3", "SEARCH HEADER X-Missing \"\"", "* SEARCH")
+        .await;
+    c.search("b4", "SEARCH HEADER Content-Type multipart", "* SEARCH 5")
+        .await;
+    c.search("b5", "SEARCH HEADER Date \"\"", "* SEARCH 1 2 4 5")
+        .await;
+    // An RFC 2047 encoded-word subject, matched decoded, with an 8-bit UTF-8
+    // literal and Unicode case folding.
+    let r = c
+        .with_literal("c1", "SEARCH CHARSET UTF-8 SUBJECT ", "GRÜSSE aus köln", "")
+        .await;
+    assert_eq!(r, "* SEARCH 2\r\nc1 OK SEARCH completed\r\n");
+    c.search("c2", "SEARCH SUBJECT R3LDvMOfZSBhdXMgS8O2bG4", "* SEARCH")
+        .await;
+    // Header keys combine with cheap keys and with each other.
+    c.search("d1", "SEARCH OR FROM alice BCC mallory", "* SEARCH 1 4")
+        .await;
+    c.search("d2", "SEARCH NOT TO alice 2:5", "* SEARCH").await;
+    c.search("d3", "UID SEARCH TO alice NOT FROM eve", "* SEARCH 2 3 5")
+        .await;
+}
+
+#[tokio::test]
+async fn body_and_text() {
+    let env = rich().await;
+    let server = env.server();
+    let (mut c, _t) = connect(&server);
+    c.login_select().await;
+    // TEXT covers the header, BODY does not.
+    c.search("a1", "SEARCH TEXT quarterly", "* SEARCH 1").await;
+    c.search("a2", "SEARCH BODY quarterly", "* SEARCH").await;
+    c.search("a3", "SEARCH BODY PROFIT", "* SEARCH 1").await;
+    c.search("a4", "SEARCH TEXT eve@example", "* SEARCH 4")
+        .await;
+    // base64 and quoted-printable bodies are decoded; the encoded form is not matched.
+    c.search("b1", "SEARCH BODY \"secret treasure\"", "* SEARCH 2")
+        .await;
+    c.search("b2", "SEARCH BODY VGhlIHNlY3JldC", "* SEARCH")
+        .await;
+    c.search("b3", "SEARCH BODY \"soft line break\"", "* SEARCH 3")
+        .await;
+    let r = c
+        .with_literal("b4", "SEARCH CHARSET UTF-8 BODY ", "café au lait", "")
+        .await;
+    assert_eq!(r, "* SEARCH 3\r\nb4 OK SEARCH completed\r\n");
+    c.search("b5", "SEARCH BODY C3=A9", "* SEARCH").await;
+    // A Latin-1 body, found with a UTF-8 string (upper case, without CHARSET).
+    let r = c.with_literal("c1", "SEARCH BODY ", "TRÈS BIEN", "").await;
+    assert_eq!(r, "* SEARCH 4\r\nc1 OK SEARCH completed\r\n");
+    let r = c
+        .with_literal("c2", "UID SEARCH CHARSET UTF-8 TEXT ", "bientôt", " UNSEEN")
+        .await;
+    assert_eq!(r, "* SEARCH 4\r\nc2 OK UID SEARCH completed\r\n");
+    // Each text part of a multipart.
+    c.search("d1", "SEARCH BODY \"hello world\"", "* SEARCH 5")
+        .await;
+    c.search("d2", "SEARCH BODY html", "* SEARCH 5").await;
+    // CHARSET: UTF-8 and US-ASCII are accepted, others refused.
+    c.search("e1", "SEARCH CHARSET US-ASCII BODY profit", "* SEARCH 1")
+        .await;
+    let r = c.cmd("e2", "SEARCH CHARSET ISO-8859-1 BODY profit").await;
+    assert!(r.starts_with("e2 NO [BADCHARSET (UTF-8"), "{r}");
+    assert_eq!(r.lines().count(), 1, "{r}");
+    // Short-circuit: a cheap key that is false skips the body.
+    c.search("f1", "SEARCH 1 OR BODY treasure BODY profit", "* SEARCH 1")
+        .await;
+    c.search("f2", "SEARCH NOT BODY E", "* SEARCH").await;
+    c.search("f3", "SEARCH BODY \"\"", "* SEARCH 1 2 3 4 5")
+        .await;
+}
+
+#[tokio::test]
+async fn esearch_forms() {
+    let env = env().await;
+    five(&env).await;
+    let server = env.server();
+    let (mut c, _t) = connect(&server);
+    c.login_select().await;
+    let r = c.cmd("z", "STORE 1,3 +FLAGS.SILENT (\\Seen)").await;
+    assert!(r.starts_with("z OK"), "{r}");
+    // rev1 with RETURN: ESEARCH (RFC 4731).
+    c.search(
+        "a",
+        "SEARCH RETURN (MIN MAX COUNT ALL) UNSEEN",
+        "* ESEARCH (TAG \"a\") MIN 2 MAX 5 ALL 2,4:5 COUNT 3",
+    )
+    .await;
+    c.search(
+        "b",
+        "UID SEARCH RETURN (COUNT) SEEN",
+        "* ESEARCH (TAG \"b\") UID COUNT 2",
+    )
+    .await;
+    c.search(
+        "c",
+        "SEARCH RETURN (MIN MAX ALL COUNT) KEYWORD nope",
+        "* ESEARCH (TAG \"c\") COUNT 0",
+    )
+    .await;
+    c.search("d", "SEARCH RETURN () ALL", "* ESEARCH (TAG \"d\") ALL 1:5")
+        .await;
+    c.search(
+        "e",
+        "SEARCH RETURN (MIN) KEYWORD nope",
+        "* ESEARCH (TAG \"e\")",
+    )
+    .await;
+    c.search(
+        "f",
+        "UID SEARCH RETURN (MAX) 1:4",
+        "* ESEARCH (TAG \"f\") UID MAX 4",
+    )
+    .await;
+    // rev2: every SEARCH answers ESEARCH, ALL by default.
+    let r = c.cmd("g", "ENABLE IMAP4rev2").await;
+    assert!(r.contains("* ENABLED IMAP4rev2"), "{r}");
+    c.search("h", "SEARCH UNSEEN", "* ESEARCH (TAG \"h\") ALL 2,4:5")
+        .await;
+    c.search(
+        "i",
+        "UID SEARCH 1,3:4",
+        "* ESEARCH (TAG \"i\") UID ALL 1,3:4",
+    )
+    .await;
+    c.search("j", "SEARCH KEYWORD nope", "* ESEARCH (TAG \"j\")")
+        .await;
+    c.search(
+        "k",
+        "SEARCH RETURN (COUNT MIN) SEEN",
+        "* ESEARCH (TAG \"k\") MIN 1 COUNT 2",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn save_and_dollar() {
+    let env = env().await;
+    five(&env).await;
+    let server = env.server();
+    let (mut c, _t) = connect(&server);
+    c.login_select().await;
+    let r = c.cmd("z", "STORE 1,3 +FLAGS.SILENT (\\Seen)").await;
+    assert!(r.starts_with("z OK"), "{r}");
+    // `$` before any SAVE is empty.
+    c.search("a0", "SEARCH $", "* SEARCH").await;
+    // SAVE alone: no ESEARCH response (RFC 5182 §2.1).
+    let r = c.cmd("a", "SEARCH RETURN (SAVE) UNSEEN").await;
+    assert_eq!(r, "a OK SEARCH completed\r\n");
+    let r = c.cmd("b", "FETCH $ (UID)").await;
+    assert_eq!(
+        r,
+        "* 2 FETCH (UID 2)\r\n* 4 FETCH (UID 4)\r\n* 5 FETCH (UID 5)\r\nb OK FETCH completed\r\n"
+    );
+    c.search("c1", "UID SEARCH $", "* SEARCH 2 4 5").await;
+    c.search("c2", "SEARCH NOT $", "* SEARCH 1 3").await;
+    c.search("c3", "UID SEARCH UID $ 1:4", "* SEARCH 2 4").await;
+    // SAVE with MIN and/or MAX only saves those (RFC 5182 §2.4).
+    c.search(
+        "d1",
+        "SEARCH RETURN (SAVE MIN) UNSEEN",
+        "* ESEARCH (TAG \"d1\") MIN 2",
+    )
+    .await;
+    c.search("d2", "UID SEARCH $", "* SEARCH 2").await;
+    c.search(
+        "d3",
+        "SEARCH RETURN (MAX SAVE MIN) UNSEEN",
+        "* ESEARCH (TAG \"d3\") MIN 2 MAX 5",
+    )
+    .await;
+    c.search("d4", "UID SEARCH $", "* SEARCH 2 5").await;
+    c.search(
+        "d5",
+        "SEARCH RETURN (MAX SAVE MIN COUNT) UNSEEN",
+        "* ESEARCH (TAG \"d5\") MIN 2 MAX 5 COUNT 3",
+    )
+    .await;
+    c.search("d6", "UID SEARCH $", "* SEARCH 2 4 5").await;
+    // A SAVE that finds nothing empties `$`.
+    let r = c.cmd("e1", "UID SEARCH RETURN (SAVE) KEYWORD nope").await;
+    assert_eq!(r, "e1 OK UID SEARCH completed\r\n");
+    c.search("e2", "UID SEARCH $", "* SEARCH").await;
+    // Expunged messages leave `$`; SAVE can refer to `$` itself.
+    let r = c.cmd("f1", "UID SEARCH RETURN (SAVE) 2:4").await;
+    assert_eq!(r, "f1 OK UID SEARCH completed\r\n");
+    let r = c.cmd("f2", "STORE 3 +FLAGS.SILENT (\\Deleted)").await;
+    assert!(r.starts_with("f2 OK"), "{r}");
+    let r = c.cmd("f3", "EXPUNGE").await;
+    assert!(r.contains("* 3 EXPUNGE"), "{r}");
+    c.search("f4", "UID SEARCH $", "* SEARCH 2 4").await;
+    c.search("f5", "SEARCH $", "* SEARCH 2 3").await;
+    let r = c.cmd("f6", "SEARCH RETURN (SAVE) $ UNSEEN").await;
+    assert_eq!(r, "f6 OK SEARCH completed\r\n");
+    c.search("f7", "UID SEARCH $", "* SEARCH 2 4").await;
+    // COPY and STORE take `$` too.
+    let r = c.cmd("g1", "UID STORE $ +FLAGS (\\Flagged)").await;
+    assert!(r.contains("* 2 FETCH") && r.contains("* 3 FETCH"), "{r}");
+    c.search("g2", "UID SEARCH FLAGGED", "* SEARCH 2 4").await;
+}
+
+fn modseqs(fetch: &str) -> Vec<u64> {
+    fetch
+        .lines()
+        .filter_map(|l| l.split("MODSEQ (").nth(1))
+        .map(|rest| rest.split(')').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn modseq_key() {
+    let env = env().await;
+    five(&env).await;
+    let server = env.server();
+    let (mut c, _t) = connect(&server);
+    c.login_select().await;
+    let r = c.cmd("z", "STORE 2 +FLAGS.SILENT (\\Seen)").await;
+    assert!(r.starts_with("z OK"), "{r}");
+    let r = c.cmd("y", "STORE 4 +FLAGS.SILENT (\\Flagged)").await;
+    assert!(r.starts_with("y OK"), "{r}");
+    let m = modseqs(&c.cmd("x", "FETCH 1:* (MODSEQ)").await);
+    assert_eq!(m.len(), 5);
+    let top = m[3];
+    assert!(top > m[1] && m[1] > m[4], "{m:?}");
+    // rev1: `* SEARCH ... (MODSEQ highest)`, nothing when empty (RFC 7162 §3.1.5).
+    c.search(
+        "a",
+        &format!("SEARCH MODSEQ {}", m[1]),
+        &format!("* SEARCH 2 4 (MODSEQ {top})"),
+    )
+    .await;
+    c.search("b", &format!("SEARCH MODSEQ {}", top + 1), "* SEARCH")
+        .await;
+    c.search(
+        "c",
+        &format!(
+            "UID SEARCH MODSEQ \"/flags/\\\\seen\" all {} UNFLAGGED",
+            m[1]
+        ),
+        &format!("* SEARCH 2 (MODSEQ {})", m[1]),
+    )
+    .await;
+    // ESEARCH: the MIN/MAX message's MODSEQ when only those are asked, else the
+    // highest (RFC 4731 §3.2).
+    c.search(
+        "d",
+        "SEARCH RETURN (MIN) MODSEQ 1",
+        &format!("* ESEARCH (TAG \"d\") MIN 1 MODSEQ {}", m[0]),
+    )
+    .await;
+    c.search(
+        "e",
+        "SEARCH RETURN (ALL) MODSEQ 1",
+        &format!("* ESEARCH (TAG \"e\") ALL 1:5 MODSEQ {top}"),
+    )
+    .await;
+    c.search(
+        "f",
+        &format!("SEARCH RETURN (COUNT) MODSEQ {}", top + 1),
+        "* ESEARCH (TAG \"f\") COUNT 0",
+    )
+    .await;
+    // MODSEQ in SEARCH enabled CONDSTORE (RFC 7162 §3.1): ENABLE has nothing to add.
+    let r = c.cmd("g", "ENABLE CONDSTORE").await;
+    assert_eq!(r, "* ENABLED\r\ng OK ENABLE completed\r\n");
+    let (mut d, _t2) = connect(&server);
+    d.login_select().await;
+    let r = d.cmd("g", "ENABLE CONDSTORE").await;
+    assert_eq!(r, "* ENABLED CONDSTORE\r\ng OK ENABLE completed\r\n");
+}
+
+#[tokio::test]
+async fn flag_searches_never_read_blobs() {
+    let env = env().await;
+    let n = 300u32;
+    for i in 1..=n {
+        let msg = format!(
+            "From: sender{i}@example.net\r\nSubject: number {i}\r\n\
+             Date: Mon, 1 Feb 2021 10:00:00 +0000\r\n\r\nbody {i}\r\n"
+        );
+        env.deliver_at(msg.as_bytes(), at(2021, 2, 1, 12)).await;
+    }
+    let server = env.server();
+    let (mut c, _t) = connect(&server);
+    c.login_select().await;
+    let r = c.cmd("a", "STORE 1:100 +FLAGS.SILENT (\\Seen)").await;
+    assert!(r.starts_with("a OK"), "{r}");
+    // Before: a body search works.
+    c.search("b", "SEARCH BODY \"body 150\"", "* SEARCH 150")
+        .await;
+    // Take every message file away.
+    let blobs = env.dir.path().join("blobs");
+    assert!(blobs.is_dir());
+    std::fs::remove_dir_all(&blobs).unwrap();
+    // Flags, sets and sizes answer from the snapshot alone.
+    let unseen: Vec<String> = (101..=n).map(|u| u.to_string()).collect();
+    c.search(
+        "c",
+        "UID SEARCH UNSEEN",
+        &format!("* SEARCH {}", unseen.join(" ")),
+    )
+    .await;
+    c.search(
+        "d",
+        "SEARCH RETURN (COUNT MIN MAX) UNSEEN UNDELETED",
+        "* ESEARCH (TAG \"d\") MIN 101 MAX 300 COUNT 200",
+    )
+    .await;
+    // A false cheap key spares the body read.
+    c.search("e", "SEARCH SEEN UNSEEN BODY x", "* SEARCH").await;
+    c.search("f", "SEARCH 5 OR SEEN BODY x", "* SEARCH 5").await;
+    // The Date: header comes from the stored metadata, not the message.
+    c.search(
+        "g",
+        "SEARCH RETURN (COUNT) SENTON 1-Feb-2021",
+        "* ESEARCH (TAG \"g\") COUNT 300",
+    )
+    .await;
+    // A search that does need the messages fails, and a failed SAVE empties `$`.
+    let r = c.cmd("h", "UID SEARCH RETURN (SAVE) 1:3").await;
+    assert_eq!(r, "h OK UID SEARCH completed\r\n");
+    let r = c.cmd("i", "SEARCH RETURN (SAVE) UNSEEN BODY x").await;
+    assert!(r.starts_with("i NO "), "{r}");
+    c.search("j", "UID SEARCH $", "* SEARCH").await;
+}
