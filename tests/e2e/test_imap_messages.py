@@ -3,6 +3,7 @@
 STORE and EXPUNGE seen by a second session, COPY and MOVE with COPYUID."""
 
 import base64
+import concurrent.futures
 import hashlib
 import imaplib
 import re
@@ -256,3 +257,36 @@ def test_trycreate_for_missing_mailbox(imap_server):
     assert typ == "NO" and b"[TRYCREATE]" in data[0], (typ, data)
     assert all_uids(m) == [uid]
     m.logout()
+
+
+def test_concurrent_sessions_append_and_read(imap_server):
+    """Eight sessions of one account APPEND at once while a ninth reads: every message
+    gets its own UID, and each reads back byte for byte."""
+    user, pw = imap_server.new_user("cc")
+    reader = imap_server.imap(user, pw)
+    ok(reader.select("INBOX"))
+
+    def writer(n: int) -> dict[int, bytes]:
+        m = imap_server.imap(user, pw)
+        out = {}
+        for i in range(10):
+            msg = mail(f"concurrent {n}-{i}", body=f"writer {n} message {i}\r\n" * (n + 1))
+            out[appended_uid(m, "INBOX", msg)] = msg
+        m.logout()
+        return out
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(writer, n) for n in range(8)]
+        while not all(f.done() for f in futures):
+            ok(reader.noop())
+        written: dict[int, bytes] = {}
+        for f in futures:
+            part = f.result()
+            assert not set(part) & set(written), "two APPENDs got the same UID"
+            written.update(part)
+    assert len(written) == 80
+    ok(reader.noop())
+    assert all_uids(reader) == sorted(written)
+    for uid, msg in written.items():
+        assert body_of(reader, uid) == msg, f"UID {uid} differs"
+    reader.logout()
