@@ -303,3 +303,41 @@ fn print_summary(
     print!("{out}");
     let _ = std::io::stdout().flush();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_config_serves_every_protocol_on_distinct_ports() -> Result<(), String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join("buudien.toml");
+        write_config(&path, "example.com").map_err(|e| e.to_string())?;
+        let cfg = Config::load(&path)?;
+        let l = &cfg.listen;
+        let lists = [
+            &l.pop3,
+            &l.pop3s,
+            &l.imap,
+            &l.imaps,
+            &l.smtp,
+            &l.submission,
+            &l.submissions,
+        ];
+        let mut ports: Vec<u16> = lists
+            .iter()
+            .map(|list| list.first().map_or(0, |a| a.port()))
+            .collect();
+        assert!(ports.iter().all(|p| *p != 0), "{ports:?}");
+        if is_root() {
+            assert_eq!(ports, STANDARD);
+        }
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 7, "ports are distinct");
+        assert_eq!(cfg.imap.idle_timeout, std::time::Duration::from_secs(1800));
+        assert!(!cfg.imap.allow_plaintext_auth && !cfg.imap.literal_plus);
+        assert_eq!(cfg.imap.max_append, 50 << 20);
+        Ok(())
+    }
+}
