@@ -212,3 +212,29 @@ def test_offlineimap_reads_inbox(imap_server, tmp_path):
     assert "ERROR" not in out, out[-6000:]
     got = maildir_messages(maildir / "INBOX")
     assert sorted(got.values()) == sorted(as_local(m) for m in msgs), out[-3000:]
+
+
+def test_mbsync_many_messages_pipelined(imap_server, tmp_path):
+    """mbsync pipelines its commands: 200 messages down, all flagged seen locally and
+    pushed back up, 50 deleted locally and expunged on the server."""
+    user, pw = imap_server.new_user("mm")
+    m = imap_server.imap(user, pw)
+    for i in range(200):
+        m.append("INBOX", None, None, mail(f"bulk {i:03d}", body=f"bulk body {i}\r\n"))
+    m.logout()
+    sync = Mbsync(imap_server, user, tmp_path)
+    sync.run()
+    inbox = sync.maildir / "INBOX"
+    assert len(maildir_messages(inbox)) == 200
+    for f in sorted((inbox / "new").iterdir()):
+        f.rename(inbox / "cur" / f"{f.name.split(':2,')[0]}:2,S")
+    for f in sorted((inbox / "cur").iterdir())[:50]:
+        f.unlink()
+    sync.run()
+    m = imap_server.imap(user, pw)
+    ok(m.select("INBOX", readonly=True))
+    uids = all_uids(m)
+    assert len(uids) == 150, len(uids)
+    data = ok(m.uid("FETCH", "1:*", "(FLAGS)"))
+    assert sum(1 for d in data if b"\\Seen" in d) == 150, data[:3]
+    m.logout()
