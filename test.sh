@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test run, as CI does it (.ci/run calls this):
 #   1. installs the Debian packages the real-client tests use, if missing
-#      (fetchmail, curl, openssl, postfix, dnsmasq, swaks, dig, python3-pytest);
+#      (fetchmail, curl, openssl, postfix, dnsmasq, swaks, dig, mbsync, offlineimap,
+#      mutt, python3-pytest);
 #   2. cargo fmt --check, clippy -D warnings, cargo test (main workspace and fuzz/);
 #   3. builds the buudien binary and runs tests/e2e (pytest) against it.
 # Extra arguments go to pytest, e.g. `./test.sh -k fetchmail`.
@@ -40,7 +41,8 @@ section "Debian packages for the real-client tests"
 have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]]; }
 missing=()
 for pair in fetchmail:fetchmail curl:curl openssl:openssl postfix:postfix \
-    dnsmasq:dnsmasq-base swaks:swaks dig:bind9-dnsutils; do
+    dnsmasq:dnsmasq-base swaks:swaks dig:bind9-dnsutils mbsync:isync \
+    offlineimap:offlineimap3 mutt:mutt; do
     have "${pair%%:*}" || missing+=("${pair#*:}")
 done
 # swaks speaks TLS (--tls, --tlsc) only with IO::Socket::SSL, a mere Recommends.
@@ -82,7 +84,7 @@ if ((${#missing[@]})); then
         "${SUDO[@]}" /usr/sbin/postfix stop || true
     fi
 else
-    echo "fetchmail, curl, openssl, postfix, dnsmasq, swaks, dig and pytest are present"
+    echo "fetchmail, curl, openssl, postfix, dnsmasq, swaks, dig, mbsync, offlineimap, mutt and pytest are present"
 fi
 PYTHON=$(find_python) || die "python3 with pytest still not found after installing python3-pytest"
 echo "fetchmail: $(fetchmail --version 2>/dev/null | head -n1 || true)"
@@ -90,6 +92,9 @@ echo "curl:      $(curl --version | head -n1)"
 echo "postfix:   $(/usr/sbin/postconf -d -h mail_version 2>/dev/null || echo '?')"
 echo "dnsmasq:   $(/usr/sbin/dnsmasq --version 2>/dev/null | head -n1 || true)"
 echo "swaks:     $(swaks --version 2>/dev/null | head -n1 || true)"
+echo "mbsync:    $(mbsync --version 2>/dev/null | head -n1 || true)"
+echo "offlineimap: $(offlineimap --version 2>/dev/null | head -n1 || true)"
+echo "mutt:      $(mutt -v 2>/dev/null | head -n1 || true)"
 echo "python:    $PYTHON ($("$PYTHON" -c 'import pytest, sys; print(sys.version.split()[0], "pytest", pytest.__version__)'))"
 
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs)"
@@ -112,7 +117,7 @@ cargo build -p buudien
 BUUDIEN_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/buudien"
 [[ -x $BUUDIEN_BIN ]] || die "no binary at $BUUDIEN_BIN"
 
-section "real clients: pytest tests/e2e (poplib, curl, fetchmail, smtplib, swaks, postfix)"
+section "real clients: pytest tests/e2e (poplib, imaplib, curl, fetchmail, mbsync, offlineimap, mutt, smtplib, swaks, postfix)"
 BUUDIEN_BIN="$BUUDIEN_BIN" BUUDIEN_E2E_REQUIRE_CLIENTS=1 \
     "$PYTHON" -m pytest -q tests/e2e "$@"
 

@@ -15,10 +15,15 @@ SMTP: `launch(..., smtp=True, sections=...)` adds the `smtp`, `submission` and
 `launcher` fixture starts such servers for one test and stops them after it. The real
 peers (a throwaway Postfix, dnsmasq, a scripted SMTP server) are in peers.py; their
 fixtures are imported here.
+
+IMAP: every server also listens for `imap` (STARTTLS) and `imaps` (implicit TLS) on
+loopback; `server.imap(user)` and `server.imap_ssl(user)` give logged-in imaplib
+clients.
 """
 
 from __future__ import annotations
 
+import imaplib
 import itertools
 import os
 import poplib
@@ -165,6 +170,9 @@ class Server:
         self.smtp_port, self.submission_port, self.submissions_port = (
             ports[2:] if smtp else (None, None, None)
         )
+        # IMAP (143, STARTTLS) and IMAPS (993, implicit TLS), distinct from the above.
+        imap_ports = [p for p in free_ports(len(ports) + 2) if p not in ports]
+        self.imap_port, self.imaps_port = imap_ports[:2]
         self.proc: subprocess.Popen | None = None
         self.start_failed = False
         self._log = None
@@ -199,6 +207,8 @@ class Server:
             f"\n[listen]\n"
             f'pop3 = ["127.0.0.1:{self.pop3_port}"]\n'
             f'pop3s = ["127.0.0.1:{self.pop3s_port}"]\n'
+            f'imap = ["127.0.0.1:{self.imap_port}"]\n'
+            f'imaps = ["127.0.0.1:{self.imaps_port}"]\n'
             f"{smtp_listen}"
             f"\n[tls]\n"
             f'cert = "{self.cert}"\n'
@@ -219,7 +229,8 @@ class Server:
         """(service, port) for every listener in the config."""
         named = [("pop3", self.pop3_port), ("pop3s", self.pop3s_port),
                  ("smtp", self.smtp_port), ("submission", self.submission_port),
-                 ("submissions", self.submissions_port)]
+                 ("submissions", self.submissions_port),
+                 ("imap", self.imap_port), ("imaps", self.imaps_port)]
         return [(n, p) for n, p in named if p]
 
     def start(self) -> None:
@@ -336,6 +347,27 @@ class Server:
             p.pass_(password)
         return p
 
+    # --- IMAP clients ----------------------------------------------------------
+
+    def imap(self, user: str | None = None, password: str = PASSWORD) -> imaplib.IMAP4:
+        """imaplib over plain loopback (LOGIN is allowed from loopback)."""
+        m = imaplib.IMAP4("127.0.0.1", self.imap_port, timeout=TIMEOUT)
+        # imaplib sends a literal and its closing CRLF in two writes: without
+        # TCP_NODELAY, Nagle and delayed ACKs add ~40 ms to every APPEND.
+        m.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if user is not None:
+            m.login(user, password)
+        return m
+
+    def imap_ssl(self, user: str | None = None, password: str = PASSWORD) -> imaplib.IMAP4_SSL:
+        """imaplib over implicit TLS, trusting exactly the generated certificate."""
+        m = imaplib.IMAP4_SSL("127.0.0.1", self.imaps_port, timeout=TIMEOUT,
+                              ssl_context=self.tls_context())
+        m.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if user is not None:
+            m.login(user, password)
+        return m
+
     def raw(self, tls: bool = False) -> RawPop:
         if tls:
             return RawPop(self.pop3s_port, self.tls_context())
@@ -363,11 +395,17 @@ class Server:
 
 def find_binary() -> Path:
     env = os.environ.get("BUUDIEN_BIN")
-    path = Path(env) if env else REPO / "target" / "debug" / "buudien"
+    target = os.environ.get("CARGO_TARGET_DIR")
+    if env:
+        path = Path(env)
+    elif target:
+        path = Path(target) / "debug" / "buudien"
+    else:
+        path = REPO / "target" / "debug" / "buudien"
     if not path.is_file() or not os.access(path, os.X_OK):
         pytest.exit(
             f"buudien binary not found at {path}: run `cargo build -p buudien` "
-            "or set BUUDIEN_BIN", returncode=2,
+            "or set BUUDIEN_BIN (or CARGO_TARGET_DIR)", returncode=2,
         )
     return path.resolve()
 

@@ -1,6 +1,7 @@
 """The command line: account management, `deliver` exit codes, config errors, aliases,
 quickstart."""
 
+import imaplib
 import os
 import poplib
 import re
@@ -143,6 +144,9 @@ def test_quickstart_no_serve(server, tmp_path):
     m = re.search(r"(?im)^\s*password:\s*(\S+)\s*$", out)
     assert m, f"no password in the quickstart output:\n{out}"
     password = m.group(1)
+    # The client settings name both IMAP ports.
+    assert re.search(r"(?m)^\s*IMAP:\s+port \d+, SSL/TLS$", out), out
+    assert re.search(r"(?m)^\s*IMAP:\s+port \d+, STARTTLS$", out), out
 
     r = subprocess.run([str(server.bin), "user", "list"], cwd=tmp_path, env=env,
                        capture_output=True, timeout=TIMEOUT)
@@ -167,6 +171,8 @@ def test_quickstart_no_serve(server, tmp_path):
     text = config.read_text()
     text = re.sub(r"(?m)^pop3 = .*$", f'pop3 = ["127.0.0.1:{qs.pop3_port}"]', text)
     text = re.sub(r"(?m)^pop3s = .*$", f'pop3s = ["127.0.0.1:{qs.pop3s_port}"]', text)
+    text = re.sub(r"(?m)^imap = .*$", f'imap = ["127.0.0.1:{qs.imap_port}"]', text)
+    text = re.sub(r"(?m)^imaps = .*$", f'imaps = ["127.0.0.1:{qs.imaps_port}"]', text)
     config.write_text(text)
     qs.start()
     try:
@@ -180,6 +186,12 @@ def test_quickstart_no_serve(server, tmp_path):
         _, lines, _ = p.retr(1)
         assert lines[:3] == [b"Subject: hello", b"", b"first mail"], lines
         p.quit()
+        # The same account over IMAPS, as the printed client settings say.
+        m = imaplib.IMAP4_SSL("127.0.0.1", qs.imaps_port, timeout=TIMEOUT, ssl_context=ctx)
+        m.login("admin@quick.test", password)
+        typ, data = m.select("INBOX", readonly=True)
+        assert (typ, data) == ("OK", [b"1"]), (typ, data)
+        m.logout()
     finally:
         code = qs.stop()
     assert code == 0, f"quickstart server exited {code}:\n{qs.log()}"

@@ -39,6 +39,7 @@ def test_sighup_reloads_certificate(buudien_bin, tmp_path):
     try:
         first = file_fingerprint(own.cert)
         assert served_fingerprint(own.pop3s_port) == first
+        assert served_fingerprint(own.imaps_port) == first
 
         own.make_cert()  # a new key and certificate in the same files
         second = file_fingerprint(own.cert)
@@ -46,12 +47,14 @@ def test_sighup_reloads_certificate(buudien_bin, tmp_path):
         own.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: served_fingerprint(own.pop3s_port) == second, "the new certificate")
         assert "TLS certificate reloaded" in own.log()
+        assert served_fingerprint(own.imaps_port) == second, "imaps uses the reloaded one"
 
         # A broken certificate file: the reload fails loudly and the old one stays.
         own.cert.write_text("not a certificate\n")
         own.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: "TLS reload failed" in own.log(), "the reload error in the log")
         assert served_fingerprint(own.pop3s_port) == second
+        assert served_fingerprint(own.imaps_port) == second
         # Still serving logins over TLS.
         user, pw = own.new_user("hup")
         assert own.stat(user, pw) == (0, 0)

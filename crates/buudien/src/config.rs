@@ -24,6 +24,9 @@ pub struct Config {
     /// POP3 settings.
     #[serde(default)]
     pub pop3: Pop3,
+    /// IMAP settings.
+    #[serde(default)]
+    pub imap: Imap,
     /// SMTP settings; `max_message_size` also bounds `buudien deliver`.
     #[serde(default)]
     pub smtp: Smtp,
@@ -54,10 +57,10 @@ pub struct Listen {
     /// Submission over implicit TLS (465), accepted now.
     #[serde(default)]
     pub submissions: Vec<SocketAddr>,
-    /// IMAP (143), accepted now.
+    /// IMAP with STARTTLS (143, RFC 9051 §6.2.1).
     #[serde(default)]
     pub imap: Vec<SocketAddr>,
-    /// IMAP over implicit TLS (993), accepted now.
+    /// IMAP over implicit TLS (993, RFC 8314 §3.1).
     #[serde(default)]
     pub imaps: Vec<SocketAddr>,
 }
@@ -98,6 +101,35 @@ impl Default for Pop3 {
             allow_plaintext_auth: false,
             lock_session: true,
             login_delay: None,
+        }
+    }
+}
+
+/// `[imap]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Imap {
+    /// Allow LOGIN/AUTHENTICATE on unencrypted non-loopback connections (otherwise
+    /// `LOGINDISABLED`, RFC 9051 §6.2.3).
+    pub allow_plaintext_auth: bool,
+    /// The largest message APPEND takes, in bytes (integer or "50M"); advertised as
+    /// `APPENDLIMIT` (RFC 7889).
+    #[serde(deserialize_with = "size")]
+    pub max_append: u64,
+    /// Inactivity timer (RFC 9051 §5.4: at least 30 minutes).
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// Advertise LITERAL+ instead of LITERAL- (RFC 7888 §5).
+    pub literal_plus: bool,
+}
+
+impl Default for Imap {
+    fn default() -> Self {
+        Imap {
+            allow_plaintext_auth: false,
+            max_append: 50 << 20,
+            idle_timeout: Duration::from_secs(1800),
+            literal_plus: false,
         }
     }
 }
@@ -292,6 +324,8 @@ data_dir = "/var/lib/buudien"
 pop3 = ["0.0.0.0:110"]
 pop3s = ["0.0.0.0:995", "[::1]:995"]
 smtp = []
+imap = ["0.0.0.0:143"]
+imaps = ["0.0.0.0:993"]
 [tls]
 cert = "/etc/buudien/fullchain.pem"
 key = "/etc/buudien/privkey.pem"
@@ -299,6 +333,11 @@ key = "/etc/buudien/privkey.pem"
 idle_timeout = "15m"
 apop = true
 login_delay = "5m"
+[imap]
+allow_plaintext_auth = true
+max_append = "20M"
+idle_timeout = "31m"
+literal_plus = true
 [smtp]
 max_message_size = "10M"
 [queue]
@@ -315,6 +354,16 @@ servers = ["127.0.0.1:5353"]
         assert!(c.pop3.apop && c.pop3.lock_session);
         assert_eq!(c.pop3.login_delay, Some(Duration::from_secs(300)));
         assert_eq!(c.smtp.max_message_size, 10 << 20);
+        assert_eq!((c.listen.imap.len(), c.listen.imaps.len()), (1, 1));
+        assert!(c.imap.allow_plaintext_auth && c.imap.literal_plus);
+        assert_eq!(c.imap.max_append, 20 << 20);
+        assert_eq!(c.imap.idle_timeout, Duration::from_secs(31 * 60));
+        let d = Imap::default();
+        assert!(!d.allow_plaintext_auth && !d.literal_plus);
+        assert_eq!(
+            (d.max_append, d.idle_timeout),
+            (50 << 20, Duration::from_secs(1800))
+        );
         assert_eq!(c.smtp.max_recipients, 1000);
         assert_eq!(
             c.queue.retry,
@@ -341,6 +390,8 @@ servers = ["127.0.0.1:5353"]
         for bad in [
             "hostname = \"h\"\ndata_dir = \"d\"\n[listen]\npop3 = [\"nowhere\"]\n",
             "hostname = \"h\"\ndata_dir = \"d\"\n[pop3]\nidle_timeout = \"soon\"\n",
+            "hostname = \"h\"\ndata_dir = \"d\"\n[imap]\nmax_append = \"lots\"\n",
+            "hostname = \"h\"\ndata_dir = \"d\"\n[imap]\nliteral = true\n",
             "data_dir = \"d\"\n",
         ] {
             assert!(Config::parse(bad).is_err(), "{bad}");

@@ -11,11 +11,11 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
-/// Standard ports, used when running as root: pop3, pop3s, smtp, submission,
-/// submissions.
-const STANDARD: [u16; 5] = [110, 995, 25, 587, 465];
+/// Standard ports, used when running as root: pop3, pop3s, imap, imaps, smtp,
+/// submission, submissions.
+const STANDARD: [u16; 7] = [110, 995, 143, 993, 25, 587, 465];
 /// Preferred unprivileged ports, in the same order.
-const UNPRIVILEGED: [u16; 5] = [1110, 1995, 2525, 1587, 1465];
+const UNPRIVILEGED: [u16; 7] = [1110, 1995, 1143, 1993, 2525, 1587, 1465];
 
 /// Sets everything up and returns the config to serve.
 pub fn setup(config_path: &Path, email: &str) -> Result<Config, CliError> {
@@ -104,7 +104,7 @@ fn write_config(path: &Path, domain: &str) -> Result<(), CliError> {
     let ports = if is_root() {
         STANDARD
     } else {
-        let mut chosen = [0u16; 5];
+        let mut chosen = [0u16; 7];
         for (i, preferred) in UNPRIVILEGED.iter().enumerate() {
             let p = free_port(*preferred, &chosen);
             if let Some(slot) = chosen.get_mut(i) {
@@ -113,7 +113,7 @@ fn write_config(path: &Path, domain: &str) -> Result<(), CliError> {
         }
         chosen
     };
-    let [pop3, pop3s, smtp, submission, submissions] = ports;
+    let [pop3, pop3s, imap, imaps, smtp, submission, submissions] = ports;
     let hostname = system_hostname(domain);
     let text = format!(
         r#"# buudien configuration, written by `buudien quickstart`.
@@ -124,12 +124,14 @@ data_dir = "{data}"
 # Each service takes a list of "ip:port"; an empty list or a missing key disables it.
 pop3 = ["0.0.0.0:{pop3}"]
 pop3s = ["0.0.0.0:{pop3s}"]
+# IMAP with STARTTLS, and IMAP over implicit TLS.
+imap = ["0.0.0.0:{imap}"]
+imaps = ["0.0.0.0:{imaps}"]
 # Mail from the Internet (your MX), normally port 25.
 smtp = ["0.0.0.0:{smtp}"]
 # Your mail clients send here, after logging in: STARTTLS, and implicit TLS.
 submission = ["0.0.0.0:{submission}"]
 submissions = ["0.0.0.0:{submissions}"]
-# imap and imaps come with their release.
 
 [tls]
 # A self-signed certificate made by quickstart; replace with a real one (for example
@@ -142,6 +144,13 @@ idle_timeout = "10m"
 apop = false
 allow_plaintext_auth = false
 lock_session = true
+
+[imap]
+# RFC 9051 §5.4 asks for at least 30 minutes.
+idle_timeout = "30m"
+allow_plaintext_auth = false
+max_append = "50M"
+literal_plus = false
 "#,
         data = data_dir.display(),
         cert = tls_dir.join("cert.pem").display(),
@@ -245,7 +254,7 @@ fn print_summary(
                 "  password:  unchanged (the account existed; `buudien user passwd` changes it)\n"
         }
     }
-    out += "\nPoint a mail client (Thunderbird, a phone, fetchmail) at it:\n";
+    out += "\nPoint a mail client (Thunderbird, a phone, mbsync, fetchmail) at it:\n";
     out += &format!(
         "  server:    {} (or this machine's address)\n",
         cfg.hostname
@@ -255,6 +264,12 @@ fn print_summary(
     }
     if !cfg.listen.pop3.is_empty() {
         out += &format!("  POP3:      port {}, STARTTLS\n", ports(&cfg.listen.pop3));
+    }
+    if !cfg.listen.imaps.is_empty() {
+        out += &format!("  IMAP:      port {}, SSL/TLS\n", ports(&cfg.listen.imaps));
+    }
+    if !cfg.listen.imap.is_empty() {
+        out += &format!("  IMAP:      port {}, STARTTLS\n", ports(&cfg.listen.imap));
     }
     if !cfg.listen.submissions.is_empty() {
         out += &format!(
@@ -283,8 +298,46 @@ fn print_summary(
         );
     }
     if !is_root() {
-        out += "\n(Not running as root, so unprivileged ports were chosen; as root quickstart\nuses 110, 995, 25, 587 and 465.)\n";
+        out += "\n(Not running as root, so unprivileged ports were chosen; as root quickstart\nuses 110, 995, 143, 993, 25, 587 and 465.)\n";
     }
     print!("{out}");
     let _ = std::io::stdout().flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_config_serves_every_protocol_on_distinct_ports() -> Result<(), String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join("buudien.toml");
+        write_config(&path, "example.com").map_err(|e| e.to_string())?;
+        let cfg = Config::load(&path)?;
+        let l = &cfg.listen;
+        let lists = [
+            &l.pop3,
+            &l.pop3s,
+            &l.imap,
+            &l.imaps,
+            &l.smtp,
+            &l.submission,
+            &l.submissions,
+        ];
+        let mut ports: Vec<u16> = lists
+            .iter()
+            .map(|list| list.first().map_or(0, |a| a.port()))
+            .collect();
+        assert!(ports.iter().all(|p| *p != 0), "{ports:?}");
+        if is_root() {
+            assert_eq!(ports, STANDARD);
+        }
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 7, "ports are distinct");
+        assert_eq!(cfg.imap.idle_timeout, std::time::Duration::from_secs(1800));
+        assert!(!cfg.imap.allow_plaintext_auth && !cfg.imap.literal_plus);
+        assert_eq!(cfg.imap.max_append, 50 << 20);
+        Ok(())
+    }
 }

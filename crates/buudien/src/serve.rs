@@ -6,6 +6,7 @@ use crate::admin::open_store;
 use crate::cli::CliError;
 use crate::config::Config;
 use buudien_auth::{FailureThrottle, ThrottleConfig};
+use buudien_imap::{ImapConfig, ImapServer};
 use buudien_net::{ConnTracker, Listener, TlsProvider, bind};
 use buudien_pop3::{Pop3Config, Pop3Server};
 use buudien_queue::{QueueConfig, QueueWorker, Smarthost, SmarthostTls};
@@ -34,6 +35,8 @@ enum Service {
     Smtp,
     Submission,
     Submissions,
+    Imap,
+    Imaps,
 }
 
 impl Service {
@@ -44,6 +47,8 @@ impl Service {
             Service::Smtp => "smtp",
             Service::Submission => "submission",
             Service::Submissions => "submissions",
+            Service::Imap => "imap",
+            Service::Imaps => "imaps",
         }
     }
 }
@@ -57,6 +62,19 @@ fn pop3_config(cfg: &Config) -> Pop3Config {
         lock_session: cfg.pop3.lock_session,
         login_delay: cfg.pop3.login_delay,
         ..Pop3Config::default()
+    }
+}
+
+/// The IMAP service's settings from `[imap]`.
+fn imap_config(cfg: &Config) -> ImapConfig {
+    ImapConfig {
+        hostname: cfg.hostname.clone(),
+        idle_timeout: cfg.imap.idle_timeout,
+        allow_plaintext_auth: cfg.imap.allow_plaintext_auth,
+        max_append: cfg.imap.max_append,
+        literal_plus: cfg.imap.literal_plus,
+        // Unnamed files: nothing is left there, whatever happens to the process.
+        spool_dir: Some(cfg.data_dir.join("tmp")),
     }
 }
 
@@ -131,6 +149,7 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
     for (name, list) in [
         ("pop3s", &cfg.listen.pop3s),
         ("submissions", &cfg.listen.submissions),
+        ("imaps", &cfg.listen.imaps),
     ] {
         if tls.is_none() && !list.is_empty() {
             return Err(CliError::config(format!(
@@ -142,17 +161,13 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
     if tls.is_none()
         && !(cfg.listen.pop3.is_empty()
             && cfg.listen.smtp.is_empty()
-            && cfg.listen.submission.is_empty())
+            && cfg.listen.submission.is_empty()
+            && cfg.listen.imap.is_empty())
     {
         tracing::warn!(
             "no [tls] cert and key: no STLS/STARTTLS, and passwords are accepted only from \
              loopback (run `buudien quickstart` or set [tls])"
         );
-    }
-    for (name, list) in [("imap", &cfg.listen.imap), ("imaps", &cfg.listen.imaps)] {
-        if !list.is_empty() {
-            tracing::warn!("[listen] {name}: this build does not serve {name} yet; ignored");
-        }
     }
 
     let mut listeners: Vec<(Service, Listener)> = Vec::new();
@@ -163,6 +178,8 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
         (Service::Smtp, &l.smtp),
         (Service::Submission, &l.submission),
         (Service::Submissions, &l.submissions),
+        (Service::Imap, &l.imap),
+        (Service::Imaps, &l.imaps),
     ]
     .into_iter()
     .flat_map(|(service, addrs)| addrs.iter().map(move |a| (service, *a)));
@@ -175,8 +192,8 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
     }
     if listeners.is_empty() {
         return Err(CliError::config(
-            "no listener configured: add addresses under [listen] (pop3, pop3s, smtp, \
-             submission, submissions)",
+            "no listener configured: add addresses under [listen] (pop3, pop3s, imap, imaps, \
+             smtp, submission, submissions)",
         ));
     }
 
@@ -196,6 +213,7 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
     let throttle = Arc::new(FailureThrottle::new(ThrottleConfig::default()));
     let servers = Servers {
         pop3: Pop3Server::new(store.clone(), pop3_config(&cfg), throttle.clone()),
+        imap: ImapServer::new(store.clone(), imap_config(&cfg), throttle.clone()),
         smtp: SmtpServer::new(store.clone(), smtp_config(&cfg)?, throttle),
         tls: tls.clone(),
     };
@@ -227,6 +245,7 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
     }
     gc.abort();
     servers.pop3.stop();
+    servers.imap.stop();
     servers.smtp.stop();
     queue_stop.send_replace(true);
     if tracker.wait_idle(DRAIN).await {
@@ -248,6 +267,7 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
 #[derive(Clone)]
 struct Servers {
     pop3: Pop3Server<SqliteStore>,
+    imap: ImapServer<SqliteStore>,
     smtp: SmtpServer<SqliteStore>,
     tls: Option<Arc<TlsProvider>>,
 }
@@ -263,6 +283,15 @@ impl Servers {
                     Ok(Ok(s)) => self.pop3.serve(s, peer, true, None).await,
                     Ok(Err(e)) => tracing::debug!(%peer, "pop3s TLS handshake failed: {e}"),
                     Err(_) => tracing::info!(%peer, "pop3s TLS handshake timed out"),
+                }
+            }
+            Service::Imap => self.imap.serve(stream, peer, false, acceptor).await,
+            Service::Imaps => {
+                let Some(acceptor) = acceptor else { return };
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => self.imap.serve(s, peer, true, None).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, "imaps TLS handshake failed: {e}"),
+                    Err(_) => tracing::info!(%peer, "imaps TLS handshake timed out"),
                 }
             }
             Service::Smtp => {

@@ -92,6 +92,9 @@ pub struct ImapConfig {
     /// complete (an unnamed temporary file); the system's temporary directory when
     /// `None`. The binary uses the data directory's `tmp/`.
     pub spool_dir: Option<std::path::PathBuf>,
+    /// Advertise `LITERAL+` (non-synchronizing literals of any size) instead of
+    /// `LITERAL-` (only up to 4096 octets), RFC 7888 §5. Off by default.
+    pub literal_plus: bool,
 }
 
 impl Default for ImapConfig {
@@ -102,6 +105,7 @@ impl Default for ImapConfig {
             allow_plaintext_auth: false,
             max_append: 50 * 1024 * 1024,
             spool_dir: None,
+            literal_plus: false,
         }
     }
 }
@@ -230,5 +234,6 @@ mod tests {
         assert_eq!(c.idle_timeout, Duration::from_secs(1800));
         assert_eq!(c.max_append, 50 * 1024 * 1024);
         assert!(!c.allow_plaintext_auth);
+        assert!(!c.literal_plus);
     }
 }
