@@ -98,3 +98,38 @@ async fn fetch_of_a_message_expunged_elsewhere_keeps_numbers_until_noop() {
     let r = a.cmd("g", "FETCH 1 (UID)").await;
     assert!(r.starts_with("* 1 FETCH (UID 2)"), "{r}");
 }
+
+#[tokio::test]
+async fn subscriptions_outlive_their_mailbox() {
+    let env = env().await;
+    let server = env.server(ImapConfig::default());
+    let (mut c, _task) = connect(&server, LOOPBACK);
+    c.login().await;
+    assert!(c.cmd("a", "CREATE Old").await.contains("a OK"));
+    assert!(c.cmd("b", "SUBSCRIBE Old").await.contains("b OK"));
+    assert!(c.cmd("c", "DELETE Old").await.contains("c OK"));
+    assert!(c.cmd("d", "SUBSCRIBE Future").await.contains("d OK"));
+    let r = c.cmd("e", "LIST (SUBSCRIBED) \"\" \"*\"").await;
+    let old = r
+        .lines()
+        .find(|l| l.ends_with("\"/\" Old"))
+        .unwrap_or_else(|| panic!("{r}"));
+    assert!(
+        old.contains("\\NonExistent") && old.contains("\\Subscribed"),
+        "{r}"
+    );
+    assert!(r.contains("\"/\" Future\r\n"), "{r}");
+    let r = c.cmd("f", "LSUB \"\" \"*\"").await;
+    assert!(
+        r.contains("\"/\" Old\r\n") && r.contains("\"/\" Future\r\n"),
+        "{r}"
+    );
+    let r = c.cmd("g", "LIST \"\" \"*\"").await;
+    assert!(
+        !r.contains("Old") && !r.contains("Future"),
+        "plain LIST: {r}"
+    );
+    assert!(c.cmd("h", "UNSUBSCRIBE Old").await.contains("h OK"));
+    let r = c.cmd("i", "LSUB \"\" \"*\"").await;
+    assert!(!r.contains("Old"), "{r}");
+}

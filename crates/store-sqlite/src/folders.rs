@@ -126,6 +126,8 @@ pub fn create(
     }
     create_parents(&tx, account, name)?;
     insert_mailbox(&tx, account, name, special_use)?;
+    // A new mailbox is subscribed; a subscription the name kept is now its own.
+    unorphan(&tx, account, name)?;
     let created = find(&tx, account, name)?
         .ok_or_else(|| StoreError::Database("created mailbox not found".into()))?;
     tx.commit().map_err(db_err)?;
@@ -171,6 +173,14 @@ pub fn delete(conn: &mut Connection, account: AccountId, name: &str) -> Result<(
     }
     let uids = uids_of(&tx, mb.id)?;
     expunge_in(&tx, mb.id, &uids)?;
+    if mb.subscribed {
+        // RFC 9051 §6.3.7: the subscription outlives the mailbox.
+        tx.execute(
+            "INSERT OR IGNORE INTO orphan_subscriptions (account_id, name) VALUES (?1, ?2)",
+            params![account, name],
+        )
+        .map_err(db_err)?;
+    }
     tx.execute("DELETE FROM changes WHERE mailbox_id = ?1", [mb.id])
         .map_err(db_err)?;
     tx.execute("DELETE FROM mailboxes WHERE id = ?1", [mb.id])
@@ -223,17 +233,51 @@ pub fn subscribe(
     name: &str,
     subscribed: bool,
 ) -> Result<()> {
+    let name = canonical(name);
+    check_name(name)?;
     let tx = write_tx(conn)?;
     let n = tx
         .execute(
             "UPDATE mailboxes SET subscribed = ?3 WHERE account_id = ?1 AND name = ?2",
-            params![account, canonical(name), subscribed],
+            params![account, name, subscribed],
         )
         .map_err(db_err)?;
     if n == 0 {
-        return Err(StoreError::NotFound(format!("mailbox {name}")));
+        // No such mailbox: the subscription is kept by name (RFC 9051 §6.3.7).
+        if subscribed {
+            tx.execute(
+                "INSERT OR IGNORE INTO orphan_subscriptions (account_id, name) VALUES (?1, ?2)",
+                params![account, name],
+            )
+            .map_err(db_err)?;
+        } else {
+            unorphan(&tx, account, name)?;
+        }
     }
     tx.commit().map_err(db_err)
+}
+
+/// Forgets the subscription kept for a name without mailbox.
+fn unorphan(tx: &Connection, account: AccountId, name: &str) -> Result<()> {
+    tx.execute(
+        "DELETE FROM orphan_subscriptions WHERE account_id = ?1 AND name = ?2",
+        params![account, name],
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// Subscribed names that have no mailbox, sorted.
+pub fn orphan_subscriptions(conn: &mut Connection, account: AccountId) -> Result<Vec<String>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT name FROM orphan_subscriptions WHERE account_id = ?1 ORDER BY name")
+        .map_err(db_err)?;
+    let rows = stmt
+        .query_map([account], |r| r.get::<_, String>(0))
+        .map_err(db_err)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db_err)?;
+    Ok(rows)
 }
 
 fn keywords_of(text: &str) -> Vec<String> {

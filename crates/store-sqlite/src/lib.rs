@@ -370,6 +370,11 @@ impl QueueStore for SqliteStore {
 }
 
 impl MailboxStore for SqliteStore {
+    async fn orphan_subscriptions(&self, account: AccountId) -> Result<Vec<String>> {
+        self.run(move |_, c| folders::orphan_subscriptions(c, account))
+            .await
+    }
+
     async fn entries(&self, mailbox: MailboxId, uids: &[Uid]) -> Result<Vec<MessageEntry>> {
         let uids = uids.to_vec();
         self.run(move |_, c| sync::entries(c, mailbox, &uids)).await

@@ -129,7 +129,18 @@ UPDATE mailboxes SET recent_uid = uidnext - 1;
 CREATE INDEX entries_modseq ON mailbox_entries(mailbox_id, modseq);
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+/// V5: subscriptions of names that have no mailbox (RFC 9051 §6.3.7: deleting a
+/// mailbox leaves its subscription; SUBSCRIBE may name a mailbox that does not
+/// exist). An existing mailbox's subscription stays in `mailboxes.subscribed`.
+const V5: &str = "
+CREATE TABLE orphan_subscriptions (
+    account_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    PRIMARY KEY (account_id, name)
+) WITHOUT ROWID;
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// Brings the database to the newest schema.
 pub fn migrate(conn: &mut Connection) -> Result<()> {

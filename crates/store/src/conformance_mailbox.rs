@@ -103,10 +103,24 @@ async fn create_delete_rename_subscribe<S: MailboxStore>(s: Arc<S>) {
     assert!(!named(&*s, ann, "Jobs").await.subscribed);
     ok(s.subscribe(ann, "Jobs", true).await);
     assert!(named(&*s, ann, "Jobs").await.subscribed);
-    assert!(matches!(
-        s.subscribe(ann, "Nope", true).await,
-        Err(StoreError::NotFound(_))
-    ));
+    // RFC 9051 §6.3.7: a name without a mailbox can be subscribed, and a deleted
+    // mailbox's subscription stays until UNSUBSCRIBE or a new mailbox takes it.
+    ok(s.subscribe(ann, "Nope", true).await);
+    assert!(ok(s.mailbox(ann, "Nope").await).is_none());
+    ok(s.create_mailbox(ann, "Gone", None).await);
+    ok(s.delete_mailbox(ann, "Gone").await);
+    assert_eq!(ok(s.orphan_subscriptions(ann).await), vec!["Gone", "Nope"]);
+    ok(s.subscribe(ann, "Nope", false).await);
+    ok(s.create_mailbox(ann, "Gone", None).await);
+    assert!(named(&*s, ann, "Gone").await.subscribed);
+    assert!(ok(s.orphan_subscriptions(ann).await).is_empty());
+    ok(s.subscribe(ann, "Gone", false).await);
+    ok(s.delete_mailbox(ann, "Gone").await);
+    assert!(
+        ok(s.orphan_subscriptions(ann).await).is_empty(),
+        "an unsubscribed mailbox leaves nothing"
+    );
+    assert!(s.subscribe(ann, "a//b", true).await.is_err(), "bad name");
     assert!(matches!(
         s.delete_mailbox(ann, "Nope").await,
         Err(StoreError::NotFound(_))

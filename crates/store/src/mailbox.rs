@@ -196,7 +196,16 @@ pub trait MailboxStore: MailStore {
         to: &str,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// Sets the subscribed state (RFC 9051 §6.3.7, §6.3.8).
+    /// Subscribed names that have no mailbox (deleted after they were subscribed, or
+    /// subscribed before they existed), sorted (RFC 9051 §6.3.7; LIST shows them as
+    /// `\NonExistent`, RFC 5258 §3.4).
+    fn orphan_subscriptions(
+        &self,
+        account: crate::AccountId,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    /// Sets the subscribed state (RFC 9051 §6.3.7, §6.3.8). A name without a mailbox
+    /// can be subscribed too, and a mailbox's subscription outlives it.
     fn subscribe(
         &self,
         account: crate::AccountId,

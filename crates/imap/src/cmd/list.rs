@@ -31,6 +31,23 @@ pub(crate) struct Known {
     pub(crate) special_use: Option<SpecialUse>,
 }
 
+impl<S: MailboxStore> Session<'_, S> {
+    /// The account's mailboxes and its subscribed names without a mailbox, by name.
+    pub(crate) async fn known_names(&self, boxes: &[Mailbox]) -> Result<Vec<Known>, StoreError> {
+        let orphans = self.shared.store.orphan_subscriptions(self.acct()).await?;
+        let mut known: Vec<Known> = boxes.iter().map(Known::of).collect();
+        known.extend(orphans.into_iter().map(|name| Known {
+            name,
+            exists: false,
+            subscribed: true,
+            special_use: None,
+        }));
+        // The store's order: INBOX first, then by name.
+        known.sort_by(|a, b| (a.name != "INBOX", &a.name).cmp(&(b.name != "INBOX", &b.name)));
+        Ok(known)
+    }
+}
+
 impl Known {
     /// The known name of an existing mailbox.
     pub(crate) fn of(mb: &Mailbox) -> Known {
@@ -244,7 +261,10 @@ impl<S: MailboxStore> Session<'_, S> {
             Ok(b) => b,
             Err(e) => return store_error(out, tag, &e),
         };
-        let known: Vec<Known> = boxes.iter().map(Known::of).collect();
+        let known = match self.known_names(&boxes).await {
+            Ok(k) => k,
+            Err(e) => return store_error(out, tag, &e),
+        };
         let by_name: BTreeMap<&str, &Mailbox> =
             boxes.iter().map(|b| (b.name.as_str(), b)).collect();
         for p in plan(&known, list, self.rev2) {

@@ -53,7 +53,10 @@ impl<S: MailboxStore> Session<'_, S> {
             Ok(b) => b,
             Err(e) => return store_error(out, tag, &e),
         };
-        let known: Vec<Known> = boxes.iter().map(Known::of).collect();
+        let known = match self.known_names(&boxes).await {
+            Ok(k) => k,
+            Err(e) => return store_error(out, tag, &e),
+        };
         let mode = self.text_mode();
         for (name, selectable) in lsub_plan(&known, reference, pattern) {
             let attrs: &[MailboxAttr] = if selectable {
