@@ -57,7 +57,24 @@ pub(crate) async fn stream_blob<IO: AsyncWrite + Unpin>(
 ) -> Result<(), Outcome> {
     flush(io, out, idle).await?;
     let mut limited = reader.take(size);
-    let copied = match tokio::time::timeout(idle, tokio::io::copy(&mut limited, io)).await {
+    let copy = async {
+        // RFC 9051 §4.3: a literal carries no NUL; as Dovecot does, a stored NUL
+        // goes out as 0x80 (the size stays exact). BINARY uses literal8 instead.
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut copied = 0u64;
+        loop {
+            let n = limited.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            let chunk = buf.get_mut(..n).unwrap_or_default();
+            replace_nul(chunk);
+            io.write_all(chunk).await?;
+            copied += n as u64;
+        }
+        Ok::<u64, std::io::Error>(copied)
+    };
+    let copied = match tokio::time::timeout(idle, copy).await {
         Ok(Ok(n)) => n,
         Ok(Err(e)) => {
             tracing::info!(error = %e, "FETCH stream failed");
@@ -70,6 +87,13 @@ pub(crate) async fn stream_blob<IO: AsyncWrite + Unpin>(
         return Err(Outcome::Closed);
     }
     Ok(())
+}
+
+/// Replaces NUL octets with 0x80 (RFC 9051 §4.3: literals carry no NUL).
+pub(crate) fn replace_nul(bytes: &mut [u8]) {
+    for b in bytes.iter_mut().filter(|b| **b == 0) {
+        *b = 0x80;
+    }
 }
 
 /// Like [`stream_blob`] for the octets `start..start + size` of the blob: the first

@@ -290,7 +290,12 @@ impl<S: MailboxStore> Session<'_, S> {
                     r.binary_size(attr, n);
                 }
                 _ => match item_content(data, index) {
-                    Content::Bytes(b) => r.section(attr, Some(&b)),
+                    Content::Bytes(mut b) => {
+                        if !matches!(attr, FetchAttr::Binary { .. }) {
+                            crate::drive::replace_nul(&mut b);
+                        }
+                        r.section(attr, Some(&b))
+                    }
                     Content::Nil | Content::Size(_) | Content::UnknownCte => r.section(attr, None),
                     Content::Range(range) => {
                         let len = range.end.saturating_sub(range.start);
