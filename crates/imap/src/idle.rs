@@ -63,7 +63,10 @@ pub(crate) async fn idle<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
                     // The store went away: nothing more will be reported.
                     return Err(Outcome::Closed);
                 }
-                s.sync(out).await;
+                if s.selected.is_some() {
+                    let _turn = s.shared.idle_checks.acquire().await;
+                    s.sync(out).await;
+                }
             }
             () = tokio::time::sleep_until(deadline) => return Err(Outcome::Timeout),
             () = crate::drive::stopped(stop) => return Err(Outcome::Shutdown),

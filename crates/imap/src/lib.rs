@@ -134,7 +134,14 @@ pub(crate) struct Shared<S> {
     pub(crate) throttle: Arc<FailureThrottle>,
     /// Set to true when the server stops: sessions waiting for a command end.
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
+    /// Bounds how many idling sessions look for their changes at once: one commit
+    /// wakes every IDLE session of the process, and each reads its delta from the
+    /// store; the rest wait their turn instead of piling onto the database.
+    pub(crate) idle_checks: tokio::sync::Semaphore,
 }
+
+/// Idling sessions that read their changes at the same time (see `Shared`).
+const IDLE_CHECKS: usize = 16;
 
 /// Numbers sessions for the log.
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
@@ -152,6 +159,7 @@ impl<S: MailboxStore> ImapServer<S> {
                 config,
                 throttle,
                 stopping: tokio::sync::watch::Sender::new(false),
+                idle_checks: tokio::sync::Semaphore::new(IDLE_CHECKS),
             }),
         }
     }
