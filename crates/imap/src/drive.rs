@@ -161,14 +161,12 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
                 Flow::Continue
             }
             Event::LiteralChunk(bytes) => {
-                if let Some(last) = s.appended.last_mut() {
-                    last.extend_from_slice(&bytes);
-                }
+                s.spool.chunk(&bytes);
                 Flow::Continue
             }
             Event::LiteralEnd => Flow::Continue,
             Event::Error(e) => {
-                s.appended.clear();
+                s.spool.clear();
                 e.write_response(&mut out);
                 bad_in_row += 1;
                 if bad_in_row >= MAX_BAD_IN_ROW {

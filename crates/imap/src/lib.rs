@@ -45,6 +45,7 @@ mod idle;
 mod reply;
 mod selected;
 mod session;
+mod spool;
 
 use buudien_auth::FailureThrottle;
 use buudien_store::MailboxStore;
@@ -74,6 +75,10 @@ pub struct ImapConfig {
     /// Advertise `LITERAL+` (non-synchronizing literals of any size) instead of
     /// `LITERAL-` (only up to 4096 octets), RFC 7888 §5. Off by default.
     pub literal_plus: bool,
+    /// Where APPEND literals too large to keep in memory wait for the command to
+    /// complete (an unnamed temporary file); the system's temporary directory when
+    /// `None`. The binary uses the data directory's `tmp/`.
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ImapConfig {
@@ -84,6 +89,7 @@ impl Default for ImapConfig {
             allow_plaintext_auth: false,
             max_append: 50 * 1024 * 1024,
             literal_plus: false,
+            spool_dir: None,
         }
     }
 }

@@ -59,7 +59,7 @@ pub(crate) struct Session<'a, S> {
     /// `ENABLE UTF8=ACCEPT` was given (RFC 6855 §3).
     pub(crate) utf8: bool,
     /// Streamed APPEND literals of the current command, one per message.
-    pub(crate) appended: Vec<Vec<u8>>,
+    pub(crate) spool: crate::spool::Spool,
 }
 
 impl<'a, S: MailboxStore> Session<'a, S> {
@@ -82,7 +82,7 @@ impl<'a, S: MailboxStore> Session<'a, S> {
             condstore: false,
             qresync: false,
             utf8: false,
-            appended: Vec::new(),
+            spool: crate::spool::Spool::new(shared.config.spool_dir.clone()),
         }
     }
 
@@ -138,6 +138,7 @@ impl<'a, S: MailboxStore> Session<'a, S> {
             }
         } else {
             caps.push(format!("APPENDLIMIT={}", self.shared.config.max_append));
+            caps.push("MULTIAPPEND".to_owned());
             caps.extend(
                 [
                     "ESEARCH",
@@ -176,10 +177,10 @@ impl<'a, S: MailboxStore> Session<'a, S> {
                     format!("{tag} NO [TOOBIG] message exceeds APPENDLIMIT\r\n")
                 };
                 out.extend_from_slice(reply.as_bytes());
-                self.appended.clear();
+                self.spool.clear();
                 return;
             }
-            self.appended.push(Vec::new());
+            self.spool.begin(info.size);
             LiteralMode::Stream
         } else {
             LiteralMode::Buffer

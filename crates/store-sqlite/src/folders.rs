@@ -10,8 +10,8 @@ use crate::mail::{
 };
 use crate::{Inner, db_err};
 use buudien_store::{
-    AccountId, FlagOp, Flags, FlagsStored, Mailbox, MailboxId, MessageEntry, Result, SpecialUse,
-    StoreError,
+    AccountId, FlagOp, Flags, FlagsStored, Mailbox, MailboxId, MessageEntry, MessageSource,
+    NewMessage, Result, SpecialUse, StoreError,
 };
 use buudien_types::Uid;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -321,24 +321,74 @@ fn allocate(tx: &Connection, mailbox: MailboxId) -> Result<(AccountId, u32, i64)
     Ok((account, uid, modseq))
 }
 
-/// APPEND.
+/// APPEND of one message.
 pub fn append(
     inner: &Arc<Inner>,
     conn: &mut Connection,
     mailbox: MailboxId,
-    message: &[u8],
+    message: Vec<u8>,
     flags: Flags,
     keywords: &[String],
     received: SystemTime,
 ) -> Result<MessageEntry> {
-    let parts = Parts {
-        prefix: &[],
-        message,
+    let one = NewMessage {
+        source: MessageSource::Bytes(message),
+        flags,
+        keywords: keywords.to_vec(),
+        received,
     };
-    let blob = NewBlob::write(inner, &[message])?;
-    let size = i64_of(message.len() as u64);
-    let em = email_meta(parts);
-    let keywords: BTreeSet<String> = keywords.iter().cloned().collect();
+    append_many(inner, conn, mailbox, vec![one])?
+        .pop()
+        .ok_or_else(|| StoreError::Database("appended message not found".into()))
+}
+
+/// A message read, parsed and written to a temporary blob file, ready to commit.
+struct Prepared {
+    blob: NewBlob,
+    size: i64,
+    em: crate::mail::EmailMeta,
+    flags: Flags,
+    keywords: BTreeSet<String>,
+    received: SystemTime,
+}
+
+/// APPEND of several messages in one transaction (RFC 3502: all or none). Each is
+/// read into memory only while it is parsed and written to its blob file.
+pub fn append_many(
+    inner: &Arc<Inner>,
+    conn: &mut Connection,
+    mailbox: MailboxId,
+    messages: Vec<NewMessage>,
+) -> Result<Vec<MessageEntry>> {
+    let mut prepared = Vec::with_capacity(messages.len());
+    for m in messages {
+        let bytes = match m.source {
+            MessageSource::Bytes(b) => b,
+            MessageSource::File { file, offset, len } => {
+                use std::os::unix::fs::FileExt;
+                let mut b = vec![
+                    0;
+                    usize::try_from(len).map_err(|_| {
+                        StoreError::Refused("message too large for this machine".into())
+                    })?
+                ];
+                file.read_exact_at(&mut b, offset)?;
+                b
+            }
+        };
+        let parts = Parts {
+            prefix: &[],
+            message: &bytes,
+        };
+        prepared.push(Prepared {
+            blob: NewBlob::write(inner, &[&bytes])?,
+            size: i64_of(bytes.len() as u64),
+            em: email_meta(parts),
+            flags: m.flags,
+            keywords: m.keywords.into_iter().collect(),
+            received: m.received,
+        });
+    }
     let tx = write_tx(conn)?;
     let account: AccountId = tx
         .query_row(
@@ -349,48 +399,54 @@ pub fn append(
         .optional()
         .map_err(db_err)?
         .ok_or_else(|| StoreError::NotFound(format!("mailbox #{mailbox}")))?;
-    check_quota(&tx, account, size)?;
-    let blob = blob.commit(inner, &tx, 1)?;
-    tx.execute(
-        "INSERT INTO emails (account_id, blob_id, size, surrogate_size, received_at, meta,
-                             surrogate_meta)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            account,
-            &blob.0[..],
-            size,
-            em.surrogate_size,
-            secs(received),
-            em.meta,
-            em.surrogate_meta
-        ],
-    )
-    .map_err(db_err)?;
-    let email = tx.last_insert_rowid();
-    let (_, uid, modseq) = allocate(&tx, mailbox)?;
-    tx.execute(
-        "INSERT INTO mailbox_entries (mailbox_id, uid, email_id, flags, keywords, modseq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            mailbox,
-            uid,
-            email,
-            flags.0,
-            keywords_text(&keywords),
-            modseq
-        ],
-    )
-    .map_err(db_err)?;
-    tx.execute(
-        "UPDATE accounts SET used_bytes = used_bytes + ?1, used_messages = used_messages + 1
-         WHERE id = ?2",
-        params![size, account],
-    )
-    .map_err(db_err)?;
-    let e = entry(&tx, mailbox, uid)?
-        .ok_or_else(|| StoreError::Database("appended message not found".into()))?;
+    let mut out = Vec::with_capacity(prepared.len());
+    for p in prepared {
+        // Usage grows with each insert, so the check covers the messages before it.
+        check_quota(&tx, account, p.size)?;
+        let blob = p.blob.commit(inner, &tx, 1)?;
+        tx.execute(
+            "INSERT INTO emails (account_id, blob_id, size, surrogate_size, received_at, meta,
+                                 surrogate_meta)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                account,
+                &blob.0[..],
+                p.size,
+                p.em.surrogate_size,
+                secs(p.received),
+                p.em.meta,
+                p.em.surrogate_meta
+            ],
+        )
+        .map_err(db_err)?;
+        let email = tx.last_insert_rowid();
+        let (_, uid, modseq) = allocate(&tx, mailbox)?;
+        tx.execute(
+            "INSERT INTO mailbox_entries (mailbox_id, uid, email_id, flags, keywords, modseq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                mailbox,
+                uid,
+                email,
+                p.flags.0,
+                keywords_text(&p.keywords),
+                modseq
+            ],
+        )
+        .map_err(db_err)?;
+        tx.execute(
+            "UPDATE accounts SET used_bytes = used_bytes + ?1, used_messages = used_messages + 1
+             WHERE id = ?2",
+            params![p.size, account],
+        )
+        .map_err(db_err)?;
+        out.push(
+            entry(&tx, mailbox, uid)?
+                .ok_or_else(|| StoreError::Database("appended message not found".into()))?,
+        );
+    }
     tx.commit().map_err(db_err)?;
-    Ok(e)
+    Ok(out)
 }
 
 /// STORE. One new MODSEQ for every message this command changes.

@@ -437,9 +437,18 @@ impl MailboxStore for SqliteStore {
         let message = message.to_vec();
         let keywords = keywords.to_vec();
         self.run(move |inner, c| {
-            folders::append(inner, c, mailbox, &message, flags, &keywords, received)
+            folders::append(inner, c, mailbox, message, flags, &keywords, received)
         })
         .await
+    }
+
+    async fn append_many(
+        &self,
+        mailbox: MailboxId,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<MessageEntry>> {
+        self.run(move |inner, c| folders::append_many(inner, c, mailbox, messages))
+            .await
     }
 
     async fn store_flags(

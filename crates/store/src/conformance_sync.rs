@@ -28,6 +28,7 @@ where
     case!(delta_reports_only_what_changed);
     case!(recent_goes_to_one_session);
     case!(watch_wakes_on_commit);
+    case!(append_many_is_all_or_nothing);
 }
 
 async fn inbox<S: MailboxStore>(s: &S, account: AccountId) -> Mailbox {
@@ -139,4 +140,74 @@ async fn watch_wakes_on_commit<S: MailboxStore>(s: Arc<S>) {
     let woke = tokio::time::timeout(Duration::from_secs(5), rx.changed()).await;
     assert!(matches!(woke, Ok(Ok(()))), "no wake-up after a delivery");
     assert_ne!(*rx.borrow(), before);
+}
+
+async fn append_many_is_all_or_nothing<S: MailboxStore>(s: Arc<S>) {
+    let quota = Quota {
+        bytes: None,
+        messages: Some(3),
+    };
+    let ann = account(&*s, "ann@s.example", quota).await;
+    let mb = inbox(&*s, ann).await;
+    let new = |n: usize, source: MessageSource| NewMessage {
+        source,
+        flags: if n == 0 {
+            Flags::SEEN
+        } else {
+            Flags::default()
+        },
+        keywords: vec![format!("k{n}")],
+        received: SystemTime::now(),
+    };
+    let file = tempfile_with(b"junk before Subject: from a file\r\n\r\nx\r\n junk after")
+        .unwrap_or_else(|| panic!("temp file"));
+    let two = vec![
+        new(0, MessageSource::Bytes(b"Subject: a\r\n\r\nx\r\n".to_vec())),
+        new(
+            1,
+            MessageSource::File {
+                file: Arc::new(file),
+                offset: 12,
+                len: 27,
+            },
+        ),
+    ];
+    let entries = ok(s.append_many(mb.id, two).await);
+    assert_eq!(entries.len(), 2);
+    assert!(entries[0].uid < entries[1].uid);
+    assert!(entries[0].flags.contains(Flags::SEEN));
+    assert_eq!(entries[1].keywords, vec!["k1".to_owned()]);
+    assert_eq!(entries[1].size, 27, "the range of the file");
+    let stored = ok(crate::conformance_queue::read_all(&*s, &entries[1].blob).await);
+    assert_eq!(stored, b"Subject: from a file\r\n\r\nx\r\n");
+    // Two more would exceed the quota of 3: neither is stored.
+    let more = vec![
+        new(2, MessageSource::Bytes(b"Subject: b\r\n\r\nx\r\n".to_vec())),
+        new(3, MessageSource::Bytes(b"Subject: c\r\n\r\nx\r\n".to_vec())),
+    ];
+    assert!(matches!(
+        s.append_many(mb.id, more).await,
+        Err(StoreError::OverQuota(_))
+    ));
+    assert_eq!(ok(s.messages(mb.id).await).len(), 2, "all or none");
+}
+
+/// An unnamed file holding `bytes`.
+fn tempfile_with(bytes: &[u8]) -> Option<std::fs::File> {
+    use std::io::Write;
+    let path = std::env::temp_dir().join(format!(
+        "buudien-conformance-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .ok()?;
+    f.write_all(bytes).ok()?;
+    let _ = std::fs::remove_file(&path);
+    Some(f)
 }

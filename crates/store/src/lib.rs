@@ -39,7 +39,10 @@ pub mod queue;
 
 pub use error::StoreError;
 pub use guard::Guard;
-pub use mailbox::{Delta, FlagOp, Flags, FlagsStored, MailboxStore, MessageEntry, StoredMeta};
+pub use mailbox::{
+    Delta, FlagOp, Flags, FlagsStored, MailboxStore, MessageEntry, MessageSource, NewMessage,
+    StoredMeta,
+};
 pub use model::*;
 pub use queue::{
     Envelope, NewRecipient, Notify, Outcome, QueueId, QueueStore, QueuedMessage, QueuedRecipient,

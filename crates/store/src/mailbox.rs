@@ -102,6 +102,36 @@ pub struct FlagsStored {
     pub modified: Vec<Uid>,
 }
 
+/// Where the bytes of an appended message are.
+#[derive(Debug)]
+pub enum MessageSource {
+    /// In memory.
+    Bytes(Vec<u8>),
+    /// `len` octets at `offset` of a (temporary) file, which several messages of one
+    /// APPEND may share.
+    File {
+        /// The file.
+        file: std::sync::Arc<std::fs::File>,
+        /// Where the message starts.
+        offset: u64,
+        /// Its size.
+        len: u64,
+    },
+}
+
+/// One message of an APPEND (RFC 9051 §6.3.12, RFC 3502 MULTIAPPEND).
+#[derive(Debug)]
+pub struct NewMessage {
+    /// Its bytes (CRLF lines).
+    pub source: MessageSource,
+    /// System flags.
+    pub flags: Flags,
+    /// Keywords.
+    pub keywords: Vec<String>,
+    /// INTERNALDATE.
+    pub received: SystemTime,
+}
+
 /// The parsed structure of one message as stored at delivery (the bytes of
 /// `buudien_message::MessageMeta::to_bytes`), so FETCH and SEARCH never re-parse it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +220,15 @@ pub trait MailboxStore: MailStore {
         keywords: &[String],
         received: SystemTime,
     ) -> impl Future<Output = Result<MessageEntry>> + Send;
+
+    /// APPEND of several messages (RFC 3502 MULTIAPPEND) in one transaction: all are
+    /// stored or none (quota checked for all of them together). Returns their
+    /// entries in order.
+    fn append_many(
+        &self,
+        mailbox: MailboxId,
+        messages: Vec<NewMessage>,
+    ) -> impl Future<Output = Result<Vec<MessageEntry>>> + Send;
 
     /// STORE (RFC 9051 §6.4.6) with CONDSTORE's UNCHANGEDSINCE (RFC 7162 §3.1.3).
     /// Messages whose flags end up the same are not changed and get no new MODSEQ.

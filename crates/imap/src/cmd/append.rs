@@ -4,7 +4,7 @@ use crate::reply::*;
 use crate::selected::store_flags;
 use crate::session::Session;
 use buudien_imap_proto::{AppendData, AppendMessage, Mailbox as Name, Tag};
-use buudien_store::MailboxStore;
+use buudien_store::{MailboxStore, MessageSource, NewMessage};
 use std::time::SystemTime;
 
 impl<S: MailboxStore> Session<'_, S> {
@@ -16,7 +16,17 @@ impl<S: MailboxStore> Session<'_, S> {
         messages: Vec<AppendMessage>,
         out: &mut Vec<u8>,
     ) {
-        let mut streamed = std::mem::take(&mut self.appended).into_iter();
+        let spooled = match self.spool.take() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "APPEND spool failed");
+                out.extend_from_slice(
+                    format!("{tag} NO [UNAVAILABLE] cannot store the message now\r\n").as_bytes(),
+                );
+                return;
+            }
+        };
+        let mut spooled = spooled.into_iter();
         let store = &self.shared.store;
         let mb = match store.mailbox(self.acct(), mailbox.as_str()).await {
             Ok(Some(mb)) => mb,
@@ -28,11 +38,13 @@ impl<S: MailboxStore> Session<'_, S> {
             }
             Err(e) => return store_error(out, tag, &e),
         };
-        let mut uids = Vec::new();
+        let mut batch = Vec::with_capacity(messages.len());
         for msg in messages {
-            let data = match msg.data {
-                AppendData::Buffered(b) => b,
-                AppendData::Streamed { .. } => streamed.next().unwrap_or_default(),
+            let source = match msg.data {
+                AppendData::Buffered(b) => MessageSource::Bytes(b),
+                AppendData::Streamed { .. } => {
+                    spooled.next().unwrap_or(MessageSource::Bytes(Vec::new()))
+                }
             };
             let (flags, keywords) = store_flags(&msg.flags);
             let received = msg
@@ -43,11 +55,20 @@ impl<S: MailboxStore> Session<'_, S> {
                         .map(|s| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s))
                 })
                 .unwrap_or_else(SystemTime::now);
-            match store.append(mb.id, &data, flags, &keywords, received).await {
-                Ok(e) => uids.push(e.uid.0),
-                Err(e) => return store_error(out, tag, &e),
-            }
+            batch.push(NewMessage {
+                source,
+                flags,
+                keywords,
+                received,
+            });
         }
+        // RFC 3502 §6.3.11: all messages or none, in one transaction.
+        let uids: Vec<u32> = match store.append_many(mb.id, batch).await {
+            Ok(entries) => entries.iter().map(|e| e.uid.0).collect(),
+            Err(e) => return store_error(out, tag, &e),
+        };
+        // A message appended to the selected mailbox shows up as EXISTS now.
+        self.sync(out).await;
         let set = uid_set(&uids);
         ok(
             out,
