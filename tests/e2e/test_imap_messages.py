@@ -55,6 +55,8 @@ def test_append_5mb_by_sha256(imap_server):
     assert len(got) == len(msg)
     assert hashlib.sha256(got).hexdigest() == hashlib.sha256(msg).hexdigest()
     m.logout()
+    # The APPEND spool (in the data directory's tmp/) leaves nothing behind.
+    assert list((imap_server.data / "tmp").iterdir()) == []
 
 
 ATTACHMENT = bytes(range(256)) * 4
