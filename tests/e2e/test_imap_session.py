@@ -448,3 +448,27 @@ def test_imap_without_tls_serves_loopback(buudien_bin, tmp_path):
         m.logout()
     finally:
         assert srv.stop() == 0, srv.log()
+
+
+def test_international_mailbox_names(imap_server):
+    """A mailbox with a non-ASCII name: created in modified UTF-7 by an IMAP4rev1
+    client (RFC 3501 §5.1.3), listed in UTF-8 to a client that enabled UTF8=ACCEPT
+    (RFC 9051 §5.1, RFC 6855), and the same mailbox either way."""
+    user, pw = imap_server.new_user("u8")
+    m = imap_server.imap(user, pw)
+    ok(m.create("Entw&APw-rfe"))
+    typ, data = m.list('""', "Entw*")
+    assert typ == "OK" and any(line.endswith(b"Entw&APw-rfe") or
+                               line.endswith(b'"Entw&APw-rfe"') for line in data), data
+    appended_uid(m, "Entw&APw-rfe", mail("draft"))
+    m.logout()
+
+    m = imap_server.imap(user, pw)
+    typ, data = m.enable("UTF8=ACCEPT")
+    assert typ == "OK", data
+    typ, data = m.list('""', "Entw*")
+    assert typ == "OK", data
+    assert any("Entwürfe".encode() in line for line in data), data
+    typ, data = m.select('"Entwürfe"', readonly=True)
+    assert (typ, data) == ("OK", [b"1"]), (typ, data)
+    m.logout()
