@@ -282,15 +282,20 @@ def test_bad_imap_config_is_one_line(buudien_bin, tmp_path):
 
 def test_sigterm_says_bye_to_imap_sessions(buudien_bin, tmp_path):
     """SIGTERM stops the IMAP server too: a logged-in session waiting for its next
-    command gets an untagged BYE, and `serve` exits 0 well within its drain time."""
+    command, and one in IDLE, get an untagged BYE, and `serve` exits 0 well within its
+    drain time."""
     srv = launch(buudien_bin, tmp_path)
     user, pw = srv.new_user("bye")
     m = srv.imap(user, pw)
     ok(m.select("INBOX"))
     tls = srv.imap_ssl(user, pw)
+    idling = srv.imap(user, pw)
+    ok(idling.select("INBOX"))
+    idling.send(b"i1 IDLE\r\n")
+    assert idling.readline().startswith(b"+"), "IDLE not accepted"
     start = time.monotonic()
     srv.proc.send_signal(signal.SIGTERM)
-    for client in (m, tls):
+    for client in (m, tls, idling):
         line = client.readline()
         assert line.startswith(b"* BYE"), line
     code = srv.stop()
