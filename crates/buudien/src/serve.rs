@@ -73,8 +73,7 @@ fn imap_config(cfg: &Config) -> ImapConfig {
         allow_plaintext_auth: cfg.imap.allow_plaintext_auth,
         max_append: cfg.imap.max_append,
         literal_plus: cfg.imap.literal_plus,
-        // Large APPEND literals wait beside the store's own temporary files (same
-        // file system as the blobs; unnamed, so nothing is left after a crash).
+        // Unnamed files: nothing is left there, whatever happens to the process.
         spool_dir: Some(cfg.data_dir.join("tmp")),
     }
 }

@@ -132,7 +132,14 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
 ) -> Outcome {
     let idle = s.shared.config.idle_timeout;
     let mut stop = s.shared.stopping.subscribe();
-    let mut framer = CommandFramer::new(buudien_imap_proto::Limits::default(), TextMode::Ascii);
+    let mut limits = buudien_imap_proto::Limits::default();
+    if s.shared.config.literal_plus {
+        // RFC 7888 §3: LITERAL+ takes non-synchronizing literals of any size; they
+        // still count against the command's buffered-literal cap, and an APPEND one
+        // over APPENDLIMIT is read and dropped, then refused.
+        limits.max_nonsync_literal = u64::MAX;
+    }
+    let mut framer = CommandFramer::new(limits, TextMode::Ascii);
     let mut inbuf = Vec::new();
     let mut out = Vec::new();
     let mut chunk = vec![0u8; READ_CHUNK];

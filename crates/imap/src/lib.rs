@@ -1,8 +1,9 @@
 //! The IMAP server of buudien: IMAP4rev2 (RFC 9051) with IMAP4rev1 (RFC 3501)
 //! compatibility. One [`ImapServer`] serves every connection of a listener;
-//! [`ImapServer::serve`] runs one connection to its end. This is the first slice: the
-//! commands a client needs to read, file and flag mail; the others answer
-//! `NO [CANNOT] not implemented yet`.
+//! [`ImapServer::serve`] runs one connection to its end. Every command of RFC 9051
+//! in every state, with the extensions the CAPABILITY list names (CONDSTORE/QRESYNC,
+//! ESEARCH/SEARCHRES, LIST-EXTENDED/LIST-STATUS/SPECIAL-USE, BINARY, MULTIAPPEND,
+//! QUOTA, UTF8=ACCEPT, SASL-IR with PLAIN, LOGIN and SCRAM-SHA-256, IDLE…).
 //!
 //! # Layout
 //! - this file: [`ImapConfig`], [`ImapServer`] and `serve`, which runs the session
@@ -11,11 +12,17 @@
 //!   command × state gate and `dispatch`, which hands each command to its handler.
 //! - `drive`: the loop over one transport (read → frame with `CommandFramer` →
 //!   dispatch → reply), bounded writes and blob streaming.
-//! - `cmd/<family>.rs`: the command handlers (auth, select, list, append, fetch,
-//!   store…), each an `impl Session` block citing the RFC section it implements.
+//! - `cmd/<family>.rs`: the command handlers (auth, select, list, lsub, misc, quota,
+//!   append, fetch, search, store), each an `impl Session` block citing the RFC
+//!   section it implements.
+//! - `fetch_body`: what FETCH sends for body items (byte ranges of the blob, or
+//!   prepared bytes for HEADER.FIELDS, BINARY and the ASCII surrogate).
+//! - `idle`: IDLE, woken by the store's change counter.
+//! - `spool`: where APPEND literals wait for the command to complete.
 //! - `reply`: the small tagged/untagged line writers and LIST pattern matching.
-//! - `selected`: the snapshot of the selected mailbox (UIDs, flags, sequence numbers)
-//!   and the flag conversions between the store and the wire.
+//! - `selected`: the compact snapshot of the selected mailbox (UID, flags, keyword
+//!   set, MODSEQ per message; sequence numbers are positions), the change report
+//!   (`apply`) and the flag conversions between the store and the wire.
 //!
 //! # Invariants
 //! - Every read is bounded: the framer holds at most one command's text and buffered
@@ -31,12 +38,21 @@
 //!   stored exact size) is written, then the blob is copied straight to the
 //!   transport; a blob that cannot deliver exactly that many octets ends the session.
 //! - Sequence numbers are those of the session's snapshot: they change only when the
-//!   session reports `EXPUNGE` / `EXISTS` (at NOOP, EXPUNGE, MOVE), never behind the
-//!   client's back (RFC 9051 §7.5.1).
+//!   session reports `EXPUNGE` / `VANISHED` / `EXISTS` (at NOOP, IDLE, EXPUNGE, MOVE,
+//!   APPEND, SELECT), never during FETCH, STORE or SEARCH (RFC 9051 §7.5.1).
+//! - Changes reach a session from the store's delta after the MODSEQ it last
+//!   reported (`MailboxStore::delta`), never by rescanning the mailbox; an IDLE
+//!   session wakes on `MailboxStore::watch_changes`.
+//! - A session's memory is its snapshot (24 octets a message), its line buffers and
+//!   at most `spool::MEMORY_BUDGET` octets of APPEND data; larger APPEND literals
+//!   wait in one unnamed temporary file.
+//! - ENVELOPE and BODYSTRUCTURE come from the structure stored at delivery; a
+//!   session without UTF-8 gets the ASCII surrogate of a message with raw UTF-8
+//!   headers (its size, structure and bytes), never raw 8-bit header octets.
 //! - No password reaches a log line or a reply; unknown users cost the same Argon2
 //!   work as known ones; failed logins are delayed by the shared [`FailureThrottle`].
 //! - Nothing reachable from client input panics (no `unwrap`, `expect`, slice
-//!   indexing on input); unimplemented commands get a tagged `NO`.
+//!   indexing on input); a client sending 10 unparsable commands in a row is cut off.
 
 mod cmd;
 mod drive;
@@ -72,13 +88,13 @@ pub struct ImapConfig {
     /// Largest message APPEND takes, advertised as `APPENDLIMIT` (RFC 7889).
     /// 50 MiB by default.
     pub max_append: u64,
-    /// Advertise `LITERAL+` (non-synchronizing literals of any size) instead of
-    /// `LITERAL-` (only up to 4096 octets), RFC 7888 §5. Off by default.
-    pub literal_plus: bool,
     /// Where APPEND literals too large to keep in memory wait for the command to
     /// complete (an unnamed temporary file); the system's temporary directory when
     /// `None`. The binary uses the data directory's `tmp/`.
     pub spool_dir: Option<std::path::PathBuf>,
+    /// Advertise `LITERAL+` (non-synchronizing literals of any size) instead of
+    /// `LITERAL-` (only up to 4096 octets), RFC 7888 §5. Off by default.
+    pub literal_plus: bool,
 }
 
 impl Default for ImapConfig {
@@ -88,8 +104,8 @@ impl Default for ImapConfig {
             idle_timeout: Duration::from_secs(30 * 60),
             allow_plaintext_auth: false,
             max_append: 50 * 1024 * 1024,
-            literal_plus: false,
             spool_dir: None,
+            literal_plus: false,
         }
     }
 }

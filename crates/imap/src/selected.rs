@@ -1,10 +1,61 @@
-//! The selected mailbox as one session sees it (RFC 9051 §6.3.2): a snapshot of its
-//! messages in UID order whose positions are the sequence numbers, and the flag
-//! conversions between the store ([`Flags`] + keywords) and the wire ([`Flag`]).
+//! The selected mailbox as one session sees it (RFC 9051 §6.3.2): a compact snapshot
+//! of its messages in UID order whose positions are the sequence numbers — UID,
+//! flags, keyword set and MODSEQ, 24 octets a message, so that thousands of idle
+//! sessions cost little — and the flag conversions between the store ([`Flags`] +
+//! keywords) and the wire ([`Flag`]). Everything else about a message (blob, size,
+//! dates) is read from the store when a command needs it.
 
 use buudien_imap_proto::{Flag, SequenceSet};
 use buudien_store::{Delta, Flags, MailboxId, MessageEntry};
 use buudien_types::Uid;
+use std::collections::HashMap;
+
+/// One message of the snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slot {
+    /// Its UID.
+    pub(crate) uid: Uid,
+    /// System flags as the client was last told.
+    pub(crate) flags: Flags,
+    /// Its keyword set, an index into [`Keywords`].
+    pub(crate) kw: u32,
+    /// Its MODSEQ as the client was last told.
+    pub(crate) modseq: u64,
+}
+
+/// The distinct keyword sets of a mailbox, each stored once (index 0: none).
+#[derive(Debug, Default)]
+pub(crate) struct Keywords {
+    sets: Vec<Vec<String>>,
+    index: HashMap<Vec<String>, u32>,
+}
+
+impl Keywords {
+    /// The index of a (sorted) keyword set, adding it if new.
+    fn intern(&mut self, kw: &[String]) -> u32 {
+        if kw.is_empty() {
+            return 0;
+        }
+        if let Some(&i) = self.index.get(kw) {
+            return i;
+        }
+        if self.sets.is_empty() {
+            self.sets.push(Vec::new());
+        }
+        let i = u32::try_from(self.sets.len()).unwrap_or(u32::MAX);
+        self.sets.push(kw.to_vec());
+        self.index.insert(kw.to_vec(), i);
+        i
+    }
+
+    /// The keyword set at `i`.
+    pub(crate) fn get(&self, i: u32) -> &[String] {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| self.sets.get(i))
+            .map_or(&[], Vec::as_slice)
+    }
+}
 
 /// The selected mailbox.
 pub(crate) struct Selected {
@@ -13,7 +64,9 @@ pub(crate) struct Selected {
     /// EXAMINE: nothing may change (RFC 9051 §6.3.3).
     pub(crate) read_only: bool,
     /// The messages the client knows, in UID order; index + 1 is the sequence number.
-    pub(crate) messages: Vec<MessageEntry>,
+    pub(crate) slots: Vec<Slot>,
+    /// The keyword sets the slots refer to.
+    pub(crate) keywords: Keywords,
     /// The HIGHESTMODSEQ up to which the client has been told everything.
     pub(crate) modseq: u64,
     /// The UIDs that are `\Recent` in this session (RFC 3501 §2.3.2), ascending.
@@ -34,14 +87,79 @@ pub(crate) struct Report {
 }
 
 impl Selected {
+    /// A snapshot of `messages` (in UID order).
+    pub(crate) fn new(
+        id: MailboxId,
+        read_only: bool,
+        messages: &[MessageEntry],
+        modseq: u64,
+        recent: Vec<Uid>,
+    ) -> Selected {
+        let mut sel = Selected {
+            id,
+            read_only,
+            slots: Vec::with_capacity(messages.len()),
+            keywords: Keywords::default(),
+            modseq,
+            recent,
+            saved: Vec::new(),
+        };
+        for m in messages {
+            let slot = sel.slot_of(m);
+            sel.slots.push(slot);
+        }
+        sel
+    }
+
+    /// The slot for a store entry.
+    fn slot_of(&mut self, m: &MessageEntry) -> Slot {
+        Slot {
+            uid: m.uid,
+            flags: m.flags,
+            kw: self.keywords.intern(&m.keywords),
+            modseq: m.modseq,
+        }
+    }
+
+    /// Takes a message's new flags and MODSEQ (after a STORE or a FETCH that set
+    /// `\Seen`); returns its index.
+    pub(crate) fn update(&mut self, m: &MessageEntry) -> Option<usize> {
+        let i = self.index_of(m.uid)?;
+        let slot = self.slot_of(m);
+        if let Some(s) = self.slots.get_mut(i) {
+            *s = slot;
+        }
+        Some(i)
+    }
+
+    /// Index of `uid` in the snapshot.
+    pub(crate) fn index_of(&self, uid: Uid) -> Option<usize> {
+        self.slots.binary_search_by_key(&uid, |m| m.uid).ok()
+    }
+
+    /// Keywords of a slot.
+    pub(crate) fn keywords_of(&self, slot: &Slot) -> &[String] {
+        self.keywords.get(slot.kw)
+    }
+
+    /// `(\Seen $Junk)` for the slot at index `i`.
+    pub(crate) fn write_slot_flags(&self, out: &mut Vec<u8>, slot: &Slot) {
+        write_flag_set(
+            out,
+            slot.flags,
+            self.keywords_of(slot),
+            self.is_recent(slot.uid),
+        );
+    }
+
     /// Largest sequence number.
     pub(crate) fn len(&self) -> u32 {
-        u32::try_from(self.messages.len()).unwrap_or(u32::MAX)
+        u32::try_from(self.slots.len()).unwrap_or(u32::MAX)
     }
 
     /// Largest UID (0 when empty), the value of `*` in a UID set.
     pub(crate) fn max_uid(&self) -> u32 {
-        self.messages.last().map_or(0, |m| m.uid.0)
+        self.slots.last().map_or(0, |m| m.uid.0)
     }
 
     /// (sequence number, index) of the messages `set` names, as sequence numbers or
@@ -53,14 +171,14 @@ impl Selected {
                 .saved
                 .iter()
                 .filter_map(|u| {
-                    let i = self.messages.binary_search_by_key(u, |m| m.uid).ok()?;
+                    let i = self.index_of(*u)?;
                     Some((u32::try_from(i).ok()?.checked_add(1)?, i))
                 })
                 .collect();
         }
         let len = self.len();
         let max_uid = self.max_uid();
-        self.messages
+        self.slots
             .iter()
             .enumerate()
             .filter_map(|(i, m)| {
@@ -79,13 +197,13 @@ impl Selected {
     pub(crate) fn uids(&self, set: &SequenceSet, uid: bool) -> Vec<Uid> {
         self.resolve(set, uid)
             .into_iter()
-            .filter_map(|(_, i)| self.messages.get(i).map(|m| m.uid))
+            .filter_map(|(_, i)| self.slots.get(i).map(|m| m.uid))
             .collect()
     }
 
     /// Sequence number of `uid` in the snapshot.
     pub(crate) fn seq_of(&self, uid: Uid) -> Option<u32> {
-        let i = self.messages.binary_search_by_key(&uid, |m| m.uid).ok()?;
+        let i = self.index_of(uid)?;
         u32::try_from(i).ok()?.checked_add(1)
     }
 
@@ -109,7 +227,7 @@ impl Selected {
         let mut gone_seq = Vec::new();
         let mut gone_uid = Vec::new();
         for uid in &delta.expunged {
-            if let Ok(i) = self.messages.binary_search_by_key(uid, |m| m.uid) {
+            if let Some(i) = self.index_of(*uid) {
                 gone_seq.push(i);
                 gone_uid.push(uid.0);
             }
@@ -126,7 +244,7 @@ impl Selected {
         if !gone_seq.is_empty() {
             let mut next = gone_seq.iter().peekable();
             let mut i = 0usize;
-            self.messages.retain(|_| {
+            self.slots.retain(|_| {
                 let drop = next.peek().is_some_and(|&&g| g == i);
                 if drop {
                     next.next();
@@ -142,17 +260,18 @@ impl Selected {
         let old_max = self.max_uid();
         let mut flag_changes = Vec::new();
         let mut added = false;
-        for n in delta.changed {
+        for n in &delta.changed {
+            let slot = self.slot_of(n);
             if n.uid.0 > old_max {
-                self.messages.push(n);
+                self.slots.push(slot);
                 added = true;
-            } else if let Ok(i) = self.messages.binary_search_by_key(&n.uid, |m| m.uid)
-                && let Some(m) = self.messages.get_mut(i)
+            } else if let Some(i) = self.index_of(n.uid)
+                && let Some(m) = self.slots.get_mut(i)
             {
-                if m.flags != n.flags || m.keywords != n.keywords {
+                if m.flags != slot.flags || m.kw != slot.kw {
                     flag_changes.push(i);
                 }
-                *m = n;
+                *m = slot;
             }
         }
         self.recent.extend_from_slice(new_recent);
@@ -163,9 +282,9 @@ impl Selected {
             }
         }
         for i in flag_changes {
-            if let Some(m) = self.messages.get(i) {
+            if let Some(m) = self.slots.get(i) {
                 let mut line = format!("* {} FETCH (UID {} FLAGS ", i + 1, m.uid.0).into_bytes();
-                write_flags(&mut line, m, self.is_recent(m.uid));
+                self.write_slot_flags(&mut line, m);
                 if how.condstore {
                     line.extend_from_slice(format!(" MODSEQ ({})", m.modseq).as_bytes());
                 }
@@ -177,24 +296,29 @@ impl Selected {
     }
 }
 
-/// The wire flags of a message: system flags (with `\Recent` when it is recent in
-/// this session) then keywords.
-pub(crate) fn wire_flags(m: &MessageEntry, recent: bool) -> Vec<Flag> {
-    let mut flags: Vec<Flag> = Flags::ALL
+/// The wire flags: system flags (with `\Recent` when it is recent in this session)
+/// then keywords.
+pub(crate) fn wire_flags(flags: Flags, keywords: &[String], recent: bool) -> Vec<Flag> {
+    let mut out: Vec<Flag> = Flags::ALL
         .iter()
-        .filter(|(f, _)| m.flags.contains(*f))
+        .filter(|(f, _)| flags.contains(*f))
         .filter_map(|(_, name)| Flag::parse(name))
         .collect();
     if recent {
-        flags.push(Flag::Recent);
+        out.push(Flag::Recent);
     }
-    flags.extend(m.keywords.iter().map(|k| Flag::Keyword(k.clone())));
-    flags
+    out.extend(keywords.iter().map(|k| Flag::Keyword(k.clone())));
+    out
 }
 
-/// `(\Seen $Junk)` for a message.
+/// `(\Seen $Junk)`.
+pub(crate) fn write_flag_set(out: &mut Vec<u8>, flags: Flags, keywords: &[String], recent: bool) {
+    buudien_imap_proto::flag::write_flag_list(out, &wire_flags(flags, keywords, recent), false);
+}
+
+/// `(\Seen $Junk)` for a store entry.
 pub(crate) fn write_flags(out: &mut Vec<u8>, m: &MessageEntry, recent: bool) {
-    buudien_imap_proto::flag::write_flag_list(out, &wire_flags(m, recent), false);
+    write_flag_set(out, m.flags, &m.keywords, recent);
 }
 
 /// Splits wire flags into store flags and keywords; `\Recent` and unknown
@@ -222,6 +346,19 @@ pub(crate) fn store_flags(flags: &[Flag]) -> (Flags, Vec<String>) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyword_sets_are_shared() {
+        let mut k = Keywords::default();
+        assert_eq!(k.intern(&[]), 0);
+        let a = k.intern(&["$Junk".to_owned()]);
+        let b = k.intern(&["$Junk".to_owned()]);
+        assert_eq!(a, b);
+        assert_ne!(a, 0);
+        assert_eq!(k.get(a), ["$Junk".to_owned()]);
+        assert!(k.get(0).is_empty() && k.get(99).is_empty());
+        assert_eq!(std::mem::size_of::<Slot>(), 24);
+    }
 
     #[test]
     fn flags_round_trip() {

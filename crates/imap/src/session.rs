@@ -112,7 +112,13 @@ impl<'a, S: MailboxStore> Session<'a, S> {
         let mut caps = vec![
             "IMAP4rev2".to_owned(),
             "IMAP4rev1".to_owned(),
-            "LITERAL-".to_owned(),
+            // RFC 7888 §5: one or the other, never both.
+            if self.shared.config.literal_plus {
+                "LITERAL+"
+            } else {
+                "LITERAL-"
+            }
+            .to_owned(),
             "ENABLE".to_owned(),
             "UNSELECT".to_owned(),
             "UIDPLUS".to_owned(),
@@ -340,7 +346,7 @@ impl<'a, S: MailboxStore> Session<'a, S> {
                     && !sel.read_only
                 {
                     let uids: Vec<Uid> = sel
-                        .messages
+                        .slots
                         .iter()
                         .filter(|m| m.flags.contains(Flags::DELETED))
                         .map(|m| m.uid)

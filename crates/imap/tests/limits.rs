@@ -66,3 +66,35 @@ async fn store_under_condstore_reports_modseq() {
         "{r}"
     );
 }
+
+#[tokio::test]
+async fn fetch_of_a_message_expunged_elsewhere_keeps_numbers_until_noop() {
+    let env = env().await;
+    env.deliver(MSG1).await;
+    env.deliver(MSG2).await;
+    let server = env.server(ImapConfig::default());
+    let (mut a, _ta) = connect(&server, LOOPBACK);
+    let (mut b, _tb) = connect(&server, LOOPBACK);
+    a.login().await;
+    b.login().await;
+    assert!(a.cmd("s", "SELECT INBOX").await.contains("* 2 EXISTS"));
+    assert!(b.cmd("s", "SELECT INBOX").await.contains("* 2 EXISTS"));
+    let r = b.cmd("d", "STORE 1 +FLAGS.SILENT (\\Deleted)").await;
+    assert!(r.contains("d OK"), "{r}");
+    let r = b.cmd("e", "EXPUNGE").await;
+    assert!(r.contains("* 1 EXPUNGE"), "{r}");
+    // RFC 9051 §7.5.1: no EXPUNGE during FETCH; message 2 keeps its number.
+    let r = a.cmd("f", "FETCH 1:2 (UID RFC822.SIZE)").await;
+    assert!(!r.contains("EXPUNGE"), "{r}");
+    assert!(
+        r.contains(&format!("* 2 FETCH (UID 2 RFC822.SIZE {})", MSG2.len())),
+        "{r}"
+    );
+    assert!(r.ends_with("f OK FETCH completed\r\n"), "{r}");
+    let r = a.cmd("u", "UID SEARCH ALL").await;
+    assert!(r.contains("* SEARCH 2\r\n"), "{r}");
+    let r = a.cmd("n", "NOOP").await;
+    assert!(r.starts_with("* 1 EXPUNGE\r\n"), "{r}");
+    let r = a.cmd("g", "FETCH 1 (UID)").await;
+    assert!(r.starts_with("* 1 FETCH (UID 2)"), "{r}");
+}

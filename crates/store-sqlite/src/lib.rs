@@ -370,6 +370,11 @@ impl QueueStore for SqliteStore {
 }
 
 impl MailboxStore for SqliteStore {
+    async fn entries(&self, mailbox: MailboxId, uids: &[Uid]) -> Result<Vec<MessageEntry>> {
+        let uids = uids.to_vec();
+        self.run(move |_, c| sync::entries(c, mailbox, &uids)).await
+    }
+
     async fn metas(&self, mailbox: MailboxId, uids: &[Uid]) -> Result<Vec<StoredMeta>> {
         let uids = uids.to_vec();
         self.run(move |_, c| sync::metas(c, mailbox, &uids)).await

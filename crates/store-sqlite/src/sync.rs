@@ -11,7 +11,7 @@ use crate::admin::write_tx;
 use crate::folders::{ENTRY_QUERY, entry_from, read_entry};
 use crate::mail::u64_of;
 use crate::{Inner, db_err, lock};
-use buudien_store::{Delta, MailboxId, Result, StoreError, StoredMeta};
+use buudien_store::{Delta, MailboxId, MessageEntry, Result, StoreError, StoredMeta};
 use buudien_types::Uid;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::sync::{Arc, Mutex};
@@ -124,6 +124,39 @@ pub fn metas(conn: &mut Connection, mailbox: MailboxId, uids: &[Uid]) -> Result<
     }
     tx.commit().map_err(db_err)?;
     Ok(out)
+}
+
+/// These messages, in UID order.
+pub fn entries(
+    conn: &mut Connection,
+    mailbox: MailboxId,
+    uids: &[Uid],
+) -> Result<Vec<MessageEntry>> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Deferred)
+        .map_err(db_err)?;
+    let mut rows = Vec::with_capacity(uids.len());
+    {
+        let mut stmt = tx
+            .prepare_cached(&format!(
+                "{ENTRY_QUERY} WHERE e.mailbox_id = ?1 AND e.uid = ?2"
+            ))
+            .map_err(db_err)?;
+        let mut sorted = uids.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        for uid in sorted {
+            if let Some(row) = stmt
+                .query_row(params![mailbox, uid.0], read_entry)
+                .optional()
+                .map_err(db_err)?
+            {
+                rows.push(row);
+            }
+        }
+    }
+    tx.commit().map_err(db_err)?;
+    rows.into_iter().map(entry_from).collect()
 }
 
 /// Everything that changed after `since`, read in one transaction.

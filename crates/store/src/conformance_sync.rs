@@ -59,6 +59,14 @@ async fn structure_is_stored_at_delivery_and_append<S: MailboxStore>(s: Arc<S>) 
         assert!(a > e.size, "the surrogate's encoded word is longer");
     }
     let uids: Vec<Uid> = entries.iter().map(|e| e.uid).chain([Uid(99)]).collect();
+    let some = ok(s
+        .entries(mb.id, &[Uid(99), entries[2].uid, entries[0].uid])
+        .await);
+    assert_eq!(
+        some,
+        vec![entries[0].clone(), entries[2].clone()],
+        "UID order, missing skipped"
+    );
     let metas = ok(s.metas(mb.id, &uids).await);
     assert_eq!(metas.len(), 3, "the missing UID is skipped");
     assert!(

@@ -251,6 +251,14 @@ pub trait MailboxStore: MailStore {
         to: MailboxId,
     ) -> impl Future<Output = Result<Vec<(Uid, Uid)>>> + Send;
 
+    /// These messages (those that exist), in UID order: what a command needs beyond a
+    /// session's compact snapshot (blob, size, INTERNALDATE).
+    fn entries(
+        &self,
+        mailbox: MailboxId,
+        uids: &[Uid],
+    ) -> impl Future<Output = Result<Vec<MessageEntry>>> + Send;
+
     /// The stored metadata of these messages (those that exist), in UID order.
     fn metas(
         &self,

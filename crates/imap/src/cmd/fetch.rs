@@ -13,7 +13,7 @@ use crate::selected::write_flags;
 use crate::session::{Outcome, Session};
 use buudien_imap_proto::response;
 use buudien_imap_proto::{DateTime, FetchAttr, FetchCommand, SequenceSet, Tag, TextMode};
-use buudien_store::{FlagOp, Flags, MailboxStore, MessageEntry, StoredMeta};
+use buudien_store::{BlobId, FlagOp, Flags, MailboxStore, MessageEntry, StoredMeta};
 use buudien_types::{ModSeq, Uid};
 use std::time::SystemTime;
 use tokio::io::AsyncWrite;
@@ -21,13 +21,20 @@ use tokio::io::AsyncWrite;
 /// Messages whose stored structure is read from the store at once.
 const META_BATCH: usize = 256;
 
-/// One message to answer: sequence number, entry, `\Recent` in this session, whether
-/// this FETCH set its `\Seen`.
+/// One message to answer: sequence number, the session's view of it (the entry's
+/// flags, keywords and MODSEQ as the session knows them; the rest is filled from the
+/// store when an item needs it), `\Recent` in this session, whether this FETCH set
+/// its `\Seen`.
 struct Target {
     seq: u32,
     entry: MessageEntry,
     recent: bool,
     seen_now: bool,
+}
+
+/// True for items answered from the session's snapshot alone.
+fn from_snapshot(attr: &FetchAttr) -> bool {
+    matches!(attr, FetchAttr::Uid | FetchAttr::Flags | FetchAttr::ModSeq)
 }
 
 impl<S: MailboxStore> Session<'_, S> {
@@ -63,11 +70,20 @@ impl<S: MailboxStore> Session<'_, S> {
         let mut targets: Vec<Target> = sel
             .resolve(&f.set, f.uid)
             .into_iter()
-            .filter_map(|(seq, i)| sel.messages.get(i).map(|m| (seq, m)))
+            .filter_map(|(seq, i)| sel.slots.get(i).map(|m| (seq, m)))
             .filter(|(_, m)| since.is_none_or(|s| m.modseq > s))
             .map(|(seq, m)| Target {
                 seq,
-                entry: m.clone(),
+                entry: MessageEntry {
+                    uid: m.uid,
+                    blob: BlobId([0; 32]),
+                    size: 0,
+                    ascii_size: None,
+                    flags: m.flags,
+                    keywords: sel.keywords_of(m).to_vec(),
+                    modseq: m.modseq,
+                    received: SystemTime::UNIX_EPOCH,
+                },
                 recent: sel.is_recent(m.uid),
                 seen_now: false,
             })
@@ -113,27 +129,38 @@ impl<S: MailboxStore> Session<'_, S> {
                     }
                 };
                 for changed in stored.changed {
-                    if let Some(sel) = self.selected.as_mut()
-                        && let Ok(i) = sel.messages.binary_search_by_key(&changed.uid, |m| m.uid)
-                        && let Some(slot) = sel.messages.get_mut(i)
-                    {
-                        *slot = changed.clone();
+                    if let Some(sel) = self.selected.as_mut() {
+                        sel.update(&changed);
                     }
                     if let Ok(i) = targets.binary_search_by_key(&changed.uid, |t| t.entry.uid)
                         && let Some(t) = targets.get_mut(i)
                     {
-                        t.entry = changed;
+                        t.entry.flags = changed.flags;
+                        t.entry.keywords = changed.keywords;
+                        t.entry.modseq = changed.modseq;
                         t.seen_now = true;
                     }
                 }
             }
         }
         let needs_meta = f.items.iter().any(needs_structure);
+        let needs_entry = !f.items.iter().all(from_snapshot);
         let with_modseq = f.changed_since.is_some() || f.items.contains(&FetchAttr::ModSeq);
         let mut unknown_cte = false;
-        for batch in targets.chunks(META_BATCH) {
+        for batch in targets.chunks_mut(META_BATCH) {
+            let uids: Vec<Uid> = batch.iter().map(|t| t.entry.uid).collect();
+            let stored_entries = if needs_entry {
+                match store.entries(id, &uids).await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        store_error(out, tag, &e);
+                        return Ok(());
+                    }
+                }
+            } else {
+                Vec::new()
+            };
             let metas: Vec<StoredMeta> = if needs_meta {
-                let uids: Vec<Uid> = batch.iter().map(|t| t.entry.uid).collect();
                 match store.metas(id, &uids).await {
                     Ok(m) => m,
                     Err(e) => {
@@ -144,7 +171,22 @@ impl<S: MailboxStore> Session<'_, S> {
             } else {
                 Vec::new()
             };
-            for t in batch {
+            for t in batch.iter_mut() {
+                if needs_entry {
+                    // A message expunged by another session is still in this one's
+                    // snapshot but has nothing left to show: it gets no response
+                    // (RFC 2180 §4.1.2 allows that).
+                    let Ok(k) = stored_entries.binary_search_by_key(&t.entry.uid, |e| e.uid) else {
+                        continue;
+                    };
+                    if let Some(e) = stored_entries.get(k) {
+                        t.entry.blob = e.blob;
+                        t.entry.size = e.size;
+                        t.entry.ascii_size = e.ascii_size;
+                        t.entry.received = e.received;
+                    }
+                }
+                let t = &*t;
                 let stored = metas.iter().find(|s| s.uid == t.entry.uid);
                 let data = match MessageData::load(store, &t.entry, stored, utf8, &f.items).await {
                     Ok(d) => d,

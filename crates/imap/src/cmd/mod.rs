@@ -1,4 +1,4 @@
-//! The command handlers, one file per command family (DESIGN.md: cmd/<verb>.rs).
+//! The command handlers, one file per command family (DESIGN.md: `cmd/<verb>.rs`).
 
 mod append;
 pub(crate) mod auth;

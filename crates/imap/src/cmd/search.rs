@@ -42,7 +42,13 @@ impl<S: MailboxStore> Session<'_, S> {
             // RFC 7162 §3.1: a MODSEQ search criterion enables CONDSTORE.
             self.condstore = true;
         }
-        let found = match matching(&self.shared.store, sel, &program.root).await {
+        let found = match view(&self.shared.store, sel).await {
+            Ok(view) => matching(&self.shared.store, sel, &view, &program.root)
+                .await
+                .map(|found| (view, found)),
+            Err(e) => Err(e),
+        };
+        let (view, found) = match found {
             Ok(f) => f,
             Err(e) => {
                 // RFC 5182 §2.1: a failed SEARCH with SAVE leaves `$` empty.
@@ -52,7 +58,10 @@ impl<S: MailboxStore> Session<'_, S> {
                 return store_error(out, tag, &e);
             }
         };
-        let hits: Vec<&MessageEntry> = found.iter().filter_map(|&i| sel.messages.get(i)).collect();
+        let hits: Vec<&MessageEntry> = found
+            .iter()
+            .filter_map(|&i| view.get(i).and_then(Option::as_ref))
+            .collect();
         let number = |i: usize, e: &MessageEntry| -> u32 {
             if cmd.uid {
                 e.uid.0
@@ -146,15 +155,39 @@ impl<S: MailboxStore> Session<'_, S> {
     }
 }
 
-/// The indices in `sel.messages` of the messages matching `root`, ascending.
+/// The session's messages as SEARCH sees them, by index in the snapshot: the store's
+/// entry with the flags, keywords and MODSEQ the session knows; `None` for a message
+/// another session expunged that this one has not been told of (it matches nothing).
+async fn view<S: MailboxStore>(
+    store: &S,
+    sel: &Selected,
+) -> Result<Vec<Option<MessageEntry>>, StoreError> {
+    let now = store.messages(sel.id).await?;
+    let mut out = Vec::with_capacity(sel.slots.len());
+    let mut from = now.into_iter().peekable();
+    for slot in &sel.slots {
+        while from.next_if(|e| e.uid < slot.uid).is_some() {}
+        out.push(from.next_if(|e| e.uid == slot.uid).map(|mut e| {
+            e.flags = slot.flags;
+            e.keywords = sel.keywords_of(slot).to_vec();
+            e.modseq = slot.modseq;
+            e
+        }));
+    }
+    Ok(out)
+}
+
+/// The indices in the snapshot of the messages matching `root`, ascending.
 async fn matching<S: MailboxStore>(
     store: &S,
     sel: &Selected,
+    view: &[Option<MessageEntry>],
     root: &Node,
 ) -> Result<Vec<usize>, StoreError> {
     let mut found = Vec::new();
     let mut pending = Vec::new();
-    for (i, entry) in sel.messages.iter().enumerate() {
+    for (i, entry) in view.iter().enumerate() {
+        let Some(entry) = entry else { continue };
         let m = msg(sel, i, entry);
         match eval(root, &m) {
             Some(true) => found.push(i),
@@ -169,11 +202,11 @@ async fn matching<S: MailboxStore>(
     for batch in pending.chunks(META_BATCH) {
         let uids: Vec<Uid> = batch
             .iter()
-            .filter_map(|&i| sel.messages.get(i).map(|e| e.uid))
+            .filter_map(|&i| view.get(i).and_then(Option::as_ref).map(|e| e.uid))
             .collect();
         let metas = store.metas(sel.id, &uids).await?;
         for &i in batch {
-            let Some(entry) = sel.messages.get(i) else {
+            let Some(entry) = view.get(i).and_then(Option::as_ref) else {
                 continue;
             };
             let stored = metas

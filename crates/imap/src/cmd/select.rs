@@ -75,14 +75,8 @@ impl<S: MailboxStore> Session<'_, S> {
                 .collect(),
             None => Vec::new(),
         };
-        let sel = Selected {
-            id: mb.id,
-            read_only,
-            messages,
-            modseq,
-            recent,
-            saved: Vec::new(),
-        };
+        let sel = Selected::new(mb.id, read_only, &messages, modseq, recent);
+        drop(messages);
         line(
             out,
             "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)",
@@ -99,7 +93,7 @@ impl<S: MailboxStore> Session<'_, S> {
         if !self.rev2 {
             line(out, &format!("* {} RECENT", sel.recent.len()));
             if let Some(first) = sel
-                .messages
+                .slots
                 .iter()
                 .position(|m| !m.flags.contains(buudien_store::Flags::SEEN))
             {

@@ -1,7 +1,7 @@
 //! STORE, EXPUNGE, COPY and MOVE (RFC 9051 §6.4.3, §6.4.6–§6.4.9).
 
 use crate::reply::*;
-use crate::selected::{store_flags, write_flags};
+use crate::selected::store_flags;
 use crate::session::Session;
 use buudien_imap_proto::{Mailbox as Name, SequenceSet, StoreCommand, StoreMode, Tag};
 use buudien_store::{FlagOp, Flags, MailboxStore};
@@ -23,7 +23,7 @@ impl<S: MailboxStore> Session<'_, S> {
         }
         let allowed = only.map(|s| sel.uids(s, true));
         let uids: Vec<Uid> = sel
-            .messages
+            .slots
             .iter()
             .filter(|m| m.flags.contains(Flags::DELETED))
             .filter(|m| allowed.as_ref().is_none_or(|a| a.contains(&m.uid)))
@@ -74,22 +74,19 @@ impl<S: MailboxStore> Session<'_, S> {
             Err(e) => return store_error(out, tag, &e),
         };
         for changed in stored.changed {
-            let Ok(i) = sel.messages.binary_search_by_key(&changed.uid, |m| m.uid) else {
+            let Some(i) = sel.update(&changed) else {
                 continue;
             };
-            if let Some(slot) = sel.messages.get_mut(i) {
-                *slot = changed;
-            }
             if s.silent && s.unchanged_since.is_none() {
                 continue;
             }
-            if let Some(m) = sel.messages.get(i) {
+            if let Some(m) = sel.slots.get(i) {
                 let mut l = format!("* {} FETCH (", i + 1).into_bytes();
                 if s.uid {
                     l.extend_from_slice(format!("UID {} ", m.uid.0).as_bytes());
                 }
                 l.extend_from_slice(b"FLAGS ");
-                write_flags(&mut l, m, sel.is_recent(m.uid));
+                sel.write_slot_flags(&mut l, m);
                 if condstore {
                     l.extend_from_slice(format!(" MODSEQ ({})", m.modseq).as_bytes());
                 }

@@ -303,25 +303,30 @@ mod tests {
         }
     }
 
+    fn messages() -> Vec<MessageEntry> {
+        vec![
+            entry(3, Flags::SEEN, 100, 10),
+            entry(7, Flags::default(), 2000, 11),
+            entry(9, Flags::FLAGGED, 50, 12),
+        ]
+    }
+
     fn sel() -> Selected {
-        Selected {
-            id: MailboxId::default(),
-            read_only: false,
-            messages: vec![
-                entry(3, Flags::SEEN, 100, 10),
-                entry(7, Flags::default(), 2000, 11),
-                entry(9, Flags::FLAGGED, 50, 12),
-            ],
-            modseq: 90,
-            recent: vec![Uid(7), Uid(9)],
-            saved: vec![Uid(9), Uid(3)],
-        }
+        let mut s = Selected::new(
+            MailboxId::default(),
+            false,
+            &messages(),
+            90,
+            vec![Uid(7), Uid(9)],
+        );
+        s.saved = vec![Uid(9), Uid(3)];
+        s
     }
 
     fn run(key: SearchKey) -> Vec<u32> {
         let s = sel();
         let p = compile(&key, &s);
-        s.messages
+        messages()
             .iter()
             .enumerate()
             .filter(|(i, e)| {
@@ -368,7 +373,8 @@ mod tests {
     #[test]
     fn logic_is_three_valued() {
         let s = sel();
-        let e = &s.messages[0];
+        let all = messages();
+        let e = &all[0];
         let m = Msg {
             seq: 1,
             entry: e,
