@@ -55,6 +55,8 @@ def test_append_5mb_by_sha256(imap_server):
     assert len(got) == len(msg)
     assert hashlib.sha256(got).hexdigest() == hashlib.sha256(msg).hexdigest()
     m.logout()
+    # The APPEND spool (in the data directory's tmp/) leaves nothing behind.
+    assert list((imap_server.data / "tmp").iterdir()) == []
 
 
 ATTACHMENT = bytes(range(256)) * 4
@@ -290,3 +292,41 @@ def test_concurrent_sessions_append_and_read(imap_server):
     for uid, msg in written.items():
         assert body_of(reader, uid) == msg, f"UID {uid} differs"
     reader.logout()
+
+
+def test_condstore_and_qresync_resync(imap_server):
+    """A client that was away resynchronises cheaply (RFC 7162): FETCH CHANGEDSINCE
+    returns only what changed, and SELECT with QRESYNC reports the expunged UIDs as
+    VANISHED (EARLIER)."""
+    user, m = fresh(imap_server, "qr")
+    u1 = appended_uid(m, "INBOX", mail("resync one"))
+    u2 = appended_uid(m, "INBOX", mail("resync two"))
+    u3 = appended_uid(m, "INBOX", mail("resync three"))
+    ok(m.enable("QRESYNC"))
+    ok(m.select("INBOX"))
+    validity = int(pop_untagged(m, "UIDVALIDITY")[-1])
+    modseq = int(pop_untagged(m, "HIGHESTMODSEQ")[-1])
+    m.logout()
+
+    other = imap_server.imap(user, "correct horse battery staple")
+    ok(other.select("INBOX"))
+    ok(other.uid("STORE", str(u1), "+FLAGS.SILENT", "(\\Flagged)"))
+    ok(other.uid("STORE", str(u2), "+FLAGS.SILENT", "(\\Deleted)"))
+    ok(other.expunge())
+    other.logout()
+
+    m = imap_server.imap(user, "correct horse battery staple")
+    ok(m.enable("QRESYNC"))
+    pop_untagged(m, "VANISHED")
+    # imaplib sends the mailbox argument as is: the QRESYNC parameter rides along.
+    typ, data = m.select(f"INBOX (QRESYNC ({validity} {modseq}))")
+    assert (typ, data) == ("OK", [b"2"]), (typ, data)
+    vanished = pop_untagged(m, "VANISHED")
+    assert any(re.fullmatch(rb"\(EARLIER\) %d" % u2, v) for v in vanished), vanished
+    changed = [f for f in pop_untagged(m, "FETCH") if isinstance(f, bytes)]
+    assert any(b"UID %d" % u1 in f and b"\\Flagged" in f for f in changed), changed
+    assert not any(b"UID %d" % u3 in f for f in changed), "unchanged messages are not sent"
+    d = ok(m.uid("FETCH", "1:*", f"(FLAGS) (CHANGEDSINCE {modseq})"))
+    uids = [int(re.search(rb"UID (\d+)", x).group(1)) for x in d if x]
+    assert uids == [u1], d
+    m.logout()

@@ -282,15 +282,20 @@ def test_bad_imap_config_is_one_line(buudien_bin, tmp_path):
 
 def test_sigterm_says_bye_to_imap_sessions(buudien_bin, tmp_path):
     """SIGTERM stops the IMAP server too: a logged-in session waiting for its next
-    command gets an untagged BYE, and `serve` exits 0 well within its drain time."""
+    command, and one in IDLE, get an untagged BYE, and `serve` exits 0 well within its
+    drain time."""
     srv = launch(buudien_bin, tmp_path)
     user, pw = srv.new_user("bye")
     m = srv.imap(user, pw)
     ok(m.select("INBOX"))
     tls = srv.imap_ssl(user, pw)
+    idling = srv.imap(user, pw)
+    ok(idling.select("INBOX"))
+    idling.send(b"i1 IDLE\r\n")
+    assert idling.readline().startswith(b"+"), "IDLE not accepted"
     start = time.monotonic()
     srv.proc.send_signal(signal.SIGTERM)
-    for client in (m, tls):
+    for client in (m, tls, idling):
         line = client.readline()
         assert line.startswith(b"* BYE"), line
     code = srv.stop()
@@ -448,3 +453,27 @@ def test_imap_without_tls_serves_loopback(buudien_bin, tmp_path):
         m.logout()
     finally:
         assert srv.stop() == 0, srv.log()
+
+
+def test_international_mailbox_names(imap_server):
+    """A mailbox with a non-ASCII name: created in modified UTF-7 by an IMAP4rev1
+    client (RFC 3501 §5.1.3), listed in UTF-8 to a client that enabled UTF8=ACCEPT
+    (RFC 9051 §5.1, RFC 6855), and the same mailbox either way."""
+    user, pw = imap_server.new_user("u8")
+    m = imap_server.imap(user, pw)
+    ok(m.create("Entw&APw-rfe"))
+    typ, data = m.list('""', "Entw*")
+    assert typ == "OK" and any(line.endswith(b"Entw&APw-rfe") or
+                               line.endswith(b'"Entw&APw-rfe"') for line in data), data
+    appended_uid(m, "Entw&APw-rfe", mail("draft"))
+    m.logout()
+
+    m = imap_server.imap(user, pw)
+    typ, data = m.enable("UTF8=ACCEPT")
+    assert typ == "OK", data
+    typ, data = m.list('""', "Entw*")
+    assert typ == "OK", data
+    assert any("Entwürfe".encode() in line for line in data), data
+    typ, data = m.select('"Entwürfe"', readonly=True)
+    assert (typ, data) == ("OK", [b"1"]), (typ, data)
+    m.logout()
