@@ -81,9 +81,7 @@ async fn multiappend_over_quota_stores_none() {
         )
         .await
         .unwrap();
-    let server = env.server(ImapConfig::default());
-    let (mut c, _task) = connect(&server, LOOPBACK);
-    c.login().await;
+    let (mut c, _task, _s) = session(&env).await;
     let msgs = [MSG1, MSG2, MSG1];
     let mut cmd = String::from("a APPEND INBOX");
     for m in msgs {

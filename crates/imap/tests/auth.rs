@@ -4,121 +4,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use buudien_auth::{FailureThrottle, ScramCredentials, ThrottleConfig, hash_password};
+use buudien_auth::ScramCredentials;
 use buudien_imap::{ImapConfig, ImapServer};
-use buudien_store::{MailStore, NewAccount, PasswordRecord, Quota};
 use buudien_store_sqlite::SqliteStore;
-use buudien_types::{Address, Domain};
+use common::*;
 use hmac::Mac;
 use sha2::{Digest, Sha256};
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
-use tempfile::TempDir;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
 use tokio::task::JoinHandle;
 
-const USER: &str = "ann@example.org";
-const PASSWORD: &str = "correct horse";
-const LOOPBACK: &str = "127.0.0.1:40000";
-const REMOTE: &str = "192.0.2.1:40000";
-
-struct Env {
-    _dir: TempDir,
-    store: SqliteStore,
-}
-
-async fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
-    store
-        .add_domain(&Domain::parse("example.org").unwrap())
-        .await
-        .unwrap();
-    store
-        .add_account(NewAccount {
-            address: Address::parse(USER).unwrap(),
-            password: PasswordRecord {
-                hash: hash_password(PASSWORD.as_bytes()).unwrap(),
-                scram_sha256: ScramCredentials::derive(PASSWORD.as_bytes()).encode(),
-            },
-            quota: Quota::default(),
-        })
-        .await
-        .unwrap();
-    Env { _dir: dir, store }
-}
-
-impl Env {
-    fn server(&self, config: ImapConfig) -> ImapServer<SqliteStore> {
-        self.server_with(config, 10)
-    }
-
-    fn server_with(&self, config: ImapConfig, refuse_after: u32) -> ImapServer<SqliteStore> {
-        let throttle = Arc::new(FailureThrottle::new(ThrottleConfig {
-            base_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(5),
-            refuse_after,
-            ..ThrottleConfig::default()
-        }));
-        ImapServer::new(self.store.clone(), config, throttle)
-    }
-}
-
-struct Client {
-    rd: BufReader<ReadHalf<DuplexStream>>,
-    wr: WriteHalf<DuplexStream>,
-}
-
-fn connect(server: &ImapServer<SqliteStore>, peer: &str) -> (Client, JoinHandle<()>) {
-    let (client, server_io) = tokio::io::duplex(1 << 16);
-    let s = server.clone();
-    let peer: SocketAddr = peer.parse().unwrap();
-    let task = tokio::spawn(async move { s.serve(server_io, peer, false, None).await });
-    let (rd, wr) = tokio::io::split(client);
-    (
-        Client {
-            rd: BufReader::new(rd),
-            wr,
-        },
-        task,
-    )
-}
-
 impl Client {
-    async fn line(&mut self) -> String {
-        let mut l = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(10), self.rd.read_line(&mut l))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "unexpected EOF");
-        l
-    }
-
-    async fn send(&mut self, raw: &str) {
-        self.wr.write_all(raw.as_bytes()).await.unwrap();
-    }
-
-    /// Sends `tag command` and returns everything up to and including the tagged line.
-    async fn cmd(&mut self, tag: &str, command: &str) -> String {
-        self.send(&format!("{tag} {command}\r\n")).await;
-        self.until(tag).await
-    }
-
-    async fn until(&mut self, tag: &str) -> String {
-        let mut all = String::new();
-        loop {
-            let l = self.line().await;
-            all.push_str(&l);
-            if l.starts_with(&format!("{tag} ")) {
-                return all;
-            }
-        }
-    }
-
     /// Reads a `+ <base64>` continuation and returns it decoded.
     async fn challenge(&mut self) -> Vec<u8> {
         let l = self.line().await;

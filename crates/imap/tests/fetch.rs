@@ -7,7 +7,6 @@
 
 mod common;
 
-use buudien_imap::ImapConfig;
 use common::*;
 
 const MULTI: &str = "From: Ann <ann@example.org>\r\n\
@@ -31,9 +30,7 @@ AAECAwQ=\r\n\
 --b1--\r\n";
 
 async fn selected(env: &Env) -> Client {
-    let server = env.server(ImapConfig::default());
-    let (mut c, _task) = connect(&server, LOOPBACK);
-    c.login().await;
+    let (mut c, _task, _s) = session(env).await;
     let r = c.cmd("s", "SELECT INBOX").await;
     assert!(r.contains("s OK"), "{r}");
     c

@@ -58,9 +58,7 @@ async fn idle_sees_deliveries_flags_and_expunges_from_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_without_a_mailbox_and_bad_continuation() {
     let env = env().await;
-    let server = env.server(ImapConfig::default());
-    let (mut a, _ta) = connect(&server, LOOPBACK);
-    a.login().await;
+    let (mut a, _ta, _s) = session(&env).await;
     a.send("i IDLE\r\n").await;
     assert_eq!(a.line().await, "+ idling\r\n");
     env.deliver(MSG1).await;
@@ -77,9 +75,7 @@ async fn idle_without_a_mailbox_and_bad_continuation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_ends_with_bye_when_the_server_stops() {
     let env = env().await;
-    let server = env.server(ImapConfig::default());
-    let (mut a, task) = connect(&server, LOOPBACK);
-    a.login().await;
+    let (mut a, task, server) = session(&env).await;
     a.send("i IDLE\r\n").await;
     assert_eq!(a.line().await, "+ idling\r\n");
     server.stop();

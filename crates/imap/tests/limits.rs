@@ -4,15 +4,12 @@
 
 mod common;
 
-use buudien_imap::ImapConfig;
 use common::*;
 
 #[tokio::test]
 async fn ten_bad_commands_in_a_row_end_the_session() {
     let env = env().await;
-    let server = env.server(ImapConfig::default());
-    let (mut c, task) = connect(&server, LOOPBACK);
-    c.login().await;
+    let (mut c, task, _s) = session(&env).await;
     for i in 0..9 {
         let r = c.cmd(&format!("x{i}"), "FROB").await;
         assert!(r.starts_with(&format!("x{i} BAD")), "{r}");
@@ -35,9 +32,7 @@ async fn store_under_condstore_reports_modseq() {
     let env = env().await;
     env.deliver(MSG1).await;
     env.deliver(MSG2).await;
-    let server = env.server(ImapConfig::default());
-    let (mut c, _task) = connect(&server, LOOPBACK);
-    c.login().await;
+    let (mut c, _task, _s) = session(&env).await;
     let r = c.cmd("s", "SELECT INBOX (CONDSTORE)").await;
     let hms: u64 = r
         .split("[HIGHESTMODSEQ ")

@@ -2,142 +2,13 @@
 //! capabilities that announce them, as protocol traces over an in-memory duplex
 //! against a real SqliteStore.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use buudien_auth::{FailureThrottle, ScramCredentials, ThrottleConfig, hash_password};
-use buudien_imap::{ImapConfig, ImapServer};
-use buudien_store::{AccountId, MailStore, NewAccount, PasswordRecord, Quota};
-use buudien_store_sqlite::SqliteStore;
-use buudien_types::{Address, Domain};
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-use tempfile::TempDir;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
-use tokio::task::JoinHandle;
+mod common;
 
-const USER: &str = "ann@example.org";
-const PASSWORD: &str = "correct horse";
-const LOOPBACK: &str = "127.0.0.1:40000";
-const REMOTE: &str = "192.0.2.1:40000";
-const MSG1: &str = "From: bob@example.org\r\nSubject: one\r\n\r\nline 1\r\n";
-const MSG2: &str = "Subject: two\r\n\r\nbody\r\n";
-
-struct Env {
-    _dir: TempDir,
-    store: SqliteStore,
-    account: AccountId,
-}
-
-async fn env() -> Env {
-    env_with(Quota::default()).await
-}
-
-async fn env_with(quota: Quota) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
-    store
-        .add_domain(&Domain::parse("example.org").unwrap())
-        .await
-        .unwrap();
-    let account = store
-        .add_account(NewAccount {
-            address: Address::parse(USER).unwrap(),
-            password: PasswordRecord {
-                hash: hash_password(PASSWORD.as_bytes()).unwrap(),
-                scram_sha256: ScramCredentials::derive(PASSWORD.as_bytes()).encode(),
-            },
-            quota,
-        })
-        .await
-        .unwrap();
-    Env {
-        _dir: dir,
-        store,
-        account,
-    }
-}
-
-impl Env {
-    async fn deliver(&self, msg: &str) {
-        self.store
-            .deliver(&[self.account], msg.as_bytes(), SystemTime::now())
-            .await
-            .unwrap();
-    }
-
-    fn server(&self, config: ImapConfig) -> ImapServer<SqliteStore> {
-        let throttle = Arc::new(FailureThrottle::new(ThrottleConfig {
-            base_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(5),
-            ..ThrottleConfig::default()
-        }));
-        ImapServer::new(self.store.clone(), config, throttle)
-    }
-}
-
-struct Client {
-    rd: BufReader<ReadHalf<DuplexStream>>,
-    wr: WriteHalf<DuplexStream>,
-}
-
-fn connect(server: &ImapServer<SqliteStore>, peer: &str) -> (Client, JoinHandle<()>) {
-    let (client, server_io) = tokio::io::duplex(1 << 16);
-    let s = server.clone();
-    let peer: SocketAddr = peer.parse().unwrap();
-    let task = tokio::spawn(async move { s.serve(server_io, peer, false, None).await });
-    let (rd, wr) = tokio::io::split(client);
-    (
-        Client {
-            rd: BufReader::new(rd),
-            wr,
-        },
-        task,
-    )
-}
-
-impl Client {
-    async fn line(&mut self) -> String {
-        let mut l = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(10), self.rd.read_line(&mut l))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "unexpected EOF");
-        l
-    }
-
-    async fn send(&mut self, raw: &str) {
-        self.wr.write_all(raw.as_bytes()).await.unwrap();
-    }
-
-    /// Sends `tag command` and returns everything up to and including the tagged line.
-    async fn cmd(&mut self, tag: &str, command: &str) -> String {
-        self.send(&format!("{tag} {command}\r\n")).await;
-        self.until(tag).await
-    }
-
-    async fn until(&mut self, tag: &str) -> String {
-        let mut all = String::new();
-        loop {
-            let l = self.line().await;
-            all.push_str(&l);
-            if l.starts_with(&format!("{tag} ")) {
-                return all;
-            }
-        }
-    }
-
-    async fn login(&mut self) {
-        let greeting = self.line().await;
-        assert!(
-            greeting.starts_with("* OK [CAPABILITY IMAP4rev2"),
-            "{greeting}"
-        );
-        let r = self.cmd("l", &format!("LOGIN {USER} \"{PASSWORD}\"")).await;
-        assert!(r.starts_with("l OK [CAPABILITY "), "{r}");
-    }
-}
+use buudien_imap::ImapConfig;
+use buudien_store::Quota;
+use common::*;
 
 const AFTER_LOGIN: [&str; 11] = [
     "NAMESPACE",
@@ -201,9 +72,7 @@ async fn capabilities_and_id_before_login() {
 #[tokio::test]
 async fn namespace() {
     let env = env().await;
-    let server = env.server(ImapConfig::default());
-    let (mut c, _task) = connect(&server, LOOPBACK);
-    c.login().await;
+    let (mut c, _task, _s) = session(&env).await;
     let r = c.cmd("a", "NAMESPACE").await;
     assert_eq!(
         r,
@@ -214,9 +83,7 @@ async fn namespace() {
 #[tokio::test]
 async fn quota_without_limits() {
     let env = env().await;
-    let server = env.server(ImapConfig::default());
-    let (mut c, _task) = connect(&server, LOOPBACK);
-    c.login().await;
+    let (mut c, _task, _s) = session(&env).await;
     let r = c.cmd("a", "GETQUOTAROOT INBOX").await;
     assert_eq!(
         r,
@@ -233,9 +100,7 @@ async fn quota_with_limits() {
     .await;
     env.deliver(MSG1).await;
     env.deliver(MSG2).await;
-    let server = env.server(ImapConfig::default());
-    let (mut c, _task) = connect(&server, LOOPBACK);
-    c.login().await;
+    let (mut c, _task, _s) = session(&env).await;
     // RFC 9208 §4.1.2: any mailbox name, existing or not, has the root "".
     let r = c.cmd("a", "GETQUOTAROOT Nowhere").await;
     assert_eq!(

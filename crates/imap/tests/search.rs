@@ -4,53 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use buudien_auth::{FailureThrottle, ScramCredentials, ThrottleConfig, hash_password};
+mod common;
+
 use buudien_imap::{ImapConfig, ImapServer};
 use buudien_imap_proto::Date;
-use buudien_store::{AccountId, MailStore, NewAccount, PasswordRecord, Quota};
+use buudien_store::MailStore;
 use buudien_store_sqlite::SqliteStore;
-use buudien_types::{Address, Domain};
-use std::net::SocketAddr;
-use std::sync::Arc;
+use common::*;
 use std::time::{Duration, SystemTime};
-use tempfile::TempDir;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
 use tokio::task::JoinHandle;
-
-const USER: &str = "ann@example.org";
-const PASSWORD: &str = "correct horse";
-const LOOPBACK: &str = "127.0.0.1:40000";
-
-struct Env {
-    dir: TempDir,
-    store: SqliteStore,
-    account: AccountId,
-}
-
-async fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
-    store
-        .add_domain(&Domain::parse("example.org").unwrap())
-        .await
-        .unwrap();
-    let account = store
-        .add_account(NewAccount {
-            address: Address::parse(USER).unwrap(),
-            password: PasswordRecord {
-                hash: hash_password(PASSWORD.as_bytes()).unwrap(),
-                scram_sha256: ScramCredentials::derive(PASSWORD.as_bytes()).encode(),
-            },
-            quota: Quota::default(),
-        })
-        .await
-        .unwrap();
-    Env {
-        dir,
-        store,
-        account,
-    }
-}
 
 /// `y-m-d h:00:00 UTC`.
 fn at(y: u16, m: u8, d: u8, h: u64) -> SystemTime {
@@ -65,58 +27,24 @@ impl Env {
             .await
             .unwrap();
     }
-
-    fn server(&self) -> ImapServer<SqliteStore> {
-        let throttle = Arc::new(FailureThrottle::new(ThrottleConfig {
-            base_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(5),
-            ..ThrottleConfig::default()
-        }));
-        ImapServer::new(self.store.clone(), ImapConfig::default(), throttle)
-    }
 }
 
-struct Client {
-    rd: BufReader<ReadHalf<DuplexStream>>,
-    wr: WriteHalf<DuplexStream>,
+/// A client over loopback that waits up to 20 s a line (searches read many messages).
+fn open(server: &ImapServer<SqliteStore>) -> (Client, JoinHandle<()>) {
+    let (mut c, task) = connect(server, LOOPBACK);
+    c.wait = Duration::from_secs(20);
+    (c, task)
 }
 
-fn connect(server: &ImapServer<SqliteStore>) -> (Client, JoinHandle<()>) {
-    let (client, server_io) = tokio::io::duplex(1 << 16);
-    let s = server.clone();
-    let peer: SocketAddr = LOOPBACK.parse().unwrap();
-    let task = tokio::spawn(async move { s.serve(server_io, peer, false, None).await });
-    let (rd, wr) = tokio::io::split(client);
-    (
-        Client {
-            rd: BufReader::new(rd),
-            wr,
-        },
-        task,
-    )
+/// A default server and a client on it with INBOX selected.
+async fn selected(env: &Env) -> (Client, JoinHandle<()>, ImapServer<SqliteStore>) {
+    let server = env.server(ImapConfig::default());
+    let (mut c, task) = open(&server);
+    c.login_select().await;
+    (c, task, server)
 }
 
 impl Client {
-    async fn line(&mut self) -> String {
-        let mut l = Vec::new();
-        let n = tokio::time::timeout(Duration::from_secs(20), self.rd.read_until(b'\n', &mut l))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "unexpected EOF");
-        String::from_utf8_lossy(&l).into_owned()
-    }
-
-    async fn send(&mut self, raw: &[u8]) {
-        self.wr.write_all(raw).await.unwrap();
-    }
-
-    /// Sends `tag command` and returns everything up to and including the tagged line.
-    async fn cmd(&mut self, tag: &str, command: &str) -> String {
-        self.send(format!("{tag} {command}\r\n").as_bytes()).await;
-        self.until(tag).await
-    }
-
     /// Sends `tag before{n+}CRLF<literal><after>CRLF` (a non-synchronising literal).
     async fn with_literal(
         &mut self,
@@ -125,30 +53,21 @@ impl Client {
         literal: &str,
         after: &str,
     ) -> String {
-        let mut raw = format!("{tag} {before}{{{}+}}\r\n", literal.len()).into_bytes();
-        raw.extend_from_slice(literal.as_bytes());
-        raw.extend_from_slice(after.as_bytes());
-        raw.extend_from_slice(b"\r\n");
-        self.send(&raw).await;
+        let n = literal.len();
+        self.send(&format!("{tag} {before}{{{n}+}}\r\n{literal}{after}\r\n"))
+            .await;
         self.until(tag).await
     }
 
-    async fn until(&mut self, tag: &str) -> String {
-        let mut all = String::new();
-        loop {
-            let l = self.line().await;
-            all.push_str(&l);
-            if l.starts_with(&format!("{tag} ")) {
-                return all;
-            }
+    /// Runs rev1 SEARCHes in order and checks each whole answer.
+    async fn searches(&mut self, cases: &[(&str, &str, &str)]) {
+        for (tag, command, expect) in cases {
+            self.search(tag, command, expect).await;
         }
     }
 
     async fn login_select(&mut self) {
-        let greeting = self.line().await;
-        assert!(greeting.starts_with("* OK "), "{greeting}");
-        let r = self.cmd("l", &format!("LOGIN {USER} \"{PASSWORD}\"")).await;
-        assert!(r.starts_with("l OK "), "{r}");
+        self.login().await;
         let r = self.cmd("s", "SELECT INBOX").await;
         assert!(r.contains("s OK [READ-WRITE]"), "{r}");
     }
@@ -189,9 +108,7 @@ fn size_of(i: usize) -> usize {
 async fn flags_keywords_sizes_and_sets() {
     let env = env().await;
     five(&env).await;
-    let server = env.server();
-    let (mut c, _t) = connect(&server);
-    c.login_select().await;
+    let (mut c, _t, server) = selected(&env).await;
     for (tag, cmd) in [
         ("a", "STORE 1 +FLAGS.SILENT (\\Seen)"),
         ("b", "STORE 2 +FLAGS.SILENT (\\Answered \\Flagged)"),
@@ -201,88 +118,94 @@ async fn flags_keywords_sizes_and_sets() {
         let r = c.cmd(tag, cmd).await;
         assert!(r.starts_with(&format!("{tag} OK")), "{r}");
     }
-    c.search("e1", "SEARCH ALL", "* SEARCH 1 2 3 4 5").await;
-    c.search("e2", "SEARCH SEEN", "* SEARCH 1 4").await;
-    c.search("e3", "SEARCH UNSEEN", "* SEARCH 2 3 5").await;
-    c.search("e4", "SEARCH ANSWERED", "* SEARCH 2").await;
-    c.search("e5", "SEARCH UNANSWERED", "* SEARCH 1 3 4 5")
-        .await;
-    c.search("e6", "SEARCH FLAGGED", "* SEARCH 2").await;
-    c.search("e7", "SEARCH UNFLAGGED", "* SEARCH 1 3 4 5").await;
-    c.search("e8", "SEARCH DELETED", "* SEARCH 3").await;
-    c.search("e9", "SEARCH UNDELETED", "* SEARCH 1 2 4 5").await;
-    c.search("e10", "SEARCH DRAFT", "* SEARCH 4").await;
-    c.search("e11", "SEARCH UNDRAFT", "* SEARCH 1 2 3 5").await;
-    c.search("e12", "SEARCH KEYWORD $Work", "* SEARCH 3").await;
-    c.search("e13", "SEARCH UNKEYWORD $Work", "* SEARCH 1 2 4 5")
-        .await;
-    c.search("e14", "SEARCH KEYWORD $Nope", "* SEARCH").await;
-    // rev1: the first session to select sees every message as \Recent.
-    c.search("e15", "SEARCH RECENT", "* SEARCH 1 2 3 4 5").await;
-    c.search("e16", "SEARCH NEW", "* SEARCH 2 3 5").await;
-    c.search("e17", "SEARCH OLD", "* SEARCH").await;
+    c.searches(&[
+        ("e1", "SEARCH ALL", "* SEARCH 1 2 3 4 5"),
+        ("e2", "SEARCH SEEN", "* SEARCH 1 4"),
+        ("e3", "SEARCH UNSEEN", "* SEARCH 2 3 5"),
+        ("e4", "SEARCH ANSWERED", "* SEARCH 2"),
+        ("e5", "SEARCH UNANSWERED", "* SEARCH 1 3 4 5"),
+        ("e6", "SEARCH FLAGGED", "* SEARCH 2"),
+        ("e7", "SEARCH UNFLAGGED", "* SEARCH 1 3 4 5"),
+        ("e8", "SEARCH DELETED", "* SEARCH 3"),
+        ("e9", "SEARCH UNDELETED", "* SEARCH 1 2 4 5"),
+        ("e10", "SEARCH DRAFT", "* SEARCH 4"),
+        ("e11", "SEARCH UNDRAFT", "* SEARCH 1 2 3 5"),
+        ("e12", "SEARCH KEYWORD $Work", "* SEARCH 3"),
+        ("e13", "SEARCH UNKEYWORD $Work", "* SEARCH 1 2 4 5"),
+        ("e14", "SEARCH KEYWORD $Nope", "* SEARCH"),
+        // rev1: the first session to select sees every message as \Recent.
+        ("e15", "SEARCH RECENT", "* SEARCH 1 2 3 4 5"),
+        ("e16", "SEARCH NEW", "* SEARCH 2 3 5"),
+        ("e17", "SEARCH OLD", "* SEARCH"),
+    ])
+    .await;
     // Sizes are strict comparisons (RFC 9051 §6.4.4).
     let s3 = size_of(3);
-    c.search("f1", &format!("SEARCH LARGER {s3}"), "* SEARCH 4 5")
-        .await;
-    c.search("f2", &format!("SEARCH SMALLER {s3}"), "* SEARCH 1 2")
-        .await;
-    c.search(
-        "f3",
-        &format!("SEARCH LARGER {} SMALLER {}", s3 - 1, s3 + 1),
-        "* SEARCH 3",
-    )
+    c.searches(&[
+        ("f1", format!("SEARCH LARGER {s3}").as_str(), "* SEARCH 4 5"),
+        (
+            "f2",
+            format!("SEARCH SMALLER {s3}").as_str(),
+            "* SEARCH 1 2",
+        ),
+        (
+            "f3",
+            format!("SEARCH LARGER {} SMALLER {}", s3 - 1, s3 + 1).as_str(),
+            "* SEARCH 3",
+        ),
+        // Sequence sets and UID sets.
+        ("g1", "SEARCH 2:3", "* SEARCH 2 3"),
+        ("g2", "SEARCH 4:*", "* SEARCH 4 5"),
+        ("g3", "SEARCH *", "* SEARCH 5"),
+        ("g4", "UID SEARCH 1,5", "* SEARCH 1 5"),
+        ("g5", "SEARCH UID 2:4 UNSEEN", "* SEARCH 2 3"),
+        ("g6", "SEARCH 9:10", "* SEARCH"),
+        // Logic: OR, NOT, parentheses, nesting.
+        ("h1", "SEARCH OR SEEN FLAGGED", "* SEARCH 1 2 4"),
+        ("h2", "SEARCH NOT SEEN", "* SEARCH 2 3 5"),
+        (
+            "h3",
+            "SEARCH (OR SEEN ANSWERED) NOT FLAGGED",
+            "* SEARCH 1 4",
+        ),
+        ("h4", "SEARCH NOT (SEEN DRAFT)", "* SEARCH 1 2 3 5"),
+        (
+            "h5",
+            "SEARCH OR (DELETED KEYWORD $Work) OR DRAFT (NOT OR SEEN 1:4)",
+            "* SEARCH 3 4 5",
+        ),
+        ("h6", "SEARCH NOT NOT 2", "* SEARCH 2"),
+    ])
     .await;
-    // Sequence sets and UID sets.
-    c.search("g1", "SEARCH 2:3", "* SEARCH 2 3").await;
-    c.search("g2", "SEARCH 4:*", "* SEARCH 4 5").await;
-    c.search("g3", "SEARCH *", "* SEARCH 5").await;
-    c.search("g4", "UID SEARCH 1,5", "* SEARCH 1 5").await;
-    c.search("g5", "SEARCH UID 2:4 UNSEEN", "* SEARCH 2 3")
-        .await;
-    c.search("g6", "SEARCH 9:10", "* SEARCH").await;
-    // Logic: OR, NOT, parentheses, nesting.
-    c.search("h1", "SEARCH OR SEEN FLAGGED", "* SEARCH 1 2 4")
-        .await;
-    c.search("h2", "SEARCH NOT SEEN", "* SEARCH 2 3 5").await;
-    c.search(
-        "h3",
-        "SEARCH (OR SEEN ANSWERED) NOT FLAGGED",
-        "* SEARCH 1 4",
-    )
-    .await;
-    c.search("h4", "SEARCH NOT (SEEN DRAFT)", "* SEARCH 1 2 3 5")
-        .await;
-    c.search(
-        "h5",
-        "SEARCH OR (DELETED KEYWORD $Work) OR DRAFT (NOT OR SEEN 1:4)",
-        "* SEARCH 3 4 5",
-    )
-    .await;
-    c.search("h6", "SEARCH NOT NOT 2", "* SEARCH 2").await;
 
     // Expunge message 3: sequence numbers shift, UIDs do not.
     let r = c.cmd("x", "EXPUNGE").await;
     assert!(r.contains("* 3 EXPUNGE\r\n"), "{r}");
-    c.search("i1", "SEARCH 3", "* SEARCH 3").await;
-    c.search("i2", "UID SEARCH 3", "* SEARCH 4").await;
-    c.search("i3", "UID SEARCH UID 3", "* SEARCH").await;
-    c.search("i4", "SEARCH UID 4:*", "* SEARCH 3 4").await;
-    c.search("i5", "UID SEARCH UNSEEN", "* SEARCH 2 5").await;
+    c.searches(&[
+        ("i1", "SEARCH 3", "* SEARCH 3"),
+        ("i2", "UID SEARCH 3", "* SEARCH 4"),
+        ("i3", "UID SEARCH UID 3", "* SEARCH"),
+        ("i4", "SEARCH UID 4:*", "* SEARCH 3 4"),
+        ("i5", "UID SEARCH UNSEEN", "* SEARCH 2 5"),
+    ])
+    .await;
 
     // A second session: nothing is \Recent for it any more.
-    let (mut d, _t2) = connect(&server);
+    let (mut d, _t2) = open(&server);
     d.login_select().await;
-    d.search("j1", "SEARCH RECENT", "* SEARCH").await;
-    d.search("j2", "SEARCH OLD", "* SEARCH 1 2 3 4").await;
-    d.search("j3", "SEARCH NEW", "* SEARCH").await;
+    d.searches(&[
+        ("j1", "SEARCH RECENT", "* SEARCH"),
+        ("j2", "SEARCH OLD", "* SEARCH 1 2 3 4"),
+        ("j3", "SEARCH NEW", "* SEARCH"),
+    ])
+    .await;
 }
 
 #[tokio::test]
 async fn not_selected_and_bad_syntax() {
     let env = env().await;
-    let server = env.server();
-    let (mut c, _t) = connect(&server);
+    let server = env.server(ImapConfig::default());
+    let (mut c, _t) = open(&server);
     let _ = c.line().await;
     let r = c.cmd("l", &format!("LOGIN {USER} \"{PASSWORD}\"")).await;
     assert!(r.starts_with("l OK "), "{r}");
@@ -293,9 +216,12 @@ async fn not_selected_and_bad_syntax() {
     let r = c.cmd("b", "SEARCH FROBNICATE").await;
     assert!(r.starts_with("b BAD"), "{r}");
     // An empty mailbox: nothing matches, `*` means nothing.
-    c.search("c", "SEARCH ALL", "* SEARCH").await;
-    c.search("d", "SEARCH 1:*", "* SEARCH").await;
-    c.search("e", "UID SEARCH UID *", "* SEARCH").await;
+    c.searches(&[
+        ("c", "SEARCH ALL", "* SEARCH"),
+        ("d", "SEARCH 1:*", "* SEARCH"),
+        ("e", "UID SEARCH UID *", "* SEARCH"),
+    ])
+    .await;
 }
 
 const M1: &str = "From: Alice Example <alice@example.org>\r\n\
@@ -371,103 +297,87 @@ async fn rich() -> Env {
 #[tokio::test]
 async fn internal_and_sent_dates() {
     let env = rich().await;
-    let server = env.server();
-    let (mut c, _t) = connect(&server);
-    c.login_select().await;
+    let (mut c, _t, _s) = selected(&env).await;
     // INTERNALDATE, in the zone FETCH shows it in (+0000).
-    c.search("a1", "SEARCH ON 4-Mar-2021", "* SEARCH 2 3").await;
-    c.search("a2", "SEARCH BEFORE 5-Mar-2021", "* SEARCH 1 2 3")
-        .await;
-    c.search("a3", "SEARCH SINCE 5-Mar-2021", "* SEARCH 4 5")
-        .await;
-    c.search(
-        "a4",
-        "SEARCH SINCE 1-Feb-2021 BEFORE 2-Feb-2021",
-        "* SEARCH 1",
-    )
-    .await;
-    c.search("a5", "SEARCH on 1-apr-2021", "* SEARCH 5").await;
-    // Date: header as written, disregarding time and zone: M2 was sent on 3 Mar
-    // -0800 (4 Mar in UTC); M3 has no Date: and never matches.
-    c.search("b1", "SEARCH SENTON 3-Mar-2021", "* SEARCH 2")
-        .await;
-    c.search("b2", "SEARCH SENTON 4-Mar-2021", "* SEARCH").await;
-    c.search("b3", "SEARCH SENTBEFORE 4-Mar-2021", "* SEARCH 1 2")
-        .await;
-    c.search("b4", "SEARCH SENTSINCE 4-Mar-2021", "* SEARCH 4 5")
-        .await;
-    c.search("b5", "SEARCH NOT SENTON 3-Mar-2021", "* SEARCH 1 3 4 5")
-        .await;
-    c.search(
-        "b6",
-        "SEARCH SENTSINCE 1-Jan-2021 SINCE 4-Mar-2021",
-        "* SEARCH 2 4 5",
-    )
+    c.searches(&[
+        ("a1", "SEARCH ON 4-Mar-2021", "* SEARCH 2 3"),
+        ("a2", "SEARCH BEFORE 5-Mar-2021", "* SEARCH 1 2 3"),
+        ("a3", "SEARCH SINCE 5-Mar-2021", "* SEARCH 4 5"),
+        (
+            "a4",
+            "SEARCH SINCE 1-Feb-2021 BEFORE 2-Feb-2021",
+            "* SEARCH 1",
+        ),
+        ("a5", "SEARCH on 1-apr-2021", "* SEARCH 5"),
+        // Date: header as written, disregarding time and zone: M2 was sent on 3 Mar
+        // -0800 (4 Mar in UTC); M3 has no Date: and never matches.
+        ("b1", "SEARCH SENTON 3-Mar-2021", "* SEARCH 2"),
+        ("b2", "SEARCH SENTON 4-Mar-2021", "* SEARCH"),
+        ("b3", "SEARCH SENTBEFORE 4-Mar-2021", "* SEARCH 1 2"),
+        ("b4", "SEARCH SENTSINCE 4-Mar-2021", "* SEARCH 4 5"),
+        ("b5", "SEARCH NOT SENTON 3-Mar-2021", "* SEARCH 1 3 4 5"),
+        (
+            "b6",
+            "SEARCH SENTSINCE 1-Jan-2021 SINCE 4-Mar-2021",
+            "* SEARCH 2 4 5",
+        ),
+    ])
     .await;
 }
 
 #[tokio::test]
 async fn header_keys() {
     let env = rich().await;
-    let server = env.server();
-    let (mut c, _t) = connect(&server);
-    c.login_select().await;
-    c.search("a1", "SEARCH FROM alice", "* SEARCH 1").await;
-    c.search("a2", "SEARCH FROM \"alice EXAMPLE\"", "* SEARCH 1")
-        .await;
-    c.search("a3", "SEARCH TO alice", "* SEARCH 2 3 4 5").await;
-    c.search("a4", "SEARCH TO bob", "* SEARCH 1").await;
-    c.search("a5", "SEARCH CC carol", "* SEARCH 1").await;
-    c.search("a6", "SEARCH BCC mallory", "* SEARCH 4").await;
-    c.search("a7", "SEARCH SUBJECT REPORT", "* SEARCH 1").await;
-    c.search("a8", "SEARCH FROM example.com", "* SEARCH 3 5")
-        .await;
-    // HEADER with an empty string: every message that has the field.
-    c.search("b1", "SEARCH HEADER X-Priority \"\"", "* SEARCH 1")
-        .await;
-    c.search("b2", "SEARCH HEADER x-priority 1", "* SEARCH 1")
-        .await;
-    c.search("b3", "SEARCH HEADER X-Missing \"\"", "* SEARCH")
-        .await;
-    c.search("b4", "SEARCH HEADER Content-Type multipart", "* SEARCH 5")
-        .await;
-    c.search("b5", "SEARCH HEADER Date \"\"", "* SEARCH 1 2 4 5")
-        .await;
+    let (mut c, _t, _s) = selected(&env).await;
+    c.searches(&[
+        ("a1", "SEARCH FROM alice", "* SEARCH 1"),
+        ("a2", "SEARCH FROM \"alice EXAMPLE\"", "* SEARCH 1"),
+        ("a3", "SEARCH TO alice", "* SEARCH 2 3 4 5"),
+        ("a4", "SEARCH TO bob", "* SEARCH 1"),
+        ("a5", "SEARCH CC carol", "* SEARCH 1"),
+        ("a6", "SEARCH BCC mallory", "* SEARCH 4"),
+        ("a7", "SEARCH SUBJECT REPORT", "* SEARCH 1"),
+        ("a8", "SEARCH FROM example.com", "* SEARCH 3 5"),
+        // HEADER with an empty string: every message that has the field.
+        ("b1", "SEARCH HEADER X-Priority \"\"", "* SEARCH 1"),
+        ("b2", "SEARCH HEADER x-priority 1", "* SEARCH 1"),
+        ("b3", "SEARCH HEADER X-Missing \"\"", "* SEARCH"),
+        ("b4", "SEARCH HEADER Content-Type multipart", "* SEARCH 5"),
+        ("b5", "SEARCH HEADER Date \"\"", "* SEARCH 1 2 4 5"),
+    ])
+    .await;
     // An RFC 2047 encoded-word subject, matched decoded, with an 8-bit UTF-8
     // literal and Unicode case folding.
     let r = c
         .with_literal("c1", "SEARCH CHARSET UTF-8 SUBJECT ", "GRÜSSE aus köln", "")
         .await;
     assert_eq!(r, "* SEARCH 2\r\nc1 OK SEARCH completed\r\n");
-    c.search("c2", "SEARCH SUBJECT R3LDvMOfZSBhdXMgS8O2bG4", "* SEARCH")
-        .await;
-    // Header keys combine with cheap keys and with each other.
-    c.search("d1", "SEARCH OR FROM alice BCC mallory", "* SEARCH 1 4")
-        .await;
-    c.search("d2", "SEARCH NOT TO alice 2:5", "* SEARCH").await;
-    c.search("d3", "UID SEARCH TO alice NOT FROM eve", "* SEARCH 2 3 5")
-        .await;
+    c.searches(&[
+        ("c2", "SEARCH SUBJECT R3LDvMOfZSBhdXMgS8O2bG4", "* SEARCH"),
+        // Header keys combine with cheap keys and with each other.
+        ("d1", "SEARCH OR FROM alice BCC mallory", "* SEARCH 1 4"),
+        ("d2", "SEARCH NOT TO alice 2:5", "* SEARCH"),
+        ("d3", "UID SEARCH TO alice NOT FROM eve", "* SEARCH 2 3 5"),
+    ])
+    .await;
 }
 
 #[tokio::test]
 async fn body_and_text() {
     let env = rich().await;
-    let server = env.server();
-    let (mut c, _t) = connect(&server);
-    c.login_select().await;
+    let (mut c, _t, _s) = selected(&env).await;
     // TEXT covers the header, BODY does not.
-    c.search("a1", "SEARCH TEXT quarterly", "* SEARCH 1").await;
-    c.search("a2", "SEARCH BODY quarterly", "* SEARCH").await;
-    c.search("a3", "SEARCH BODY PROFIT", "* SEARCH 1").await;
-    c.search("a4", "SEARCH TEXT eve@example", "* SEARCH 4")
-        .await;
-    // base64 and quoted-printable bodies are decoded; the encoded form is not matched.
-    c.search("b1", "SEARCH BODY \"secret treasure\"", "* SEARCH 2")
-        .await;
-    c.search("b2", "SEARCH BODY VGhlIHNlY3JldC", "* SEARCH")
-        .await;
-    c.search("b3", "SEARCH BODY \"soft line break\"", "* SEARCH 3")
-        .await;
+    c.searches(&[
+        ("a1", "SEARCH TEXT quarterly", "* SEARCH 1"),
+        ("a2", "SEARCH BODY quarterly", "* SEARCH"),
+        ("a3", "SEARCH BODY PROFIT", "* SEARCH 1"),
+        ("a4", "SEARCH TEXT eve@example", "* SEARCH 4"),
+        // base64 and quoted-printable bodies are decoded; the encoded form is not matched.
+        ("b1", "SEARCH BODY \"secret treasure\"", "* SEARCH 2"),
+        ("b2", "SEARCH BODY VGhlIHNlY3JldC", "* SEARCH"),
+        ("b3", "SEARCH BODY \"soft line break\"", "* SEARCH 3"),
+    ])
+    .await;
     let r = c
         .with_literal("b4", "SEARCH CHARSET UTF-8 BODY ", "café au lait", "")
         .await;
@@ -481,83 +391,79 @@ async fn body_and_text() {
         .await;
     assert_eq!(r, "* SEARCH 4\r\nc2 OK UID SEARCH completed\r\n");
     // Each text part of a multipart.
-    c.search("d1", "SEARCH BODY \"hello world\"", "* SEARCH 5")
-        .await;
-    c.search("d2", "SEARCH BODY html", "* SEARCH 5").await;
-    // CHARSET: UTF-8 and US-ASCII are accepted, others refused.
-    c.search("e1", "SEARCH CHARSET US-ASCII BODY profit", "* SEARCH 1")
-        .await;
+    c.searches(&[
+        ("d1", "SEARCH BODY \"hello world\"", "* SEARCH 5"),
+        ("d2", "SEARCH BODY html", "* SEARCH 5"),
+        // CHARSET: UTF-8 and US-ASCII are accepted, others refused.
+        ("e1", "SEARCH CHARSET US-ASCII BODY profit", "* SEARCH 1"),
+    ])
+    .await;
     let r = c.cmd("e2", "SEARCH CHARSET ISO-8859-1 BODY profit").await;
     assert!(r.starts_with("e2 NO [BADCHARSET (UTF-8"), "{r}");
     assert_eq!(r.lines().count(), 1, "{r}");
     // Short-circuit: a cheap key that is false skips the body.
-    c.search("f1", "SEARCH 1 OR BODY treasure BODY profit", "* SEARCH 1")
-        .await;
-    c.search("f2", "SEARCH NOT BODY E", "* SEARCH").await;
-    c.search("f3", "SEARCH BODY \"\"", "* SEARCH 1 2 3 4 5")
-        .await;
+    c.searches(&[
+        ("f1", "SEARCH 1 OR BODY treasure BODY profit", "* SEARCH 1"),
+        ("f2", "SEARCH NOT BODY E", "* SEARCH"),
+        ("f3", "SEARCH BODY \"\"", "* SEARCH 1 2 3 4 5"),
+    ])
+    .await;
 }
 
 #[tokio::test]
 async fn esearch_forms() {
     let env = env().await;
     five(&env).await;
-    let server = env.server();
-    let (mut c, _t) = connect(&server);
-    c.login_select().await;
+    let (mut c, _t, _s) = selected(&env).await;
     let r = c.cmd("z", "STORE 1,3 +FLAGS.SILENT (\\Seen)").await;
     assert!(r.starts_with("z OK"), "{r}");
     // rev1 with RETURN: ESEARCH (RFC 4731).
-    c.search(
-        "a",
-        "SEARCH RETURN (MIN MAX COUNT ALL) UNSEEN",
-        "* ESEARCH (TAG \"a\") MIN 2 MAX 5 ALL 2,4:5 COUNT 3",
-    )
-    .await;
-    c.search(
-        "b",
-        "UID SEARCH RETURN (COUNT) SEEN",
-        "* ESEARCH (TAG \"b\") UID COUNT 2",
-    )
-    .await;
-    c.search(
-        "c",
-        "SEARCH RETURN (MIN MAX ALL COUNT) KEYWORD nope",
-        "* ESEARCH (TAG \"c\") COUNT 0",
-    )
-    .await;
-    c.search("d", "SEARCH RETURN () ALL", "* ESEARCH (TAG \"d\") ALL 1:5")
-        .await;
-    c.search(
-        "e",
-        "SEARCH RETURN (MIN) KEYWORD nope",
-        "* ESEARCH (TAG \"e\")",
-    )
-    .await;
-    c.search(
-        "f",
-        "UID SEARCH RETURN (MAX) 1:4",
-        "* ESEARCH (TAG \"f\") UID MAX 4",
-    )
+    c.searches(&[
+        (
+            "a",
+            "SEARCH RETURN (MIN MAX COUNT ALL) UNSEEN",
+            "* ESEARCH (TAG \"a\") MIN 2 MAX 5 ALL 2,4:5 COUNT 3",
+        ),
+        (
+            "b",
+            "UID SEARCH RETURN (COUNT) SEEN",
+            "* ESEARCH (TAG \"b\") UID COUNT 2",
+        ),
+        (
+            "c",
+            "SEARCH RETURN (MIN MAX ALL COUNT) KEYWORD nope",
+            "* ESEARCH (TAG \"c\") COUNT 0",
+        ),
+        ("d", "SEARCH RETURN () ALL", "* ESEARCH (TAG \"d\") ALL 1:5"),
+        (
+            "e",
+            "SEARCH RETURN (MIN) KEYWORD nope",
+            "* ESEARCH (TAG \"e\")",
+        ),
+        (
+            "f",
+            "UID SEARCH RETURN (MAX) 1:4",
+            "* ESEARCH (TAG \"f\") UID MAX 4",
+        ),
+    ])
     .await;
     // rev2: every SEARCH answers ESEARCH, ALL by default.
     let r = c.cmd("g", "ENABLE IMAP4rev2").await;
     assert!(r.contains("* ENABLED IMAP4rev2"), "{r}");
-    c.search("h", "SEARCH UNSEEN", "* ESEARCH (TAG \"h\") ALL 2,4:5")
-        .await;
-    c.search(
-        "i",
-        "UID SEARCH 1,3:4",
-        "* ESEARCH (TAG \"i\") UID ALL 1,3:4",
-    )
-    .await;
-    c.search("j", "SEARCH KEYWORD nope", "* ESEARCH (TAG \"j\")")
-        .await;
-    c.search(
-        "k",
-        "SEARCH RETURN (COUNT MIN) SEEN",
-        "* ESEARCH (TAG \"k\") MIN 1 COUNT 2",
-    )
+    c.searches(&[
+        ("h", "SEARCH UNSEEN", "* ESEARCH (TAG \"h\") ALL 2,4:5"),
+        (
+            "i",
+            "UID SEARCH 1,3:4",
+            "* ESEARCH (TAG \"i\") UID ALL 1,3:4",
+        ),
+        ("j", "SEARCH KEYWORD nope", "* ESEARCH (TAG \"j\")"),
+        (
+            "k",
+            "SEARCH RETURN (COUNT MIN) SEEN",
+            "* ESEARCH (TAG \"k\") MIN 1 COUNT 2",
+        ),
+    ])
     .await;
 }
 
@@ -565,9 +471,7 @@ async fn esearch_forms() {
 async fn save_and_dollar() {
     let env = env().await;
     five(&env).await;
-    let server = env.server();
-    let (mut c, _t) = connect(&server);
-    c.login_select().await;
+    let (mut c, _t, _s) = selected(&env).await;
     let r = c.cmd("z", "STORE 1,3 +FLAGS.SILENT (\\Seen)").await;
     assert!(r.starts_with("z OK"), "{r}");
     // `$` before any SAVE is empty.
@@ -580,31 +484,31 @@ async fn save_and_dollar() {
         r,
         "* 2 FETCH (UID 2)\r\n* 4 FETCH (UID 4)\r\n* 5 FETCH (UID 5)\r\nb OK FETCH completed\r\n"
     );
-    c.search("c1", "UID SEARCH $", "* SEARCH 2 4 5").await;
-    c.search("c2", "SEARCH NOT $", "* SEARCH 1 3").await;
-    c.search("c3", "UID SEARCH UID $ 1:4", "* SEARCH 2 4").await;
-    // SAVE with MIN and/or MAX only saves those (RFC 5182 §2.4).
-    c.search(
-        "d1",
-        "SEARCH RETURN (SAVE MIN) UNSEEN",
-        "* ESEARCH (TAG \"d1\") MIN 2",
-    )
+    c.searches(&[
+        ("c1", "UID SEARCH $", "* SEARCH 2 4 5"),
+        ("c2", "SEARCH NOT $", "* SEARCH 1 3"),
+        ("c3", "UID SEARCH UID $ 1:4", "* SEARCH 2 4"),
+        // SAVE with MIN and/or MAX only saves those (RFC 5182 §2.4).
+        (
+            "d1",
+            "SEARCH RETURN (SAVE MIN) UNSEEN",
+            "* ESEARCH (TAG \"d1\") MIN 2",
+        ),
+        ("d2", "UID SEARCH $", "* SEARCH 2"),
+        (
+            "d3",
+            "SEARCH RETURN (MAX SAVE MIN) UNSEEN",
+            "* ESEARCH (TAG \"d3\") MIN 2 MAX 5",
+        ),
+        ("d4", "UID SEARCH $", "* SEARCH 2 5"),
+        (
+            "d5",
+            "SEARCH RETURN (MAX SAVE MIN COUNT) UNSEEN",
+            "* ESEARCH (TAG \"d5\") MIN 2 MAX 5 COUNT 3",
+        ),
+        ("d6", "UID SEARCH $", "* SEARCH 2 4 5"),
+    ])
     .await;
-    c.search("d2", "UID SEARCH $", "* SEARCH 2").await;
-    c.search(
-        "d3",
-        "SEARCH RETURN (MAX SAVE MIN) UNSEEN",
-        "* ESEARCH (TAG \"d3\") MIN 2 MAX 5",
-    )
-    .await;
-    c.search("d4", "UID SEARCH $", "* SEARCH 2 5").await;
-    c.search(
-        "d5",
-        "SEARCH RETURN (MAX SAVE MIN COUNT) UNSEEN",
-        "* ESEARCH (TAG \"d5\") MIN 2 MAX 5 COUNT 3",
-    )
-    .await;
-    c.search("d6", "UID SEARCH $", "* SEARCH 2 4 5").await;
     // A SAVE that finds nothing empties `$`.
     let r = c.cmd("e1", "UID SEARCH RETURN (SAVE) KEYWORD nope").await;
     assert_eq!(r, "e1 OK UID SEARCH completed\r\n");
@@ -616,8 +520,11 @@ async fn save_and_dollar() {
     assert!(r.starts_with("f2 OK"), "{r}");
     let r = c.cmd("f3", "EXPUNGE").await;
     assert!(r.contains("* 3 EXPUNGE"), "{r}");
-    c.search("f4", "UID SEARCH $", "* SEARCH 2 4").await;
-    c.search("f5", "SEARCH $", "* SEARCH 2 3").await;
+    c.searches(&[
+        ("f4", "UID SEARCH $", "* SEARCH 2 4"),
+        ("f5", "SEARCH $", "* SEARCH 2 3"),
+    ])
+    .await;
     let r = c.cmd("f6", "SEARCH RETURN (SAVE) $ UNSEEN").await;
     assert_eq!(r, "f6 OK SEARCH completed\r\n");
     c.search("f7", "UID SEARCH $", "* SEARCH 2 4").await;
@@ -639,9 +546,7 @@ fn modseqs(fetch: &str) -> Vec<u64> {
 async fn modseq_key() {
     let env = env().await;
     five(&env).await;
-    let server = env.server();
-    let (mut c, _t) = connect(&server);
-    c.login_select().await;
+    let (mut c, _t, server) = selected(&env).await;
     let r = c.cmd("z", "STORE 2 +FLAGS.SILENT (\\Seen)").await;
     assert!(r.starts_with("z OK"), "{r}");
     let r = c.cmd("y", "STORE 4 +FLAGS.SILENT (\\Flagged)").await;
@@ -651,47 +556,49 @@ async fn modseq_key() {
     let top = m[3];
     assert!(top > m[1] && m[1] > m[4], "{m:?}");
     // rev1: `* SEARCH ... (MODSEQ highest)`, nothing when empty (RFC 7162 §3.1.5).
-    c.search(
-        "a",
-        &format!("SEARCH MODSEQ {}", m[1]),
-        &format!("* SEARCH 2 4 (MODSEQ {top})"),
-    )
-    .await;
-    c.search("b", &format!("SEARCH MODSEQ {}", top + 1), "* SEARCH")
-        .await;
-    c.search(
-        "c",
-        &format!(
-            "UID SEARCH MODSEQ \"/flags/\\\\seen\" all {} UNFLAGGED",
-            m[1]
+    c.searches(&[
+        (
+            "a",
+            format!("SEARCH MODSEQ {}", m[1]).as_str(),
+            format!("* SEARCH 2 4 (MODSEQ {top})").as_str(),
         ),
-        &format!("* SEARCH 2 (MODSEQ {})", m[1]),
-    )
-    .await;
-    // ESEARCH: the MIN/MAX message's MODSEQ when only those are asked, else the
-    // highest (RFC 4731 §3.2).
-    c.search(
-        "d",
-        "SEARCH RETURN (MIN) MODSEQ 1",
-        &format!("* ESEARCH (TAG \"d\") MIN 1 MODSEQ {}", m[0]),
-    )
-    .await;
-    c.search(
-        "e",
-        "SEARCH RETURN (ALL) MODSEQ 1",
-        &format!("* ESEARCH (TAG \"e\") ALL 1:5 MODSEQ {top}"),
-    )
-    .await;
-    c.search(
-        "f",
-        &format!("SEARCH RETURN (COUNT) MODSEQ {}", top + 1),
-        "* ESEARCH (TAG \"f\") COUNT 0",
-    )
+        (
+            "b",
+            format!("SEARCH MODSEQ {}", top + 1).as_str(),
+            "* SEARCH",
+        ),
+        (
+            "c",
+            format!(
+                "UID SEARCH MODSEQ \"/flags/\\\\seen\" all {} UNFLAGGED",
+                m[1]
+            )
+            .as_str(),
+            format!("* SEARCH 2 (MODSEQ {})", m[1]).as_str(),
+        ),
+        // ESEARCH: the MIN/MAX message's MODSEQ when only those are asked, else the
+        // highest (RFC 4731 §3.2).
+        (
+            "d",
+            "SEARCH RETURN (MIN) MODSEQ 1",
+            format!("* ESEARCH (TAG \"d\") MIN 1 MODSEQ {}", m[0]).as_str(),
+        ),
+        (
+            "e",
+            "SEARCH RETURN (ALL) MODSEQ 1",
+            format!("* ESEARCH (TAG \"e\") ALL 1:5 MODSEQ {top}").as_str(),
+        ),
+        (
+            "f",
+            format!("SEARCH RETURN (COUNT) MODSEQ {}", top + 1).as_str(),
+            "* ESEARCH (TAG \"f\") COUNT 0",
+        ),
+    ])
     .await;
     // MODSEQ in SEARCH enabled CONDSTORE (RFC 7162 §3.1): ENABLE has nothing to add.
     let r = c.cmd("g", "ENABLE CONDSTORE").await;
     assert_eq!(r, "* ENABLED\r\ng OK ENABLE completed\r\n");
-    let (mut d, _t2) = connect(&server);
+    let (mut d, _t2) = open(&server);
     d.login_select().await;
     let r = d.cmd("g", "ENABLE CONDSTORE").await;
     assert_eq!(r, "* ENABLED CONDSTORE\r\ng OK ENABLE completed\r\n");
@@ -708,9 +615,7 @@ async fn flag_searches_never_read_blobs() {
         );
         env.deliver_at(msg.as_bytes(), at(2021, 2, 1, 12)).await;
     }
-    let server = env.server();
-    let (mut c, _t) = connect(&server);
-    c.login_select().await;
+    let (mut c, _t, _s) = selected(&env).await;
     let r = c.cmd("a", "STORE 1:100 +FLAGS.SILENT (\\Seen)").await;
     assert!(r.starts_with("a OK"), "{r}");
     // Before: a body search works.
@@ -722,27 +627,27 @@ async fn flag_searches_never_read_blobs() {
     std::fs::remove_dir_all(&blobs).unwrap();
     // Flags, sets and sizes answer from the snapshot alone.
     let unseen: Vec<String> = (101..=n).map(|u| u.to_string()).collect();
-    c.search(
-        "c",
-        "UID SEARCH UNSEEN",
-        &format!("* SEARCH {}", unseen.join(" ")),
-    )
-    .await;
-    c.search(
-        "d",
-        "SEARCH RETURN (COUNT MIN MAX) UNSEEN UNDELETED",
-        "* ESEARCH (TAG \"d\") MIN 101 MAX 300 COUNT 200",
-    )
-    .await;
-    // A false cheap key spares the body read.
-    c.search("e", "SEARCH SEEN UNSEEN BODY x", "* SEARCH").await;
-    c.search("f", "SEARCH 5 OR SEEN BODY x", "* SEARCH 5").await;
-    // The Date: header comes from the stored metadata, not the message.
-    c.search(
-        "g",
-        "SEARCH RETURN (COUNT) SENTON 1-Feb-2021",
-        "* ESEARCH (TAG \"g\") COUNT 300",
-    )
+    c.searches(&[
+        (
+            "c",
+            "UID SEARCH UNSEEN",
+            format!("* SEARCH {}", unseen.join(" ")).as_str(),
+        ),
+        (
+            "d",
+            "SEARCH RETURN (COUNT MIN MAX) UNSEEN UNDELETED",
+            "* ESEARCH (TAG \"d\") MIN 101 MAX 300 COUNT 200",
+        ),
+        // A false cheap key spares the body read.
+        ("e", "SEARCH SEEN UNSEEN BODY x", "* SEARCH"),
+        ("f", "SEARCH 5 OR SEEN BODY x", "* SEARCH 5"),
+        // The Date: header comes from the stored metadata, not the message.
+        (
+            "g",
+            "SEARCH RETURN (COUNT) SENTON 1-Feb-2021",
+            "* ESEARCH (TAG \"g\") COUNT 300",
+        ),
+    ])
     .await;
     // A search that does need the messages fails, and a failed SAVE empties `$`.
     let r = c.cmd("h", "UID SEARCH RETURN (SAVE) 1:3").await;

@@ -3,137 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use base64::Engine as _;
-use buudien_auth::{FailureThrottle, ScramCredentials, ThrottleConfig, hash_password};
-use buudien_imap::{ImapConfig, ImapServer};
-use buudien_store::{AccountId, MailStore, NewAccount, PasswordRecord, Quota};
-use buudien_store_sqlite::SqliteStore;
-use buudien_types::{Address, Domain};
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-use tempfile::TempDir;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
-use tokio::task::JoinHandle;
-
-const USER: &str = "ann@example.org";
-const PASSWORD: &str = "correct horse";
-const LOOPBACK: &str = "127.0.0.1:40000";
-const REMOTE: &str = "192.0.2.1:40000";
-const MSG1: &str = "From: bob@example.org\r\nSubject: one\r\n\r\nline 1\r\n";
-const MSG2: &str = "Subject: two\r\n\r\nbody\r\n";
-
-struct Env {
-    _dir: TempDir,
-    store: SqliteStore,
-    account: AccountId,
-}
-
-async fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
-    store
-        .add_domain(&Domain::parse("example.org").unwrap())
-        .await
-        .unwrap();
-    let account = store
-        .add_account(NewAccount {
-            address: Address::parse(USER).unwrap(),
-            password: PasswordRecord {
-                hash: hash_password(PASSWORD.as_bytes()).unwrap(),
-                scram_sha256: ScramCredentials::derive(PASSWORD.as_bytes()).encode(),
-            },
-            quota: Quota::default(),
-        })
-        .await
-        .unwrap();
-    Env {
-        _dir: dir,
-        store,
-        account,
-    }
-}
-
-impl Env {
-    async fn deliver(&self, msg: &str) {
-        self.store
-            .deliver(&[self.account], msg.as_bytes(), SystemTime::now())
-            .await
-            .unwrap();
-    }
-
-    fn server(&self, config: ImapConfig) -> ImapServer<SqliteStore> {
-        let throttle = Arc::new(FailureThrottle::new(ThrottleConfig {
-            base_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(5),
-            ..ThrottleConfig::default()
-        }));
-        ImapServer::new(self.store.clone(), config, throttle)
-    }
-}
-
-struct Client {
-    rd: BufReader<ReadHalf<DuplexStream>>,
-    wr: WriteHalf<DuplexStream>,
-}
-
-fn connect(server: &ImapServer<SqliteStore>, peer: &str) -> (Client, JoinHandle<()>) {
-    let (client, server_io) = tokio::io::duplex(1 << 16);
-    let s = server.clone();
-    let peer: SocketAddr = peer.parse().unwrap();
-    let task = tokio::spawn(async move { s.serve(server_io, peer, false, None).await });
-    let (rd, wr) = tokio::io::split(client);
-    (
-        Client {
-            rd: BufReader::new(rd),
-            wr,
-        },
-        task,
-    )
-}
-
-impl Client {
-    async fn line(&mut self) -> String {
-        let mut l = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(10), self.rd.read_line(&mut l))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "unexpected EOF");
-        l
-    }
-
-    async fn send(&mut self, raw: &str) {
-        self.wr.write_all(raw.as_bytes()).await.unwrap();
-    }
-
-    /// Sends `tag command` and returns everything up to and including the tagged line.
-    async fn cmd(&mut self, tag: &str, command: &str) -> String {
-        self.send(&format!("{tag} {command}\r\n")).await;
-        self.until(tag).await
-    }
-
-    async fn until(&mut self, tag: &str) -> String {
-        let mut all = String::new();
-        loop {
-            let l = self.line().await;
-            all.push_str(&l);
-            if l.starts_with(&format!("{tag} ")) {
-                return all;
-            }
-        }
-    }
-
-    async fn login(&mut self) {
-        let greeting = self.line().await;
-        assert!(
-            greeting.starts_with("* OK [CAPABILITY IMAP4rev2"),
-            "{greeting}"
-        );
-        let r = self.cmd("l", &format!("LOGIN {USER} \"{PASSWORD}\"")).await;
-        assert!(r.starts_with("l OK [CAPABILITY "), "{r}");
-    }
-}
+use buudien_imap::ImapConfig;
+use common::*;
+use std::time::Duration;
 
 #[tokio::test]
 async fn capability_login_and_logout() {
@@ -188,9 +63,7 @@ async fn authenticate_plain() {
 #[tokio::test]
 async fn bad_syntax_and_unimplemented() {
     let env = env().await;
-    let server = env.server(ImapConfig::default());
-    let (mut c, _task) = connect(&server, LOOPBACK);
-    c.login().await;
+    let (mut c, _task, _s) = session(&env).await;
     let r = c.cmd("a", "FROBNICATE").await;
     assert!(r.starts_with("a BAD"), "{r}");
     let r = c.cmd("b", "SELECT").await;
@@ -206,9 +79,7 @@ async fn select_fetch_store_expunge() {
     let env = env().await;
     env.deliver(MSG1).await;
     env.deliver(MSG2).await;
-    let server = env.server(ImapConfig::default());
-    let (mut c, _task) = connect(&server, LOOPBACK);
-    c.login().await;
+    let (mut c, _task, _s) = session(&env).await;
     let r = c.cmd("s", "SELECT INBOX").await;
     assert!(r.contains("* 2 EXISTS\r\n"), "{r}");
     assert!(r.contains("* OK [UIDVALIDITY "), "{r}");
@@ -282,9 +153,7 @@ async fn select_fetch_store_expunge() {
 async fn create_list_append_copy_move() {
     let env = env().await;
     env.deliver(MSG1).await;
-    let server = env.server(ImapConfig::default());
-    let (mut c, _task) = connect(&server, LOOPBACK);
-    c.login().await;
+    let (mut c, _task, _s) = session(&env).await;
     let r = c.cmd("a", "CREATE Projects").await;
     assert_eq!(r, "a OK CREATE completed\r\n");
     let r = c.cmd("b", "CREATE Projects").await;
@@ -385,9 +254,7 @@ async fn append_limit_enable_and_unchangedsince() {
 #[tokio::test]
 async fn special_use_in_list_and_recent_for_rev1() {
     let env = env().await;
-    let server = env.server(ImapConfig::default());
-    let (mut c, _task) = connect(&server, LOOPBACK);
-    c.login().await;
+    let (mut c, _task, _s) = session(&env).await;
     let r = c.cmd("a", "LIST \"\" %").await;
     assert!(r.contains("\\Archive"), "{r}");
     let r = c.cmd("b", "SELECT INBOX").await;
@@ -397,9 +264,7 @@ async fn special_use_in_list_and_recent_for_rev1() {
 #[tokio::test]
 async fn stop_and_idle_timeout_say_bye() {
     let env = env().await;
-    let server = env.server(ImapConfig::default());
-    let (mut c, task) = connect(&server, LOOPBACK);
-    c.login().await;
+    let (mut c, task, server) = session(&env).await;
     server.stop();
     assert_eq!(c.line().await, "* BYE server shutting down\r\n");
     task.await.unwrap();

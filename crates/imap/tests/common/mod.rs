@@ -29,6 +29,11 @@ pub struct Env {
 }
 
 pub async fn env() -> Env {
+    env_with(Quota::default()).await
+}
+
+/// An account with the given quota.
+pub async fn env_with(quota: Quota) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     store
@@ -42,7 +47,7 @@ pub async fn env() -> Env {
                 hash: hash_password(PASSWORD.as_bytes()).unwrap(),
                 scram_sha256: ScramCredentials::derive(PASSWORD.as_bytes()).encode(),
             },
-            quota: Quota::default(),
+            quota,
         })
         .await
         .unwrap();
@@ -62,9 +67,15 @@ impl Env {
     }
 
     pub fn server(&self, config: ImapConfig) -> ImapServer<SqliteStore> {
+        self.server_with(config, ThrottleConfig::default().refuse_after)
+    }
+
+    /// A server whose throttle refuses an address after `refuse_after` failures.
+    pub fn server_with(&self, config: ImapConfig, refuse_after: u32) -> ImapServer<SqliteStore> {
         let throttle = Arc::new(FailureThrottle::new(ThrottleConfig {
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(5),
+            refuse_after,
             ..ThrottleConfig::default()
         }));
         ImapServer::new(self.store.clone(), config, throttle)
@@ -74,6 +85,8 @@ impl Env {
 pub struct Client {
     pub rd: BufReader<ReadHalf<DuplexStream>>,
     pub wr: WriteHalf<DuplexStream>,
+    /// How long [`Client::line`] waits for a line.
+    pub wait: Duration,
 }
 
 pub fn connect(server: &ImapServer<SqliteStore>, peer: &str) -> (Client, JoinHandle<()>) {
@@ -86,15 +99,24 @@ pub fn connect(server: &ImapServer<SqliteStore>, peer: &str) -> (Client, JoinHan
         Client {
             rd: BufReader::new(rd),
             wr,
+            wait: Duration::from_secs(10),
         },
         task,
     )
 }
 
+/// A default server and a client logged in to it over loopback.
+pub async fn session(env: &Env) -> (Client, JoinHandle<()>, ImapServer<SqliteStore>) {
+    let server = env.server(ImapConfig::default());
+    let (mut c, task) = connect(&server, LOOPBACK);
+    c.login().await;
+    (c, task, server)
+}
+
 impl Client {
     pub async fn line(&mut self) -> String {
         let mut l = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(10), self.rd.read_line(&mut l))
+        let n = tokio::time::timeout(self.wait, self.rd.read_line(&mut l))
             .await
             .unwrap()
             .unwrap();
