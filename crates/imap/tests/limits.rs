@@ -4,6 +4,7 @@
 
 mod common;
 
+use buudien_imap::ImapConfig;
 use common::*;
 
 #[tokio::test]
