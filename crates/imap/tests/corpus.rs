@@ -9,38 +9,18 @@
 
 mod common;
 
+#[path = "../../message/tests/util/mod.rs"]
+mod util;
+
 use buudien_imap::ImapConfig;
 use common::*;
-use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use util::{digest, escape};
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../message/tests/corpus")
-}
-
-/// The corpus test's escaping: `\r`, `\n`, `\\`, `\xNN`.
-fn escape(bytes: &[u8]) -> String {
-    let mut s = String::new();
-    for &b in bytes {
-        match b {
-            b'\r' => s.push_str("\\r"),
-            b'\n' => s.push_str("\\n"),
-            b'\\' => s.push_str("\\\\"),
-            0x20..=0x7e => s.push(char::from(b)),
-            _ => {
-                let _ = write!(s, "\\x{b:02x}");
-            }
-        }
-    }
-    s
-}
-
-fn digest(bytes: &[u8]) -> String {
-    let h = Sha256::digest(bytes);
-    let hex: String = h.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    format!("{}:{hex}", bytes.len())
 }
 
 /// Sends one command and returns the raw response bytes up to the tagged line,

@@ -15,40 +15,19 @@
 //! `BUUDIEN_CORPUS_SRC=dir` reads the messages from `dir` instead (dump only, nothing
 //! compared): the way to run the oracle over fuzzed messages.
 
+mod util;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use util::{digest, escape};
 
 use buudien_message::{
     Body, MessageMeta, Part, Section, normalize, render_bodystructure, render_envelope,
     section_range,
 };
-use sha2::{Digest, Sha256};
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
-}
-
-/// Bytes as one printable line: `\r`, `\n`, `\\` and `\xNN` for the rest.
-fn escape(bytes: &[u8]) -> String {
-    let mut s = String::new();
-    for &b in bytes {
-        match b {
-            b'\r' => s.push_str("\\r"),
-            b'\n' => s.push_str("\\n"),
-            b'\\' => s.push_str("\\\\"),
-            0x20..=0x7e => s.push(char::from(b)),
-            _ => {
-                let _ = write!(s, "\\x{b:02x}");
-            }
-        }
-    }
-    s
-}
-
-fn digest(bytes: &[u8]) -> String {
-    let h = Sha256::digest(bytes);
-    let hex: String = h.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    format!("{}:{hex}", bytes.len())
 }
 
 /// Every IMAP part number of the message, in order, with its part.

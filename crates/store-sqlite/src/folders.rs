@@ -6,7 +6,7 @@
 use crate::admin::{unix_now, write_tx};
 use crate::mail::{
     MAILBOX_COLUMNS, NewBlob, Parts, blob_from, check_quota, email_meta, expunge_in, i64_of,
-    mailbox_row, secs, u64_of,
+    insert_email, mailbox_row, secs, u64_of,
 };
 use crate::{Inner, db_err};
 use buudien_store::{
@@ -448,22 +448,7 @@ pub fn append_many(
         // Usage grows with each insert, so the check covers the messages before it.
         check_quota(&tx, account, p.size)?;
         let blob = p.blob.commit(inner, &tx, 1)?;
-        tx.execute(
-            "INSERT INTO emails (account_id, blob_id, size, surrogate_size, received_at, meta,
-                                 surrogate_meta)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                account,
-                &blob.0[..],
-                p.size,
-                p.em.surrogate_size,
-                secs(p.received),
-                p.em.meta,
-                p.em.surrogate_meta
-            ],
-        )
-        .map_err(db_err)?;
-        let email = tx.last_insert_rowid();
+        let email = insert_email(&tx, account, &blob, p.size, &p.em, secs(p.received))?;
         let (_, uid, modseq) = allocate(&tx, mailbox)?;
         tx.execute(
             "INSERT INTO mailbox_entries (mailbox_id, uid, email_id, flags, keywords, modseq)

@@ -260,17 +260,15 @@ pub fn store(
     })
 }
 
-/// Adds one email to an account's INBOX (inside the caller's transaction): the email
-/// row, the UID and MODSEQ from the mailbox row (RFC 9051 §2.3.1.1, RFC 7162 §3.1),
-/// the entry, and the account's usage.
-fn add_to_inbox(
+/// The email row of a local copy (with its stored structure); returns its id.
+pub(crate) fn insert_email(
     tx: &Connection,
     account: AccountId,
     blob: &BlobId,
     size: i64,
     em: &EmailMeta,
     received_secs: i64,
-) -> Result<Delivered> {
+) -> Result<i64> {
     tx.execute(
         "INSERT INTO emails (account_id, blob_id, size, surrogate_size, received_at, meta,
                              surrogate_meta)
@@ -286,7 +284,21 @@ fn add_to_inbox(
         ],
     )
     .map_err(db_err)?;
-    let email = tx.last_insert_rowid();
+    Ok(tx.last_insert_rowid())
+}
+
+/// Adds one email to an account's INBOX (inside the caller's transaction): the email
+/// row, the UID and MODSEQ from the mailbox row (RFC 9051 §2.3.1.1, RFC 7162 §3.1),
+/// the entry, and the account's usage.
+fn add_to_inbox(
+    tx: &Connection,
+    account: AccountId,
+    blob: &BlobId,
+    size: i64,
+    em: &EmailMeta,
+    received_secs: i64,
+) -> Result<Delivered> {
+    let email = insert_email(tx, account, blob, size, em, received_secs)?;
     let (mailbox, uid, modseq): (i64, i64, i64) = tx
         .query_row(
             "UPDATE mailboxes SET uidnext = uidnext + 1,

@@ -4,10 +4,38 @@ use crate::reply::*;
 use crate::selected::store_flags;
 use crate::session::Session;
 use buudien_imap_proto::{AppendData, AppendMessage, Mailbox as Name, Tag};
-use buudien_store::{MailboxStore, MessageSource, NewMessage};
+use buudien_store::{Mailbox, MailboxStore, MessageSource, NewMessage};
 use std::time::SystemTime;
 
 impl<S: MailboxStore> Session<'_, S> {
+    /// The mailbox an APPEND, COPY or MOVE puts messages into; `None` after answering
+    /// `NO [TRYCREATE]` (RFC 9051 §6.3.12, §6.4.7) or the store's error.
+    pub(crate) async fn target(
+        &self,
+        tag: &Tag,
+        mailbox: &Name,
+        out: &mut Vec<u8>,
+    ) -> Option<Mailbox> {
+        match self
+            .shared
+            .store
+            .mailbox(self.acct(), mailbox.as_str())
+            .await
+        {
+            Ok(Some(mb)) => Some(mb),
+            Ok(None) => {
+                out.extend_from_slice(
+                    format!("{tag} NO [TRYCREATE] no such mailbox\r\n").as_bytes(),
+                );
+                None
+            }
+            Err(e) => {
+                store_error(out, tag, &e);
+                None
+            }
+        }
+    }
+
     /// APPEND (RFC 9051 §6.3.12) with APPENDUID (RFC 4315 §3).
     pub(crate) async fn append(
         &mut self,
@@ -27,17 +55,10 @@ impl<S: MailboxStore> Session<'_, S> {
             }
         };
         let mut spooled = spooled.into_iter();
-        let store = &self.shared.store;
-        let mb = match store.mailbox(self.acct(), mailbox.as_str()).await {
-            Ok(Some(mb)) => mb,
-            Ok(None) => {
-                out.extend_from_slice(
-                    format!("{tag} NO [TRYCREATE] no such mailbox\r\n").as_bytes(),
-                );
-                return;
-            }
-            Err(e) => return store_error(out, tag, &e),
+        let Some(mb) = self.target(tag, mailbox, out).await else {
+            return;
         };
+        let store = &self.shared.store;
         let mut batch = Vec::with_capacity(messages.len());
         for msg in messages {
             let source = match msg.data {

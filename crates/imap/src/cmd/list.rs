@@ -32,8 +32,10 @@ pub(crate) struct Known {
 }
 
 impl<S: MailboxStore> Session<'_, S> {
-    /// The account's mailboxes and its subscribed names without a mailbox, by name.
-    pub(crate) async fn known_names(&self, boxes: &[Mailbox]) -> Result<Vec<Known>, StoreError> {
+    /// The account's mailboxes, and the names LIST and LSUB know: the mailboxes and
+    /// the subscribed names without a mailbox, INBOX first then by name.
+    pub(crate) async fn known_names(&self) -> Result<(Vec<Mailbox>, Vec<Known>), StoreError> {
+        let boxes = self.shared.store.mailboxes(self.acct()).await?;
         let orphans = self.shared.store.orphan_subscriptions(self.acct()).await?;
         let mut known: Vec<Known> = boxes.iter().map(Known::of).collect();
         known.extend(orphans.into_iter().map(|name| Known {
@@ -44,7 +46,7 @@ impl<S: MailboxStore> Session<'_, S> {
         }));
         // The store's order: INBOX first, then by name.
         known.sort_by(|a, b| (a.name != "INBOX", &a.name).cmp(&(b.name != "INBOX", &b.name)));
-        Ok(known)
+        Ok((boxes, known))
     }
 }
 
@@ -257,11 +259,7 @@ impl<S: MailboxStore> Session<'_, S> {
             ok(out, tag, "LIST completed");
             return;
         }
-        let boxes = match self.shared.store.mailboxes(self.acct()).await {
-            Ok(b) => b,
-            Err(e) => return store_error(out, tag, &e),
-        };
-        let known = match self.known_names(&boxes).await {
+        let (boxes, known) = match self.known_names().await {
             Ok(k) => k,
             Err(e) => return store_error(out, tag, &e),
         };

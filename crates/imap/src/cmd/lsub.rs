@@ -49,11 +49,7 @@ impl<S: MailboxStore> Session<'_, S> {
         pattern: &str,
         out: &mut Vec<u8>,
     ) {
-        let boxes = match self.shared.store.mailboxes(self.acct()).await {
-            Ok(b) => b,
-            Err(e) => return store_error(out, tag, &e),
-        };
-        let known = match self.known_names(&boxes).await {
+        let (_, known) = match self.known_names().await {
             Ok(k) => k,
             Err(e) => return store_error(out, tag, &e),
         };

@@ -132,17 +132,10 @@ impl<S: MailboxStore> Session<'_, S> {
             return no(out, tag, "mailbox is read-only");
         }
         let uids = sel.uids(set, uid);
-        let store = &self.shared.store;
-        let to = match store.mailbox(self.acct(), mailbox.as_str()).await {
-            Ok(Some(mb)) => mb,
-            Ok(None) => {
-                out.extend_from_slice(
-                    format!("{tag} NO [TRYCREATE] no such mailbox\r\n").as_bytes(),
-                );
-                return;
-            }
-            Err(e) => return store_error(out, tag, &e),
+        let Some(to) = self.target(tag, mailbox, out).await else {
+            return;
         };
+        let store = &self.shared.store;
         let pairs = if moving {
             store.move_messages(sel.id, &uids, to.id).await
         } else {
