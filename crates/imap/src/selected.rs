@@ -73,6 +73,8 @@ pub(crate) struct Selected {
     pub(crate) recent: Vec<Uid>,
     /// The result of the last `SEARCH RETURN (SAVE)`, for `$` (RFC 5182 §2.1).
     pub(crate) saved: Vec<Uid>,
+    /// The keywords the client was told of in `FLAGS` (RFC 9051 §7.3.5), sorted.
+    pub(crate) announced: Vec<String>,
 }
 
 /// How the session reports changes (RFC 7162 §3.1.4, §3.2.10; RFC 3501 §7.3.2).
@@ -103,12 +105,51 @@ impl Selected {
             modseq,
             recent,
             saved: Vec::new(),
+            announced: Vec::new(),
         };
         for m in messages {
             let slot = sel.slot_of(m);
             sel.slots.push(slot);
         }
+        let mut kw: Vec<String> = sel.keywords.sets.iter().flatten().cloned().collect();
+        kw.sort();
+        kw.dedup();
+        sel.announced = kw;
         sel
+    }
+
+    /// `* FLAGS (...)` and `* OK [PERMANENTFLAGS (...)]` with the system flags and
+    /// the keywords in use (RFC 9051 §7.3.5, §7.1): at SELECT, and again whenever a
+    /// keyword new to the client shows up.
+    pub(crate) fn write_flags_responses(&self, out: &mut Vec<u8>) {
+        let kw: String = self.announced.iter().map(|k| format!(" {k}")).collect();
+        out.extend_from_slice(
+            format!("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft{kw})\r\n").as_bytes(),
+        );
+        if self.read_only {
+            out.extend_from_slice(b"* OK [PERMANENTFLAGS ()] read-only\r\n");
+        } else {
+            out.extend_from_slice(
+                format!(
+                    "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft{kw} \\*)] flags\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+    }
+
+    /// Announces the keywords of `kw` the client does not know yet.
+    pub(crate) fn announce(&mut self, kw: &[String], out: &mut Vec<u8>) {
+        let mut new = false;
+        for k in kw {
+            if let Err(i) = self.announced.binary_search(k) {
+                self.announced.insert(i, k.clone());
+                new = true;
+            }
+        }
+        if new {
+            self.write_flags_responses(out);
+        }
     }
 
     /// The slot for a store entry.
@@ -261,6 +302,7 @@ impl Selected {
         let mut flag_changes = Vec::new();
         let mut added = false;
         for n in &delta.changed {
+            self.announce(&n.keywords, out);
             let slot = self.slot_of(n);
             if n.uid.0 > old_max {
                 self.slots.push(slot);

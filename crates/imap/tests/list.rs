@@ -113,6 +113,9 @@ async fn extended_patterns_and_subscriptions() {
         c.cmd("e", "CREATE Work/A").await,
         "e OK CREATE completed\r\n"
     );
+    // CREATE does not subscribe (RFC 9051 §6.3.4); this test wants both subscribed.
+    assert!(c.cmd("e1", "SUBSCRIBE Work").await.contains("e1 OK"));
+    assert!(c.cmd("e2", "SUBSCRIBE Work/A").await.contains("e2 OK"));
     assert_eq!(
         c.cmd("f", "UNSUBSCRIBE Work").await,
         "f OK UNSUBSCRIBE completed\r\n"
@@ -198,6 +201,7 @@ async fn list_status() {
         c.cmd("b", "CREATE Work/A").await,
         "b OK CREATE completed\r\n"
     );
+    assert!(c.cmd("b1", "SUBSCRIBE Work/A").await.contains("b1 OK"));
     assert_eq!(
         c.cmd("c", "UNSUBSCRIBE Work").await,
         "c OK UNSUBSCRIBE completed\r\n"
@@ -249,6 +253,7 @@ async fn lsub_for_rev1() {
         c.cmd("a", "CREATE Work/A").await,
         "a OK CREATE completed\r\n"
     );
+    assert!(c.cmd("a1", "SUBSCRIBE Work/A").await.contains("a1 OK"));
     assert_eq!(
         c.cmd("b", "UNSUBSCRIBE Work").await,
         "b OK UNSUBSCRIBE completed\r\n"
@@ -287,6 +292,8 @@ async fn modified_utf7_names_for_rev1() {
     // RFC 3501 §5.1.3: a rev1 client names 日本語 in modified UTF-7.
     let r = c.cmd("a", "CREATE &ZeVnLIqe-").await;
     assert_eq!(r, "a OK CREATE completed\r\n");
+    let r = c.cmd("a1", "SUBSCRIBE &ZeVnLIqe-").await;
+    assert_eq!(r, "a1 OK SUBSCRIBE completed\r\n");
     let r = c.cmd("b", "LIST \"\" &ZeVnLIqe-*").await;
     assert_eq!(
         r,

@@ -116,7 +116,8 @@ async fn flags_keywords_sizes_and_sets() {
         ("d", "STORE 4 +FLAGS.SILENT (\\Draft \\Seen)"),
     ] {
         let r = c.cmd(tag, cmd).await;
-        assert!(r.starts_with(&format!("{tag} OK")), "{r}");
+        // A new keyword is announced first (RFC 9051 §7.3.5).
+        assert!(r.ends_with(&format!("{tag} OK STORE completed\r\n")), "{r}");
     }
     c.searches(&[
         ("e1", "SEARCH ALL", "* SEARCH 1 2 3 4 5"),

@@ -82,6 +82,8 @@ fn new_uidvalidity(tx: &Connection, account: AccountId) -> Result<u32> {
     u32::try_from(next).map_err(|_| StoreError::Database("UIDVALIDITY overflow".into()))
 }
 
+/// A new mailbox row. IMAP CREATE does not subscribe (RFC 9051 §6.3.4: that is
+/// SUBSCRIBE's job); only a name already subscribed keeps its subscription.
 fn insert_mailbox(
     tx: &Connection,
     account: AccountId,
@@ -89,10 +91,22 @@ fn insert_mailbox(
     special_use: Option<SpecialUse>,
 ) -> Result<()> {
     let uidvalidity = new_uidvalidity(tx, account)?;
+    let orphan = tx
+        .execute(
+            "DELETE FROM orphan_subscriptions WHERE account_id = ?1 AND name = ?2",
+            params![account, name],
+        )
+        .map_err(db_err)?;
     tx.execute(
-        "INSERT INTO mailboxes (account_id, name, special_use, uidvalidity)
-         VALUES (?1, ?2, ?3, ?4)",
-        params![account, name, special_use.map(|s| s.as_str()), uidvalidity],
+        "INSERT INTO mailboxes (account_id, name, special_use, uidvalidity, subscribed)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            account,
+            name,
+            special_use.map(|s| s.as_str()),
+            uidvalidity,
+            orphan > 0
+        ],
     )
     .map_err(db_err)?;
     Ok(())
@@ -126,8 +140,6 @@ pub fn create(
     }
     create_parents(&tx, account, name)?;
     insert_mailbox(&tx, account, name, special_use)?;
-    // A new mailbox is subscribed; a subscription the name kept is now its own.
-    unorphan(&tx, account, name)?;
     let created = find(&tx, account, name)?
         .ok_or_else(|| StoreError::Database("created mailbox not found".into()))?;
     tx.commit().map_err(db_err)?;
@@ -633,11 +645,8 @@ pub fn move_messages(
     uids: &[Uid],
     to: MailboxId,
 ) -> Result<Vec<(Uid, Uid)>> {
-    if from == to {
-        return Err(StoreError::Refused(
-            "source and target are the same mailbox".into(),
-        ));
-    }
+    // RFC 6851 §3.1: moving within one mailbox is allowed: the messages get new
+    // UIDs (copies first, then the originals are expunged).
     let tx = write_tx(conn)?;
     let pairs = copy_in(&tx, from, uids, to)?;
     let moved: Vec<Uid> = pairs.iter().map(|(old, _)| *old).collect();

@@ -389,6 +389,10 @@ impl MailboxStore for SqliteStore {
         self.run(move |_, c| sync::delta(c, mailbox, since)).await
     }
 
+    async fn recent_mark(&self, mailbox: MailboxId) -> Result<Uid> {
+        self.run(move |_, c| sync::recent_mark(c, mailbox)).await
+    }
+
     async fn claim_recent(&self, mailbox: MailboxId) -> Result<Uid> {
         self.run(move |_, c| sync::claim_recent(c, mailbox)).await
     }

@@ -206,6 +206,20 @@ pub fn delta(conn: &mut Connection, mailbox: MailboxId, since: u64) -> Result<De
     })
 }
 
+/// Where the `\Recent` mark is.
+pub fn recent_mark(conn: &mut Connection, mailbox: MailboxId) -> Result<Uid> {
+    let mark: i64 = conn
+        .query_row(
+            "SELECT recent_uid FROM mailboxes WHERE id = ?1",
+            [mailbox],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err)?
+        .ok_or_else(|| StoreError::NotFound(format!("mailbox #{mailbox}")))?;
+    Ok(Uid(u32::try_from(mark).unwrap_or(0)))
+}
+
 /// Moves the `\Recent` mark to the newest message; returns where it was.
 pub fn claim_recent(conn: &mut Connection, mailbox: MailboxId) -> Result<Uid> {
     let tx = write_tx(conn)?;

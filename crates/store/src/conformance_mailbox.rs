@@ -107,7 +107,11 @@ async fn create_delete_rename_subscribe<S: MailboxStore>(s: Arc<S>) {
     // mailbox's subscription stays until UNSUBSCRIBE or a new mailbox takes it.
     ok(s.subscribe(ann, "Nope", true).await);
     assert!(ok(s.mailbox(ann, "Nope").await).is_none());
-    ok(s.create_mailbox(ann, "Gone", None).await);
+    assert!(
+        !ok(s.create_mailbox(ann, "Gone", None).await).subscribed,
+        "CREATE does not subscribe"
+    );
+    ok(s.subscribe(ann, "Gone", true).await);
     ok(s.delete_mailbox(ann, "Gone").await);
     assert_eq!(ok(s.orphan_subscriptions(ann).await), vec!["Gone", "Nope"]);
     ok(s.subscribe(ann, "Nope", false).await);
@@ -302,10 +306,18 @@ async fn copy_and_move_share_emails<S: MailboxStore>(s: Arc<S>) {
     // Another account's mailbox is not a target.
     let bob_inbox = named(&*s, bob, "INBOX").await;
     assert!(s.copy(inbox.id, &[Uid(2)], bob_inbox.id).await.is_err());
+    // RFC 6851 §3.1: a MOVE within the mailbox gives the message a new UID.
+    let before = ok(s.mailbox(ann, "INBOX").await).map(|m| m.uidnext);
+    let moved = ok(s.move_messages(inbox.id, &[Uid(2)], inbox.id).await);
+    assert_eq!(moved.len(), 1);
+    assert_eq!(Some(moved[0].1), before, "the next UID");
+    let now: Vec<Uid> = ok(s.messages(inbox.id).await)
+        .iter()
+        .map(|m| m.uid)
+        .collect();
     assert!(
-        s.move_messages(inbox.id, &[Uid(2)], inbox.id)
-            .await
-            .is_err()
+        !now.contains(&Uid(2)) && now.contains(&moved[0].1),
+        "{now:?}"
     );
 }
 

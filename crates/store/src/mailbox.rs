@@ -285,6 +285,10 @@ pub trait MailboxStore: MailStore {
     /// mark to the newest message, so only one session sees each message as recent.
     fn claim_recent(&self, mailbox: MailboxId) -> impl Future<Output = Result<Uid>> + Send;
 
+    /// Where the `\\Recent` mark is, without moving it (EXAMINE and STATUS, RFC 3501
+    /// §6.3.2, §6.3.10): messages above it are recent.
+    fn recent_mark(&self, mailbox: MailboxId) -> impl Future<Output = Result<Uid>> + Send;
+
     /// A counter that goes up after the store changed (here or, noticed within a
     /// fraction of a second, in another process on the same store). IDLE waits on
     /// it, then asks [`MailboxStore::delta`] what changed in its own mailbox.

@@ -59,7 +59,7 @@ impl<S: MailboxStore> Session<'_, S> {
         }
         if f.changed_since.is_some() || f.items.contains(&FetchAttr::ModSeq) {
             // RFC 7162 §3.1: using a MODSEQ feature enables CONDSTORE.
-            self.condstore = true;
+            self.enable_condstore(out);
         }
         let utf8 = self.utf8_ok();
         let Some(sel) = self.selected.as_ref() else {

@@ -328,6 +328,12 @@ impl<S: MailboxStore> Session<'_, S> {
         items: &[StatusItem],
     ) -> Result<Vec<(StatusItem, Option<u64>)>, StoreError> {
         let messages = self.shared.store.messages(mb.id).await?;
+        // RFC 3501 §6.3.10: messages above the \Recent mark (not moved by STATUS).
+        let recent_mark = if items.contains(&StatusItem::Recent) {
+            self.shared.store.recent_mark(mb.id).await?
+        } else {
+            buudien_types::Uid(u32::MAX)
+        };
         let count =
             |f: &dyn Fn(&MessageEntry) -> bool| messages.iter().filter(|m| f(m)).count() as u64;
         let deleted = |m: &MessageEntry| m.flags.contains(Flags::DELETED);
@@ -341,7 +347,7 @@ impl<S: MailboxStore> Session<'_, S> {
                     StatusItem::Unseen => count(&|m| !m.flags.contains(Flags::SEEN)),
                     StatusItem::Deleted => count(&deleted),
                     StatusItem::Size => messages.iter().map(|m| m.size).sum(),
-                    StatusItem::Recent => 0,
+                    StatusItem::Recent => count(&|m| m.uid > recent_mark),
                     StatusItem::HighestModSeq => mb.highestmodseq,
                     StatusItem::AppendLimit => self.shared.config.max_append,
                     StatusItem::DeletedStorage => {

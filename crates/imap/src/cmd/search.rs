@@ -38,10 +38,13 @@ impl<S: MailboxStore> Session<'_, S> {
             return bad(out, tag, "no mailbox selected");
         };
         let program = compile(&cmd.key, sel);
-        if program.uses_modseq {
+        if program.uses_modseq && !self.condstore {
             // RFC 7162 §3.1: a MODSEQ search criterion enables CONDSTORE.
-            self.condstore = true;
+            self.enable_condstore(out);
         }
+        let Some(sel) = self.selected.as_ref() else {
+            return bad(out, tag, "no mailbox selected");
+        };
         let found = match view(&self.shared.store, sel).await {
             Ok(view) => matching(&self.shared.store, sel, &view, &program.root)
                 .await

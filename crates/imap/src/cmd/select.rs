@@ -19,6 +19,18 @@ impl<S: MailboxStore> Session<'_, S> {
         }
     }
 
+    /// Turns CONDSTORE on because a command used it (RFC 7162 §3.1): the first such
+    /// command in a selected mailbox also reports its HIGHESTMODSEQ (§3.1.2.1).
+    pub(crate) fn enable_condstore(&mut self, out: &mut Vec<u8>) {
+        if self.condstore {
+            return;
+        }
+        self.condstore = true;
+        if let Some(sel) = &self.selected {
+            line(out, &format!("* OK [HIGHESTMODSEQ {}] modseq", sel.modseq));
+        }
+    }
+
     /// SELECT / EXAMINE (RFC 9051 §6.3.2, §6.3.3).
     pub(crate) async fn select(
         &mut self,
@@ -49,12 +61,17 @@ impl<S: MailboxStore> Session<'_, S> {
             Ok(m) => m,
             Err(e) => return store_error(out, tag, &e),
         };
-        // \Recent exists in IMAP4rev1 only (RFC 9051 Appendix E item 7); EXAMINE
-        // leaves the mark alone.
-        let recent_from = if self.rev2 || read_only {
+        // \Recent exists in IMAP4rev1 only (RFC 9051 Appendix E item 7).
+        let recent_from = if self.rev2 {
             None
         } else {
-            match store.claim_recent(mb.id).await {
+            let r = if read_only {
+                // EXAMINE shows \Recent but leaves it to the next SELECT.
+                store.recent_mark(mb.id).await
+            } else {
+                store.claim_recent(mb.id).await
+            };
+            match r {
                 Ok(u) => Some(u),
                 Err(e) => return store_error(out, tag, &e),
             }
@@ -77,18 +94,7 @@ impl<S: MailboxStore> Session<'_, S> {
         };
         let sel = Selected::new(mb.id, read_only, &messages, modseq, recent);
         drop(messages);
-        line(
-            out,
-            "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)",
-        );
-        if read_only {
-            line(out, "* OK [PERMANENTFLAGS ()] read-only");
-        } else {
-            line(
-                out,
-                "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] flags",
-            );
-        }
+        sel.write_flags_responses(out);
         line(out, &format!("* {} EXISTS", sel.len()));
         if !self.rev2 {
             line(out, &format!("* {} RECENT", sel.recent.len()));

@@ -41,7 +41,7 @@ impl<S: MailboxStore> Session<'_, S> {
         // RFC 7162 §3.1: UNCHANGEDSINCE enables CONDSTORE; from then on untagged FETCH
         // responses carry MODSEQ (§3.1.3).
         if s.unchanged_since.is_some() {
-            self.condstore = true;
+            self.enable_condstore(out);
         }
         let condstore = self.condstore;
         let Some(sel) = self.selected.as_mut() else {
@@ -74,6 +74,7 @@ impl<S: MailboxStore> Session<'_, S> {
             Err(e) => return store_error(out, tag, &e),
         };
         for changed in stored.changed {
+            sel.announce(&changed.keywords, out);
             let Some(i) = sel.update(&changed) else {
                 continue;
             };

@@ -244,7 +244,11 @@ pub(crate) fn eval(n: &Node, m: &Msg<'_>) -> Option<bool> {
                 .and_then(|s| Date::new(s.year, s.month, s.day))
                 .is_some_and(|d| cmp.test(d.days_since_epoch(), *day))
         }
-        Node::Header(field, needle) => header_value_matches(m.header?, field, needle),
+        Node::Header(field, needle) => {
+            header_value_matches(m.header?, field, needle)
+                || m.meta
+                    .is_some_and(|meta| address_matches(meta, field, needle))
+        }
         Node::Text(needle, body_only) => text_matches(m.whole?, m.meta?, needle, *body_only),
         Node::Not(k) => !eval(k, m)?,
         Node::Or(a, b) => match (eval(a, m), eval(b, m)) {
@@ -266,6 +270,32 @@ pub(crate) fn eval(n: &Node, m: &Msg<'_>) -> Option<bool> {
             }
             true
         }
+    })
+}
+
+/// FROM/TO/CC/BCC also match the parsed addresses as `mailbox@host`, so comments
+/// and folding inside an address (`<user (c)@ (c) example.org>`) do not hide it, as
+/// Dovecot matches them.
+fn address_matches(meta: &MessageMeta, field: &str, needle: &str) -> bool {
+    let e = &meta.envelope;
+    let list = match field.to_ascii_lowercase().as_str() {
+        "from" => &e.from,
+        "to" => &e.to,
+        "cc" => &e.cc,
+        "bcc" => &e.bcc,
+        _ => return false,
+    };
+    let needle = needle.to_lowercase();
+    list.iter().any(|a| {
+        let (Some(mailbox), Some(host)) = (&a.mailbox, &a.host) else {
+            return false;
+        };
+        let spec = format!(
+            "{}@{}",
+            String::from_utf8_lossy(mailbox),
+            String::from_utf8_lossy(host)
+        );
+        spec.to_lowercase().contains(&needle)
     })
 }
 
