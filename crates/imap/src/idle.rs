@@ -10,6 +10,9 @@ use buudien_imap_proto::{CommandFramer, LineFrame, Tag};
 use buudien_store::MailboxStore;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
+/// Capacity the output and input buffers keep while idling.
+const IDLE_BUFFER: usize = 1024;
+
 /// Longest line accepted while idling (`DONE` and a little slack).
 const MAX_IDLE_LINE: usize = 64;
 
@@ -32,6 +35,10 @@ pub(crate) async fn idle<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
     // Changes that happened before IDLE began are reported at once.
     s.sync(out).await;
     out.extend_from_slice(b"+ idling\r\n");
+    flush(io, out, idle).await?;
+    // An idling session may wait for hours: give back what big responses grew.
+    out.shrink_to(IDLE_BUFFER);
+    inbuf.shrink_to(IDLE_BUFFER);
     let deadline = tokio::time::Instant::now() + idle;
     loop {
         match framer.next_line(inbuf, MAX_IDLE_LINE) {

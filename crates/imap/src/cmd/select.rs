@@ -92,8 +92,13 @@ impl<S: MailboxStore> Session<'_, S> {
                 .collect(),
             None => Vec::new(),
         };
-        let sel = Selected::new(mb.id, read_only, &messages, modseq, recent);
+        let mut sel = Selected::new(mb.id, read_only, &messages, modseq, recent);
         drop(messages);
+        // Re-home the snapshot now that the full list is freed: built while that list
+        // was alive, it would pin a hole the allocator cannot hand to the next
+        // session's list, and idle sessions would cost the full list, not 24 octets
+        // a message.
+        sel.slots = sel.slots.clone();
         sel.write_flags_responses(out);
         line(out, &format!("* {} EXISTS", sel.len()));
         if !self.rev2 {
