@@ -1,10 +1,13 @@
 //! Authentication for buudien: SASL exchanges, password hashing and failed-login
 //! throttling. This is the only code a session may run before it is authenticated, so
-//! everything here treats its input as hostile. No I/O, no async runtime.
+//! everything here treats its input as hostile. No I/O; the one async function,
+//! [`check_password`], hands Argon2 work to a few dedicated threads.
 //!
 //! # Layout
 //! - [`password`]: Argon2id password hashes in PHC string form ([`hash_password`],
 //!   [`verify_password`], [`dummy_verify`] for unknown users).
+//! - [`pool`]: [`check_password`], the way sessions check a password: on at most
+//!   four threads, so memory and CPU for Argon2 stay bounded under login churn.
 //! - [`scram`]: SCRAM-SHA-256 stored credentials (RFC 5802 §3, RFC 7677, RFC 5803 text form).
 //! - [`sasl`]: the server side of the SASL PLAIN (RFC 4616) and LOGIN exchanges (RFC 4422).
 //! - [`scram_server`]: the server side of the SCRAM-SHA-256 exchange (RFC 5802, RFC 7677).
@@ -27,6 +30,7 @@
 
 pub mod apop;
 pub mod password;
+pub mod pool;
 pub mod sasl;
 pub mod scram;
 pub mod scram_server;
@@ -34,6 +38,7 @@ pub mod throttle;
 
 pub use apop::apop_matches;
 pub use password::{dummy_verify, hash_password, verify_password};
+pub use pool::check_password;
 pub use sasl::{Credentials, Mechanism, SaslError, SaslServer, SaslStep, decode_response};
 pub use scram::ScramCredentials;
 pub use scram_server::{ScramError, ScramOutcome, ScramServer};

@@ -293,21 +293,9 @@ impl<S: MailboxStore> Session<'_, S> {
             unavailable(out, tag, "try again later");
             return;
         };
-        let pw = password.to_vec();
-        let record = match record {
-            Some(r) => {
-                let hash = r.password_hash.clone();
-                let good =
-                    tokio::task::spawn_blocking(move || buudien_auth::verify_password(&hash, &pw))
-                        .await
-                        .unwrap_or(false);
-                good.then_some(r)
-            }
-            None => {
-                let _ = tokio::task::spawn_blocking(move || buudien_auth::dummy_verify(&pw)).await;
-                None
-            }
-        };
+        let phc = record.as_ref().map(|r| r.password_hash.clone());
+        let good = buudien_auth::check_password(phc, password.to_vec()).await;
+        let record = record.filter(|_| good);
         match record {
             Some(r) => self.logged_in(tag, &r, out),
             None => self.login_failed(tag, out).await,

@@ -263,18 +263,10 @@ async fn check<S: QueueStore>(store: &S, name: &str, password: Secret<String>) -
         Err(_) => None,
     };
     let phc = record.as_ref().map(|r| r.password_hash.clone());
-    let verified = tokio::task::spawn_blocking(move || match phc {
-        Some(phc) => buudien_auth::verify_password(&phc, password.expose().as_bytes()),
-        None => {
-            buudien_auth::dummy_verify(password.expose().as_bytes());
-            false
-        }
-    })
-    .await;
+    let verified = buudien_auth::check_password(phc, password.expose().as_bytes().to_vec()).await;
     match (verified, record) {
-        (Ok(true), Some(record)) => Checked::Valid(record),
-        (Ok(_), _) => Checked::Invalid,
-        (Err(e), _) => Checked::Unavailable(format!("password check failed: {e}")),
+        (true, Some(record)) => Checked::Valid(record),
+        _ => Checked::Invalid,
     }
 }
 
