@@ -18,7 +18,7 @@ use buudien_imap_proto::{SearchReturn, SequenceSet, Tag};
 use buudien_message::MessageMeta;
 use buudien_store::{MailboxStore, MessageEntry, StoreError};
 use buudien_types::{ModSeq, Uid};
-use eval::{Level, Msg, Node, compile, eval, level};
+use eval::{Level, Msg, Node, beyond_snapshot, compile, eval, level};
 use tokio::io::AsyncReadExt;
 
 /// Messages whose metadata is read in one store call.
@@ -45,7 +45,7 @@ impl<S: MailboxStore> Session<'_, S> {
         let Some(sel) = self.selected.as_ref() else {
             return bad(out, tag, "no mailbox selected");
         };
-        let found = match view(&self.shared.store, sel).await {
+        let found = match view(&self.shared.store, sel, beyond_snapshot(&program.root)).await {
             Ok(view) => matching(&self.shared.store, sel, &view, &program.root)
                 .await
                 .map(|found| (view, found)),
@@ -164,7 +164,27 @@ impl<S: MailboxStore> Session<'_, S> {
 async fn view<S: MailboxStore>(
     store: &S,
     sel: &Selected,
+    from_store: bool,
 ) -> Result<Vec<Option<MessageEntry>>, StoreError> {
+    if !from_store {
+        // Flags, keywords, numbers and MODSEQ only: the snapshot answers alone.
+        return Ok(sel
+            .slots
+            .iter()
+            .map(|slot| {
+                Some(MessageEntry {
+                    uid: slot.uid,
+                    blob: buudien_store::BlobId([0; 32]),
+                    size: 0,
+                    ascii_size: None,
+                    flags: slot.flags,
+                    keywords: sel.keywords_of(slot).to_vec(),
+                    modseq: slot.modseq,
+                    received: std::time::SystemTime::UNIX_EPOCH,
+                })
+            })
+            .collect());
+    }
     let now = store.messages(sel.id).await?;
     let mut out = Vec::with_capacity(sel.slots.len());
     let mut from = now.into_iter().peekable();

@@ -299,6 +299,23 @@ fn address_matches(meta: &MessageMeta, field: &str, needle: &str) -> bool {
     })
 }
 
+/// True when the node looks beyond a session's snapshot (UID, flags, keywords,
+/// MODSEQ, `\\Recent`, numbers): sizes, dates, headers or text.
+pub(crate) fn beyond_snapshot(n: &Node) -> bool {
+    match n {
+        Node::Larger(_)
+        | Node::Smaller(_)
+        | Node::Internal(..)
+        | Node::Sent(..)
+        | Node::Header(..)
+        | Node::Text(..) => true,
+        Node::Not(k) => beyond_snapshot(k),
+        Node::Or(a, b) => beyond_snapshot(a) || beyond_snapshot(b),
+        Node::And(keys) => keys.iter().any(beyond_snapshot),
+        _ => false,
+    }
+}
+
 /// The most a node can need.
 pub(crate) fn level(n: &Node) -> Level {
     match n {
