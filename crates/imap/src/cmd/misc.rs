@@ -97,7 +97,7 @@ impl<S: MailboxStore> Session<'_, S> {
                     )
                 })
                 .collect();
-            tracing::info!(client_id = ?fields, "client ID");
+            tracing::debug!(client_id = ?fields, "client ID");
         }
         response::id(
             out,
