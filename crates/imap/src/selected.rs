@@ -75,6 +75,9 @@ pub(crate) struct Selected {
     pub(crate) saved: Vec<Uid>,
     /// The keywords the client was told of in `FLAGS` (RFC 9051 §7.3.5), sorted.
     pub(crate) announced: Vec<String>,
+    /// Expunges seen in the store but not yet reported: FETCH, STORE and SEARCH
+    /// report flag changes and new mail first, expunges only after (RFC 9051 §7.5.1).
+    pub(crate) pending_expunges: Vec<Uid>,
 }
 
 /// How the session reports changes (RFC 7162 §3.1.4, §3.2.10; RFC 3501 §7.3.2).
@@ -86,6 +89,8 @@ pub(crate) struct Report {
     pub(crate) condstore: bool,
     /// An IMAP4rev1 session: `* n RECENT` after `EXISTS`.
     pub(crate) recent: bool,
+    /// Expunges may be reported now; otherwise they wait in `pending_expunges`.
+    pub(crate) expunges: bool,
 }
 
 impl Selected {
@@ -106,6 +111,7 @@ impl Selected {
             recent,
             saved: Vec::new(),
             announced: Vec::new(),
+            pending_expunges: Vec::new(),
         };
         for m in messages {
             let slot = sel.slot_of(m);
@@ -260,11 +266,22 @@ impl Selected {
     /// by others. `new_recent` are the UIDs this session claimed as `\Recent`.
     pub(crate) fn apply(
         &mut self,
-        delta: Delta,
+        mut delta: Delta,
         new_recent: &[Uid],
         how: Report,
         out: &mut Vec<u8>,
     ) {
+        if how.expunges {
+            if !self.pending_expunges.is_empty() {
+                delta.expunged.append(&mut self.pending_expunges);
+                delta.expunged.sort_unstable();
+                delta.expunged.dedup();
+            }
+        } else {
+            self.pending_expunges.append(&mut delta.expunged);
+            self.pending_expunges.sort_unstable();
+            self.pending_expunges.dedup();
+        }
         let mut gone_seq = Vec::new();
         let mut gone_uid = Vec::new();
         for uid in &delta.expunged {

@@ -108,3 +108,44 @@ async fn first_modseq_use_reports_highestmodseq() {
     let r = c.cmd("b", "FETCH 1 (MODSEQ)").await;
     assert!(!r.contains("HIGHESTMODSEQ"), "once: {r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_flag_additions_lose_nothing() {
+    let env = env().await;
+    for _ in 0..20 {
+        env.deliver(MSG2).await;
+    }
+    let (mut a, _ta, server) = session(&env).await;
+    let (mut b, _tb) = connect(&server, LOOPBACK);
+    b.login().await;
+    assert!(a.cmd("s", "SELECT INBOX").await.contains("s OK"));
+    assert!(b.cmd("s", "SELECT INBOX").await.contains("s OK"));
+    // Two devices add different flags to the same messages at the same time.
+    let one = tokio::spawn(async move {
+        for i in 1..=20 {
+            let r = a
+                .cmd("a", &format!("STORE {i} +FLAGS.SILENT (\\Seen $A)"))
+                .await;
+            assert!(r.contains("a OK"), "{r}");
+        }
+        a
+    });
+    for i in (1..=20).rev() {
+        let r = b
+            .cmd("b", &format!("STORE {i} +FLAGS.SILENT (\\Flagged $B)"))
+            .await;
+        assert!(r.contains("b OK"), "{r}");
+    }
+    let mut a = one.await.unwrap();
+    // FETCH first reports the other session's changes, then answers with current
+    // flags: the last 20 FETCH lines are the answer.
+    let r = a.cmd("f", "FETCH 1:* (FLAGS)").await;
+    let lines: Vec<&str> = r.lines().filter(|l| l.contains(" FETCH (FLAGS")).collect();
+    assert!(lines.len() >= 20, "{r}");
+    for l in &lines[lines.len() - 20..] {
+        assert!(
+            l.contains("\\Seen") && l.contains("\\Flagged") && l.contains("$A") && l.contains("$B"),
+            "{l}"
+        );
+    }
+}

@@ -61,6 +61,8 @@ impl<S: MailboxStore> Session<'_, S> {
             // RFC 7162 §3.1: using a MODSEQ feature enables CONDSTORE.
             self.enable_condstore(out);
         }
+        // Current flags, new mail; expunges wait (RFC 9051 §7.5.1).
+        self.sync_keeping_numbers(out).await;
         let utf8 = self.utf8_ok();
         let Some(sel) = self.selected.as_ref() else {
             bad(out, tag, "no mailbox selected");

@@ -34,6 +34,8 @@ impl<S: MailboxStore> Session<'_, S> {
     pub(crate) async fn search(&mut self, tag: &Tag, cmd: &SearchCommand, out: &mut Vec<u8>) {
         let what = if cmd.uid { "UID SEARCH" } else { "SEARCH" };
         let save = cmd.ret.is_some_and(|r| r.save);
+        // Current flags, new mail; expunges wait (RFC 9051 §7.5.1).
+        self.sync_keeping_numbers(out).await;
         let Some(sel) = self.selected.as_ref() else {
             return bad(out, tag, "no mailbox selected");
         };

@@ -16,6 +16,7 @@ impl<S: MailboxStore> Session<'_, S> {
             qresync: self.qresync,
             condstore: self.condstore,
             recent: !self.rev2,
+            expunges: true,
         }
     }
 
@@ -179,7 +180,21 @@ impl<S: MailboxStore> Session<'_, S> {
     /// Reports what changed in the selected mailbox since the session last looked
     /// (RFC 9051 §7.5.1: only between commands, never in the middle of one).
     pub(crate) async fn sync(&mut self, out: &mut Vec<u8>) {
-        let how = self.report();
+        self.sync_with(true, out).await;
+    }
+
+    /// Before FETCH, STORE and SEARCH: flag changes and new messages are reported
+    /// (so FLAGS answers are current), expunges wait for the next command that may
+    /// send them — sequence numbers must not shift under these (RFC 9051 §7.5.1).
+    pub(crate) async fn sync_keeping_numbers(&mut self, out: &mut Vec<u8>) {
+        self.sync_with(false, out).await;
+    }
+
+    async fn sync_with(&mut self, expunges: bool, out: &mut Vec<u8>) {
+        let how = Report {
+            expunges,
+            ..self.report()
+        };
         let store = &self.shared.store;
         let Some(sel) = self.selected.as_mut() else {
             return;

@@ -43,6 +43,9 @@ impl<S: MailboxStore> Session<'_, S> {
         if s.unchanged_since.is_some() {
             self.enable_condstore(out);
         }
+        // Others' changes first, so UNCHANGEDSINCE and the FETCH replies start from
+        // the current flags; expunges wait (RFC 9051 §7.5.1).
+        self.sync_keeping_numbers(out).await;
         let condstore = self.condstore;
         let Some(sel) = self.selected.as_mut() else {
             return bad(out, tag, "no mailbox selected");
