@@ -213,7 +213,8 @@ fn check_command(cmd: &Command, mode: TextMode, streamed: &[u64]) {
             "a streamed literal outside APPEND parsed"
         );
     }
-    for m in boxes {
+    // A rev1 name that is not modified UTF-7 names no mailbox: nothing to round-trip.
+    for m in boxes.into_iter().filter(|m| !m.is_invalid()) {
         let mut line = b"t SELECT ".to_vec();
         write_mailbox(&mut line, m.as_str(), mode);
         match parse_command(&line, mode) {

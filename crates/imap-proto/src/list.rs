@@ -278,9 +278,13 @@ mod tests {
             " \"\" ()",
             " \"\"",
             " \"\" % RETURN",
-            " \"\" Tom&Jerry",
         ] {
             assert!(l(bad).is_err(), "{bad:?} accepted");
         }
+        // Not modified UTF-7: kept, marked so that it matches no mailbox.
+        assert_eq!(
+            l(" \"\" Tom&Jerry").unwrap().patterns,
+            ["\u{fffd}Tom&Jerry"]
+        );
     }
 }

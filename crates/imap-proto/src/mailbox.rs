@@ -15,6 +15,10 @@ pub enum Mailbox {
     Inbox,
     /// Any other name, UTF-8, as given (never a case variant of INBOX).
     Name(String),
+    /// An IMAP4rev1 name that is not valid modified UTF-7 (RFC 3501 §5.1.3), kept as
+    /// sent. It names no mailbox: SELECT and STATUS answer NO, CREATE and RENAME
+    /// refuse it, as Dovecot does, rather than failing the whole command with BAD.
+    Invalid(String),
 }
 
 impl Mailbox {
@@ -31,8 +35,13 @@ impl Mailbox {
     pub fn as_str(&self) -> &str {
         match self {
             Mailbox::Inbox => "INBOX",
-            Mailbox::Name(n) => n,
+            Mailbox::Name(n) | Mailbox::Invalid(n) => n,
         }
+    }
+
+    /// True for a name that was not valid modified UTF-7.
+    pub fn is_invalid(&self) -> bool {
+        matches!(self, Mailbox::Invalid(_))
     }
 
     /// True for INBOX.
@@ -88,6 +97,13 @@ fn decoded(c: &Cursor<'_>, raw: &[u8], start: usize) -> PResult<String> {
 pub(crate) fn mailbox(c: &mut Cursor<'_>) -> PResult<Mailbox> {
     let start = c.pos();
     let raw = c.astring()?;
+    if c.mode == TextMode::Ascii
+        && raw.is_ascii()
+        && utf7::decode(&raw).is_err()
+        && !raw.iter().any(u8::is_ascii_control)
+    {
+        return Ok(Mailbox::Invalid(String::from_utf8_lossy(&raw).into_owned()));
+    }
     Ok(Mailbox::new(&decoded(c, &raw, start)?))
 }
 
@@ -98,13 +114,24 @@ pub(crate) fn mailbox_text(c: &mut Cursor<'_>) -> PResult<String> {
     decoded(c, &raw, start)
 }
 
-/// `list-mailbox = 1*list-char / string` (a LIST/LSUB pattern with `%` and `*`).
+/// `list-mailbox = 1*list-char / string` (a LIST/LSUB pattern with `%` and `*`). A
+/// rev1 pattern that is not valid modified UTF-7 is kept as sent: it matches no
+/// mailbox name (all of which decode), so LIST answers OK with nothing.
 pub(crate) fn list_mailbox(c: &mut Cursor<'_>) -> PResult<String> {
     let start = c.pos();
     let raw = match c.peek() {
         Some(b'"' | b'{') => c.string()?,
         _ => std::borrow::Cow::Borrowed(c.take_while1(is_list_char, "expected a mailbox pattern")?),
     };
+    if c.mode == TextMode::Ascii
+        && raw.is_ascii()
+        && utf7::decode(&raw).is_err()
+        && !raw.iter().any(u8::is_ascii_control)
+    {
+        // A name with '&' not followed by valid mUTF-7: "&" plus U+FFFD can never
+        // be a stored name, so nothing matches.
+        return Ok(format!("\u{fffd}{}", String::from_utf8_lossy(&raw)));
+    }
     decoded(c, &raw, start)
 }
 
@@ -148,7 +175,10 @@ mod tests {
                 .as_str(),
             "Entw\u{fc}rfe"
         );
-        assert!(mb(b"\"Tom & Jerry\"", TextMode::Ascii).is_err());
+        assert_eq!(
+            mb(b"\"Tom & Jerry\"", TextMode::Ascii).unwrap(),
+            Mailbox::Invalid("Tom & Jerry".into())
+        );
         assert!(mb(b"\"Tom & Jerry\"", TextMode::Utf8).is_ok());
         assert!(mb(b"\"\xff\"", TextMode::Utf8).is_err());
         assert!(mb(b"{3}\r\na\x01b", TextMode::Utf8).is_err());

@@ -298,6 +298,19 @@ impl<'a, S: MailboxStore> Session<'a, S> {
             Command::Examine { mailbox, params } => {
                 self.select(&tag, &mailbox, &params, true, out).await
             }
+            // RFC 3501 §5.1.3: a rev1 name must be modified UTF-7; one that is not
+            // names nothing and cannot be made into a mailbox or subscription.
+            Command::Create { mailbox, .. }
+            | Command::Rename { to: mailbox, .. }
+            | Command::Subscribe(mailbox)
+                if mailbox.is_invalid() =>
+            {
+                no(
+                    out,
+                    &tag,
+                    "[CANNOT] mailbox name is not valid modified UTF-7",
+                );
+            }
             Command::Create {
                 mailbox,
                 special_use,

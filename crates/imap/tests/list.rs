@@ -308,11 +308,18 @@ async fn modified_utf7_names_for_rev1() {
     assert_eq!(r, "* LSUB () \"/\" &ZeVnLIqe-\r\nd OK LSUB completed\r\n");
     let r = c.cmd("e", "SELECT &ZeVnLIqe-").await;
     assert!(r.ends_with("e OK [READ-WRITE] SELECT completed\r\n"), "{r}");
-    // Invalid modified UTF-7 is a syntax error.
+    // Invalid modified UTF-7 names nothing (as Dovecot answers): CREATE and SELECT
+    // get NO, LIST matches nothing.
     let r = c.cmd("f", "CREATE &Jjo").await;
-    assert!(r.starts_with("f BAD"), "{r}");
+    assert!(r.starts_with("f NO [CANNOT]"), "{r}");
     let r = c.cmd("g", "CREATE \"Tom & Jerry\"").await;
-    assert!(r.starts_with("g BAD"), "{r}");
+    assert!(r.starts_with("g NO [CANNOT]"), "{r}");
+    let r = c.cmd("g1", "SELECT \"Tom & Jerry\"").await;
+    assert!(r.starts_with("g1 NO [NONEXISTENT]"), "{r}");
+    let r = c.cmd("g2", "LIST \"\" \"Tom & Jerry*\"").await;
+    assert_eq!(r, "g2 OK LIST completed\r\n");
+    let r = c.cmd("g3", "SUBSCRIBE &Jjo").await;
+    assert!(r.starts_with("g3 NO [CANNOT]"), "{r}");
     let r = c.cmd("h", "CREATE \"Tom &- Jerry\"").await;
     assert_eq!(r, "h OK CREATE completed\r\n");
     let r = c.cmd("i", "LIST \"\" Tom*").await;
