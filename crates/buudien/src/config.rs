@@ -119,6 +119,9 @@ pub struct Imap {
     /// Inactivity timer (RFC 9051 §5.4: at least 30 minutes).
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Duration,
+    /// How long a client may take to log in (each wait before login).
+    #[serde(deserialize_with = "duration")]
+    pub preauth_timeout: Duration,
     /// Advertise LITERAL+ instead of LITERAL- (RFC 7888 §5).
     pub literal_plus: bool,
 }
@@ -129,6 +132,7 @@ impl Default for Imap {
             allow_plaintext_auth: false,
             max_append: 50 << 20,
             idle_timeout: Duration::from_secs(1800),
+            preauth_timeout: Duration::from_secs(180),
             literal_plus: false,
         }
     }

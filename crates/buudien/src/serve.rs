@@ -70,6 +70,7 @@ fn imap_config(cfg: &Config) -> ImapConfig {
     ImapConfig {
         hostname: cfg.hostname.clone(),
         idle_timeout: cfg.imap.idle_timeout,
+        preauth_timeout: cfg.imap.preauth_timeout,
         allow_plaintext_auth: cfg.imap.allow_plaintext_auth,
         max_append: cfg.imap.max_append,
         literal_plus: cfg.imap.literal_plus,

@@ -182,7 +182,12 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
         let event = framer.next_event(&mut inbuf);
         let flow = match event {
             Event::Incomplete => {
-                match read_more(io, &mut inbuf, &mut out, &mut chunk, idle, &mut stop).await {
+                let wait = if s.account.is_none() {
+                    s.shared.config.preauth_timeout.min(idle)
+                } else {
+                    idle
+                };
+                match read_more(io, &mut inbuf, &mut out, &mut chunk, wait, &mut stop).await {
                     Ok(()) => Flow::Continue,
                     Err(o) => Flow::End(o),
                 }

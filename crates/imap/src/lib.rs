@@ -30,7 +30,8 @@
 //!   to [`ImapConfig::max_append`] (RFC 7889) and refused with `NO [TOOBIG]` before
 //!   any of its octets is read.
 //! - Every wait for the client ends after [`ImapConfig::idle_timeout`] (RFC 9051
-//!   §5.4: at least 30 minutes) or when [`ImapServer::stop`] is called.
+//!   §5.4: at least 30 minutes; before login [`ImapConfig::preauth_timeout`]) or
+//!   when [`ImapServer::stop`] is called.
 //! - Bytes the client sent after STARTTLS, before the TLS handshake, are dropped
 //!   unread: the session goes on over the TLS stream with a fresh receive buffer and
 //!   framer (RFC 9051 §6.2.1; the CVE-2011-0411 class of command injection).
@@ -82,6 +83,10 @@ pub struct ImapConfig {
     /// How long the server waits for the client before it closes the session.
     /// RFC 9051 §5.4 asks for at least 30 minutes; the default is 30 minutes.
     pub idle_timeout: Duration,
+    /// How long a client may take to log in: the wait for each command before
+    /// authentication (and for the TLS handshake). Shorter than `idle_timeout` so that
+    /// connections that never log in do not pile up; 3 minutes, as Dovecot.
+    pub preauth_timeout: Duration,
     /// Allow LOGIN and AUTHENTICATE over a connection that is neither TLS nor
     /// loopback (otherwise `LOGINDISABLED`, RFC 9051 §6.2.3). Off by default.
     pub allow_plaintext_auth: bool,
@@ -102,6 +107,7 @@ impl Default for ImapConfig {
         ImapConfig {
             hostname: "localhost".to_owned(),
             idle_timeout: Duration::from_secs(30 * 60),
+            preauth_timeout: Duration::from_secs(180),
             allow_plaintext_auth: false,
             max_append: 50 * 1024 * 1024,
             spool_dir: None,
@@ -202,7 +208,10 @@ impl<S: MailboxStore> ImapServer<S> {
         IO: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let shared = &*self.shared;
-        let timeout = shared.config.idle_timeout;
+        let timeout = shared
+            .config
+            .preauth_timeout
+            .min(shared.config.idle_timeout);
         let mut session = Session::new(shared, peer, secure, tls.is_some() && !secure);
         let outcome = drive::drive(&mut session, &mut io, true).await;
         match (outcome, tls) {

@@ -134,3 +134,24 @@ async fn subscriptions_outlive_their_mailbox() {
     let r = c.cmd("i", "LSUB \"\" \"*\"").await;
     assert!(!r.contains("Old"), "{r}");
 }
+
+#[tokio::test]
+async fn a_client_that_never_logs_in_is_cut_off_sooner() {
+    let env = env().await;
+    let server = env.server(ImapConfig {
+        preauth_timeout: std::time::Duration::from_millis(300),
+        ..ImapConfig::default()
+    });
+    let (mut c, task) = connect(&server, LOOPBACK);
+    assert!(c.line().await.starts_with("* OK"));
+    let r = c.cmd("a", "NOOP").await;
+    assert_eq!(r, "a OK NOOP completed\r\n");
+    assert_eq!(c.line().await, "* BYE autologout, idle too long\r\n");
+    task.await.unwrap();
+    // After login the longer idle timer applies.
+    let (mut c, _task) = connect(&server, LOOPBACK);
+    c.login().await;
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let r = c.cmd("b", "NOOP").await;
+    assert_eq!(r, "b OK NOOP completed\r\n");
+}
