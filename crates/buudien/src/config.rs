@@ -36,6 +36,9 @@ pub struct Config {
     /// Resolver settings.
     #[serde(default)]
     pub dns: Dns,
+    /// Connection limits.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// `[listen]`: a list of `ip:port` per service; missing or empty disables it.
@@ -218,6 +221,25 @@ impl Default for Queue {
             expire: Duration::from_secs(5 * 86400),
             mx_port: 25,
             max_connections_per_domain: 4,
+        }
+    }
+}
+
+/// `[limits]`: connections, checked at accept for every service together.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Connections in total; more are refused until some end.
+    pub max_connections: usize,
+    /// Connections from one client address (IPv6: one /64).
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            max_connections_per_ip: 50,
         }
     }
 }

@@ -7,7 +7,7 @@ use crate::cli::CliError;
 use crate::config::Config;
 use buudien_auth::{FailureThrottle, ThrottleConfig};
 use buudien_imap::{ImapConfig, ImapServer};
-use buudien_net::{ConnTracker, Listener, TlsProvider, bind};
+use buudien_net::{ConnLimiter, ConnTracker, Listener, TlsProvider, bind};
 use buudien_pop3::{Pop3Config, Pop3Server};
 use buudien_queue::{QueueConfig, QueueWorker, Smarthost, SmarthostTls};
 use buudien_smtp::{Mode, SmtpConfig, SmtpServer};
@@ -220,19 +220,39 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
     };
     servers.smtp.on_queued(move || queue_handle.wake());
     let tracker = ConnTracker::new();
+    let limiter = ConnLimiter::new(
+        cfg.limits.max_connections,
+        cfg.limits.max_connections_per_ip,
+    );
+    let hostname = cfg.hostname.clone();
     let mut accept_tasks = Vec::new();
     for (service, listener) in listeners {
         let servers = servers.clone();
         let tracker = tracker.clone();
+        let limiter = limiter.clone();
+        let hostname = hostname.clone();
         accept_tasks.push(tokio::spawn(async move {
             loop {
                 let (stream, peer) = listener.accept().await;
                 let token = tracker.token();
-                let servers = servers.clone();
-                tokio::spawn(async move {
-                    let _token = token;
-                    servers.run_connection(service, stream, peer).await;
-                });
+                match limiter.try_acquire(peer.ip()) {
+                    Ok(permit) => {
+                        let servers = servers.clone();
+                        tokio::spawn(async move {
+                            let _token = token;
+                            let _permit = permit;
+                            servers.run_connection(service, stream, peer).await;
+                        });
+                    }
+                    Err(why) => {
+                        tracing::info!(%peer, ?why, "connection refused: limit reached");
+                        let hostname = hostname.clone();
+                        tokio::spawn(async move {
+                            let _token = token;
+                            refuse(service, stream, &hostname).await;
+                        });
+                    }
+                }
             }
         }));
     }
@@ -263,6 +283,26 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
     }
     Ok(())
 }
+
+/// Tells a client over the connection limit to come back later, in its protocol's
+/// words, and closes (TLS services just close: a handshake would cost more).
+async fn refuse(service: Service, mut stream: TcpStream, hostname: &str) {
+    use tokio::io::AsyncWriteExt;
+    let line = match service {
+        Service::Pop3 => "-ERR [SYS/TEMP] too many connections, try later\r\n".to_owned(),
+        Service::Imap => "* BYE [UNAVAILABLE] too many connections, try later\r\n".to_owned(),
+        // RFC 5321 §3.1: 421 instead of the greeting.
+        Service::Smtp | Service::Submission => {
+            format!("421 4.7.0 {hostname} too many connections, try later\r\n")
+        }
+        Service::Pop3s | Service::Imaps | Service::Submissions => return,
+    };
+    let _ = tokio::time::timeout(REFUSAL_WRITE, stream.write_all(line.as_bytes())).await;
+    let _ = tokio::time::timeout(REFUSAL_WRITE, stream.shutdown()).await;
+}
+
+/// Longest wait to tell a refused client why.
+const REFUSAL_WRITE: Duration = Duration::from_secs(2);
 
 /// The protocol servers a connection may be handed to.
 #[derive(Clone)]

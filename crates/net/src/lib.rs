@@ -6,6 +6,8 @@
 //! - [`tls`]: [`TlsProvider`], PEM loading and hot reload.
 //! - [`listen`]: binding listeners, accepting with keepalive, per-connection tasks.
 //! - [`tracker`]: [`ConnTracker`], counting live connections for graceful shutdown.
+//! - [`limit`]: [`ConnLimiter`], connections in total and per client address (IPv6
+//!   per /64), checked at accept.
 //!
 //! # Invariants
 //! - Every accepted socket has TCP keepalive on, so a peer that vanished is noticed
@@ -14,10 +16,12 @@
 //!   half-loaded configuration.
 //! - An accept error (for example EMFILE) never ends a listener; it pauses briefly.
 
+pub mod limit;
 pub mod listen;
 pub mod tls;
 pub mod tracker;
 
+pub use limit::{ConnLimiter, ConnPermit, IpKey, Refused};
 pub use listen::{Listener, bind};
 pub use tls::{TlsError, TlsProvider};
 pub use tracker::{ConnToken, ConnTracker};
