@@ -8,7 +8,14 @@
 //! current [`Instant`] in, so tests can move time forward.
 //!
 //! IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) count as the IPv4 address, so a
-//! dual-stack listener and an IPv4 listener share one count per client.
+//! dual-stack listener and an IPv4 listener share one count per client; an IPv6
+//! client counts per /64, the block one subscriber usually holds.
+//!
+//! Per account as well ([`FailureThrottle::check_login`]): after
+//! `account_refuse_after` recent failures for one login name, attempts for it are
+//! refused — but only from addresses that have not logged in to that account
+//! successfully within `trust_for`, so an attacker guessing from many addresses cannot
+//! lock the owner out.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -28,7 +35,14 @@ pub struct ThrottleConfig {
     pub forget_after: Duration,
     /// Most addresses tracked at once (default 100 000); when full, expired entries and
     /// then those with the oldest last failure are dropped, so memory stays bounded.
+    /// The same bound applies to login names.
     pub max_tracked: usize,
+    /// Recent failures for one login name after which it is refused from untrusted
+    /// addresses (default 20). 0 turns per-account refusal off.
+    pub account_refuse_after: u32,
+    /// How long a successful login makes its address trusted for that account
+    /// (default 30 days).
+    pub trust_for: Duration,
 }
 
 impl Default for ThrottleConfig {
@@ -39,6 +53,8 @@ impl Default for ThrottleConfig {
             refuse_after: 10,
             forget_after: Duration::from_secs(10 * 60),
             max_tracked: 100_000,
+            account_refuse_after: 20,
+            trust_for: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -62,11 +78,48 @@ struct Entry {
     last_failure: Instant,
 }
 
+/// One tracked login name.
+#[derive(Debug, Clone, Default)]
+struct AccountEntry {
+    /// Failures since the count last reset.
+    failures: u32,
+    /// When the latest of them happened.
+    last_failure: Option<Instant>,
+    /// Addresses (as counted) that logged in to it, with when; at most
+    /// [`MAX_TRUSTED`], the oldest dropped first.
+    trusted: Vec<(IpAddr, Instant)>,
+}
+
+/// Trusted addresses remembered per login name.
+const MAX_TRUSTED: usize = 8;
+
+/// Longest login name tracked as given; longer ones are cut (they are not accounts).
+const MAX_LOGIN: usize = 320;
+
 /// Failed-login counts per client address; shared by all sessions (`Send + Sync`).
 #[derive(Debug)]
 pub struct FailureThrottle {
     config: ThrottleConfig,
     entries: Mutex<HashMap<IpAddr, Entry>>,
+    accounts: Mutex<HashMap<String, AccountEntry>>,
+}
+
+/// The address as counted: IPv4-mapped as IPv4, IPv6 as its /64.
+fn counted(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
+
+/// A login name as counted: lowercase, bounded.
+fn login_key(login: &str) -> String {
+    let mut k: String = login.chars().take(MAX_LOGIN).collect();
+    k.make_ascii_lowercase();
+    k
 }
 
 impl FailureThrottle {
@@ -75,6 +128,7 @@ impl FailureThrottle {
         FailureThrottle {
             config,
             entries: Mutex::new(HashMap::new()),
+            accounts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -88,7 +142,7 @@ impl FailureThrottle {
     /// [`Verdict::Refuse`] while the address has at least `refuse_after` failures, the
     /// last one less than `forget_after` before `now`.
     pub fn check(&self, ip: IpAddr, now: Instant) -> Verdict {
-        let ip = ip.to_canonical();
+        let ip = counted(ip);
         let mut map = self.lock();
         let Some(entry) = map.get(&ip).copied() else {
             return Verdict::Allow;
@@ -108,7 +162,7 @@ impl FailureThrottle {
     /// failure reply: base_delay doubled per recent failure from this IP
     /// (1,2,4,8,15,15… s), capped at max_delay.
     pub fn record_failure(&self, ip: IpAddr, now: Instant) -> Duration {
-        let ip = ip.to_canonical();
+        let ip = counted(ip);
         let mut map = self.lock();
         let failures = match map.get_mut(&ip) {
             Some(entry) => {
@@ -140,7 +194,116 @@ impl FailureThrottle {
 
     /// After a successful login: forget this IP's failures.
     pub fn record_success(&self, ip: IpAddr) {
-        self.lock().remove(&ip.to_canonical());
+        self.lock().remove(&counted(ip));
+    }
+
+    /// Before checking a password for `login` from `ip`: [`FailureThrottle::check`],
+    /// and [`Verdict::Refuse`] when the login name has had `account_refuse_after`
+    /// recent failures and `ip` has not logged in to it within `trust_for`.
+    pub fn check_login(&self, ip: IpAddr, login: &str, now: Instant) -> Verdict {
+        if self.check(ip, now) == Verdict::Refuse {
+            return Verdict::Refuse;
+        }
+        let limit = self.config.account_refuse_after;
+        if limit == 0 {
+            return Verdict::Allow;
+        }
+        let ip = counted(ip);
+        let accounts = self.accounts();
+        let Some(e) = accounts.get(&login_key(login)) else {
+            return Verdict::Allow;
+        };
+        let recent = e
+            .last_failure
+            .is_some_and(|t| now.saturating_duration_since(t) < self.config.forget_after);
+        let trusted = e
+            .trusted
+            .iter()
+            .any(|(a, t)| *a == ip && now.saturating_duration_since(*t) < self.config.trust_for);
+        if recent && e.failures >= limit && !trusted {
+            Verdict::Refuse
+        } else {
+            Verdict::Allow
+        }
+    }
+
+    /// After a failed login for `login` from `ip`: counts it for both; returns the
+    /// address's delay as [`FailureThrottle::record_failure`] does.
+    pub fn record_login_failure(&self, ip: IpAddr, login: &str, now: Instant) -> Duration {
+        let delay = self.record_failure(ip, now);
+        if self.config.max_tracked == 0 {
+            return delay;
+        }
+        let mut accounts = self.accounts();
+        let key = login_key(login);
+        if !accounts.contains_key(&key) && accounts.len() >= self.config.max_tracked {
+            self.make_room_accounts(&mut accounts, now);
+        }
+        let e = accounts.entry(key).or_default();
+        let stale = e
+            .last_failure
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.config.forget_after);
+        if stale {
+            e.failures = 0;
+        }
+        e.failures = e.failures.saturating_add(1);
+        e.last_failure = Some(e.last_failure.map_or(now, |t| t.max(now)));
+        delay
+    }
+
+    /// After a successful login for `login` from `ip`: forgets the address's failures
+    /// and the name's, and trusts the address for the name.
+    pub fn record_login_success(&self, ip: IpAddr, login: &str, now: Instant) {
+        self.record_success(ip);
+        if self.config.max_tracked == 0 {
+            return;
+        }
+        let ip = counted(ip);
+        let mut accounts = self.accounts();
+        let key = login_key(login);
+        if !accounts.contains_key(&key) && accounts.len() >= self.config.max_tracked {
+            self.make_room_accounts(&mut accounts, now);
+        }
+        let e = accounts.entry(key).or_default();
+        e.failures = 0;
+        e.trusted.retain(|(a, _)| *a != ip);
+        if e.trusted.len() >= MAX_TRUSTED {
+            e.trusted.remove(0);
+        }
+        e.trusted.push((ip, now));
+    }
+
+    /// Drops login names with nothing recent, then a tenth of the rest (oldest
+    /// activity first).
+    fn make_room_accounts(&self, map: &mut HashMap<String, AccountEntry>, now: Instant) {
+        let last = |e: &AccountEntry| {
+            e.trusted
+                .iter()
+                .map(|(_, t)| *t)
+                .chain(e.last_failure)
+                .max()
+        };
+        map.retain(|_, e| {
+            last(e).is_some_and(|t| now.saturating_duration_since(t) < self.config.trust_for)
+        });
+        if map.len() < self.config.max_tracked {
+            return;
+        }
+        let drop = (map.len() + 1 - self.config.max_tracked)
+            .max(self.config.max_tracked / 10)
+            .min(map.len());
+        let mut by_age: Vec<(Option<Instant>, String)> =
+            map.iter().map(|(k, e)| (last(e), k.clone())).collect();
+        if drop < by_age.len() {
+            by_age.select_nth_unstable(drop);
+        }
+        for (_, k) in by_age.iter().take(drop) {
+            map.remove(k);
+        }
+    }
+
+    fn accounts(&self) -> MutexGuard<'_, HashMap<String, AccountEntry>> {
+        self.accounts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Number of IPs tracked (for tests and metrics).
@@ -214,6 +377,74 @@ mod tests {
     fn is_send_and_sync() {
         fn both<T: Send + Sync>() {}
         both::<FailureThrottle>();
+    }
+
+    #[test]
+    fn ipv6_counts_per_64() {
+        let t = FailureThrottle::new(ThrottleConfig {
+            refuse_after: 2,
+            ..ThrottleConfig::default()
+        });
+        let now = Instant::now();
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:dead:beef::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        t.record_failure(a, now);
+        t.record_failure(b, now);
+        assert_eq!(t.check(a, now), Verdict::Refuse, "one /64, one count");
+        assert_eq!(t.check(c, now), Verdict::Allow, "another /64");
+    }
+
+    #[test]
+    fn accounts_are_refused_to_strangers_only() {
+        let t = FailureThrottle::new(ThrottleConfig {
+            account_refuse_after: 3,
+            ..ThrottleConfig::default()
+        });
+        let now = Instant::now();
+        let owner = ip(1);
+        t.record_login_success(owner, "Ann@Example.org", now);
+        // An attacker spreads guesses over many addresses (each under its own limit).
+        for n in 0..3 {
+            t.record_login_failure(ip(100 + n), "ann@example.org", now);
+        }
+        assert_eq!(
+            t.check_login(ip(200), "ann@example.org", now),
+            Verdict::Refuse
+        );
+        assert_eq!(
+            t.check_login(owner, "ANN@example.org", now),
+            Verdict::Allow,
+            "the owner's address is trusted"
+        );
+        assert_eq!(
+            t.check_login(ip(200), "bob@example.org", now),
+            Verdict::Allow
+        );
+        // The count is forgotten after a quiet period.
+        assert_eq!(
+            t.check_login(ip(200), "ann@example.org", now + secs(601)),
+            Verdict::Allow
+        );
+        // The owner's success clears the count.
+        t.record_login_success(owner, "ann@example.org", now);
+        assert_eq!(
+            t.check_login(ip(200), "ann@example.org", now),
+            Verdict::Allow
+        );
+    }
+
+    #[test]
+    fn tracked_login_names_are_bounded() {
+        let t = FailureThrottle::new(ThrottleConfig {
+            max_tracked: 50,
+            ..ThrottleConfig::default()
+        });
+        let now = Instant::now();
+        for n in 0..500 {
+            t.record_login_failure(ip(n), &format!("user{n}@example.org"), now);
+        }
+        assert!(t.accounts().len() <= 50);
     }
 
     #[test]

@@ -155,3 +155,39 @@ async fn a_client_that_never_logs_in_is_cut_off_sooner() {
     let r = c.cmd("b", "NOOP").await;
     assert_eq!(r, "b OK NOOP completed\r\n");
 }
+
+#[tokio::test]
+async fn guessing_one_account_from_many_addresses_does_not_lock_out_its_owner() {
+    use buudien_auth::{FailureThrottle, ThrottleConfig};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let env = env().await;
+    let throttle = Arc::new(FailureThrottle::new(ThrottleConfig {
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+        account_refuse_after: 3,
+        ..ThrottleConfig::default()
+    }));
+    let config = ImapConfig {
+        allow_plaintext_auth: true,
+        ..ImapConfig::default()
+    };
+    let server = buudien_imap::ImapServer::new(env.store.clone(), config, throttle);
+    let owner = "192.0.2.10:1000";
+    let (mut c, _t) = connect(&server, owner);
+    c.login().await;
+    for n in 1..=3 {
+        let (mut c, _t) = connect(&server, &format!("198.51.100.{n}:1000"));
+        assert!(c.line().await.starts_with("* OK"));
+        let r = c.cmd("a", &format!("LOGIN {USER} wrong")).await;
+        assert!(r.starts_with("a NO [AUTHENTICATIONFAILED]"), "{r}");
+    }
+    // A fourth stranger is refused before any password check...
+    let (mut c, _t) = connect(&server, "203.0.113.7:1000");
+    assert!(c.line().await.starts_with("* OK"));
+    let r = c.cmd("a", &format!("LOGIN {USER} \"{PASSWORD}\"")).await;
+    assert!(r.starts_with("a NO [UNAVAILABLE]"), "{r}");
+    // ...while the owner's address, trusted by its earlier login, still gets in.
+    let (mut c, _t) = connect(&server, owner);
+    c.login().await;
+}

@@ -48,8 +48,9 @@ enum Kind {
 enum Scram {
     /// Waiting for the client-first-message.
     First(ScramServer),
-    /// Sent the server-first-message; the user's record when the user is known.
-    Final(ScramServer, Option<AuthRecord>),
+    /// Sent the server-first-message; the login name, and the user's record when the
+    /// user is known.
+    Final(ScramServer, String, Option<AuthRecord>),
     /// Sent the server-final-message (`v=`); waiting for the client's empty response
     /// before the tagged OK (RFC 9051 §6.2.2).
     Done(AuthRecord),
@@ -213,7 +214,12 @@ impl<S: MailboxStore> Session<'_, S> {
                         return None;
                     }
                 };
-                if self.shared.throttle.check(self.peer.ip(), Instant::now()) == Verdict::Refuse {
+                if self
+                    .shared
+                    .throttle
+                    .check_login(self.peer.ip(), &user, Instant::now())
+                    == Verdict::Refuse
+                {
                     unavailable(out, &tag, "too many failed logins, try later");
                     return None;
                 }
@@ -236,15 +242,15 @@ impl<S: MailboxStore> Session<'_, S> {
                         return None;
                     }
                 }
-                Scram::Final(server, record)
+                Scram::Final(server, user, record)
             }
-            Scram::Final(mut server, record) => match (server.client_final(data), record) {
+            Scram::Final(mut server, user, record) => match (server.client_final(data), record) {
                 (Ok(ScramOutcome::Verified(v)), Some(record)) => {
                     challenge(out, &v);
                     Scram::Done(record)
                 }
                 (Ok(_), _) => {
-                    self.login_failed(&tag, out).await;
+                    self.login_failed(&tag, &user, out).await;
                     return None;
                 }
                 (Err(e), _) => {
@@ -285,7 +291,12 @@ impl<S: MailboxStore> Session<'_, S> {
             );
             return;
         }
-        if self.shared.throttle.check(self.peer.ip(), Instant::now()) == Verdict::Refuse {
+        if self
+            .shared
+            .throttle
+            .check_login(self.peer.ip(), user, Instant::now())
+            == Verdict::Refuse
+        {
             unavailable(out, tag, "too many failed logins, try later");
             return;
         }
@@ -298,7 +309,7 @@ impl<S: MailboxStore> Session<'_, S> {
         let record = record.filter(|_| good);
         match record {
             Some(r) => self.logged_in(tag, &r, out),
-            None => self.login_failed(tag, out).await,
+            None => self.login_failed(tag, user, out).await,
         }
     }
 
@@ -316,7 +327,11 @@ impl<S: MailboxStore> Session<'_, S> {
     /// Credentials checked: the session is authenticated (RFC 9051 §6.2.2, §6.2.3:
     /// the OK carries the new CAPABILITY list).
     fn logged_in(&mut self, tag: &Tag, record: &AuthRecord, out: &mut Vec<u8>) {
-        self.shared.throttle.record_success(self.peer.ip());
+        self.shared.throttle.record_login_success(
+            self.peer.ip(),
+            record.address.as_str(),
+            Instant::now(),
+        );
         self.account = Some(record.account_id);
         self.address = Some(record.address.clone());
         tracing::info!(account = record.account_id, "logged in");
@@ -324,12 +339,13 @@ impl<S: MailboxStore> Session<'_, S> {
         ok(out, tag, &format!("[CAPABILITY {caps}] logged in"));
     }
 
-    /// Credentials refused: count the failure, wait out its delay, answer NO.
-    async fn login_failed(&self, tag: &Tag, out: &mut Vec<u8>) {
+    /// Credentials refused: count the failure (for the address and the login name),
+    /// wait out its delay, answer NO.
+    async fn login_failed(&self, tag: &Tag, user: &str, out: &mut Vec<u8>) {
         let delay = self
             .shared
             .throttle
-            .record_failure(self.peer.ip(), Instant::now());
+            .record_login_failure(self.peer.ip(), user, Instant::now());
         tokio::time::sleep(delay).await;
         out.extend_from_slice(
             format!("{tag} NO [AUTHENTICATIONFAILED] invalid credentials\r\n").as_bytes(),
