@@ -13,7 +13,9 @@ them as an ending.
 from __future__ import annotations
 
 import base64
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -92,6 +94,33 @@ def test_data_smuggling_port_25(srv, variant):
         codes = [c.reply().code for _ in range(3)]
         assert codes == [250, 250, 354], codes
         c.send(attack("a@elsewhere.test", user, ENDINGS[variant]) + b".\r\nQUIT\r\n")
+        replies = c.replies_until_eof()
+    finally:
+        c.close()
+    check_outcome(variant, replies, mailbox(srv, user, pw))
+
+
+@pytest.mark.parametrize("variant", list(ENDINGS))
+def test_data_smuggling_split_across_segments(srv, variant):
+    """The fake ending arrives one octet per TCP segment (Nagle off, a pause between
+    writes), so the server reads it across many reads: the outcome is the same."""
+    user, pw = srv.new_user("segsmug")
+    c = RawSmtp(srv.smtp_port)
+    try:
+        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        assert c.cmd("EHLO client.test").code == 250
+        c.send(f"MAIL FROM:<a@elsewhere.test>\r\nRCPT TO:<{user}>\r\nDATA\r\n".encode())
+        codes = [c.reply().code for _ in range(3)]
+        assert codes == [250, 250, 354], codes
+        data = attack("a@elsewhere.test", user, ENDINGS[variant]) + b".\r\nQUIT\r\n"
+        start = data.index(b"first part") + len(b"first part")
+        stop = start + len(ENDINGS[variant]) + len(b"MAIL FROM")
+        c.send(data[:start])
+        for i in range(start, stop):
+            time.sleep(0.02)
+            c.send(data[i:i + 1])
+        time.sleep(0.02)
+        c.send(data[stop:])
         replies = c.replies_until_eof()
     finally:
         c.close()
