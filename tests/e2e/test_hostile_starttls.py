@@ -237,3 +237,59 @@ def test_imap_starttls_injection(srv, injected):
         assert r.startswith(b"* BYE"), r
     finally:
         w.close()
+
+
+# --- commands before the STARTTLS in the same write ---------------------------------
+
+
+@pytest.mark.parametrize("service", ["smtp", "submission"])
+def test_smtp_commands_before_starttls_answered_after_dropped(srv, service):
+    """EHLO, STARTTLS and NOOP in one write: EHLO and STARTTLS are answered, in order;
+    the NOOP behind them is dropped (the cut is at the end of the STARTTLS line, not
+    at the start of the buffer)."""
+    port = srv.smtp_port if service == "smtp" else srv.submission_port
+    w = Wire(port)
+    try:
+        assert w.line().startswith(b"220 ")
+        w.send(b"EHLO client.test\r\nSTARTTLS\r\nNOOP\r\n")
+        ehlo = w.smtp_reply()
+        assert ehlo[-1].startswith(b"250 ") and any(b"STARTTLS" in l for l in ehlo), ehlo
+        assert w.smtp_reply()[0].startswith(b"220 ")
+        check_silence(w, srv.tls_context())
+        w.send(b"EHLO client.test\r\n")
+        assert w.smtp_reply()[-1].startswith(b"250 ")
+        w.send(b"QUIT\r\n")
+        assert w.smtp_reply()[0].startswith(b"221 ")
+    finally:
+        w.close()
+
+
+def test_pop3_commands_before_stls_answered_after_dropped(srv):
+    w = Wire(srv.pop3_port)
+    try:
+        assert w.line().startswith(b"+OK")
+        w.send(b"NOOP\r\nSTLS\r\nCAPA\r\n")
+        # NOOP is a TRANSACTION-state command: an error here, but answered.
+        assert w.line().startswith(b"-ERR")
+        assert w.line().startswith(b"+OK")
+        check_silence(w, srv.tls_context())
+        w.send(b"QUIT\r\n")
+        assert w.line().startswith(b"+OK")
+    finally:
+        w.close()
+
+
+def test_imap_commands_before_starttls_answered_after_dropped(srv):
+    w = Wire(srv.imap_port)
+    try:
+        assert w.line().startswith(b"* OK")
+        w.send(b"a NOOP\r\nb STARTTLS\r\nc NOOP\r\n")
+        assert w.line().startswith(b"a OK")
+        assert w.line().startswith(b"b OK")
+        check_silence(w, srv.tls_context())
+        w.send(b"d NOOP\r\n")
+        assert w.line().startswith(b"d OK")
+        w.send(b"e LOGOUT\r\n")
+        assert w.line().startswith(b"* BYE")
+    finally:
+        w.close()
