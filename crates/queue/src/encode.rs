@@ -21,16 +21,19 @@ pub fn has_8bit(bytes: &[u8]) -> bool {
 /// one, lines longer than [`MAX_LINE`] are broken (header lines with CRLF SP, so the
 /// field stays one field; body lines with CRLF, as Postfix does), and the end marker
 /// `.<CRLF>` follows a final CRLF.
+///
+/// A bare CR or LF in the message ends a line too and goes out as CRLF, with the next
+/// line dot-stuffed like any other: only CRLF ends a line on the wire (RFC 5321
+/// §2.3.8), so a next hop that would take `<LF>.<LF>` for the end of the data (the
+/// SMTP smuggling class, CVE-2023-51764) never sees a bare LF or CR from us.
 pub fn data_stream(msg: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(msg.len() + msg.len() / 64 + 8);
     let hlen = header_len(msg);
     let mut pos = 0;
     while pos < msg.len() {
         let rest = msg.get(pos..).unwrap_or_default();
-        let (line, next) = match rest.windows(2).position(|w| w == b"\r\n") {
-            Some(i) => (rest.get(..i).unwrap_or_default(), pos + i + 2),
-            None => (rest, msg.len()),
-        };
+        let (line, used) = next_line(rest);
+        let next = pos + used;
         let in_header = pos < hlen && !line.is_empty();
         let mut first = true;
         let mut chunk = line;
@@ -58,6 +61,17 @@ pub fn data_stream(msg: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(b".\r\n");
     out
+}
+
+/// The first line of `rest` without its end, and the octets it used with its end:
+/// CRLF, a bare LF, a bare CR, or the end of the input.
+fn next_line(rest: &[u8]) -> (&[u8], usize) {
+    let Some(i) = rest.iter().position(|&b| b == b'\r' || b == b'\n') else {
+        return (rest, rest.len());
+    };
+    let line = rest.get(..i).unwrap_or_default();
+    let crlf = rest.get(i..i + 2) == Some(&b"\r\n"[..]);
+    (line, i + if crlf { 2 } else { 1 })
 }
 
 /// Why a message could not be made 7-bit (the recipient then gets `5.6.3`).
@@ -439,6 +453,49 @@ mod tests {
             b"A: b\r\n\r\nno newline\r\n.\r\n"
         );
         assert_eq!(data_stream(b""), b".\r\n");
+    }
+
+    /// A stored message with bare line ends never puts a bare CR or LF on the wire,
+    /// and a "." after one is stuffed: `<LF>.<LF>` cannot end a next hop's DATA early.
+    #[test]
+    fn bare_line_ends_go_out_as_crlf_and_stuffed() {
+        let smuggle = b"Subject: x\r\n\r\nbody\n.\nMAIL FROM:<e@x>\r\n\r.\r\n\r\r\n.\r\r\nend";
+        let got = data_stream(smuggle);
+        assert_eq!(
+            got,
+            b"Subject: x\r\n\r\nbody\r\n..\r\nMAIL FROM:<e@x>\r\n\r\n..\r\n\r\n\r\n..\r\n\r\nend\r\n.\r\n"
+                .to_vec()
+        );
+        for ending in [
+            &b"\n.\n"[..],
+            b"\n.\r",
+            b"\r.\n",
+            b"\r.\r",
+            b"\n.\r\n",
+            b"\r.\r\n",
+            b"\r\n.\n",
+            b"\r\n.\r",
+            b"\r\n.\r\r\n",
+            b"\r\r\n.\r\r\n",
+        ] {
+            let mut msg = b"Subject: y\r\n\r\nbody".to_vec();
+            msg.extend_from_slice(ending);
+            msg.extend_from_slice(b"MAIL FROM:<e@x>\r\n");
+            let out = data_stream(&msg);
+            // Every CR is followed by LF and every LF preceded by CR.
+            for (i, &b) in out.iter().enumerate() {
+                if b == b'\r' {
+                    assert_eq!(out.get(i + 1), Some(&b'\n'), "{ending:?}: {out:?}");
+                }
+                if b == b'\n' {
+                    assert_eq!(out.get(i.wrapping_sub(1)), Some(&b'\r'), "{ending:?}");
+                }
+            }
+            // The only <CRLF>.<CRLF> is the final one.
+            let ends = out.windows(5).filter(|w| w == b"\r\n.\r\n").count();
+            assert_eq!(ends, 1, "{ending:?}: {out:?}");
+            assert!(out.ends_with(b"MAIL FROM:<e@x>\r\n.\r\n"), "{ending:?}");
+        }
     }
 
     #[test]

@@ -214,6 +214,25 @@ impl DataReceiver {
     }
 }
 
+/// True when `message` holds a CR or LF that is not part of a CRLF (RFC 5321 §2.3.8).
+///
+/// For a whole message that did not come through [`DataReceiver`]: a BDAT message
+/// (RFC 3030 §3: without BINARYMIME, chunks carry 7bit or 8bitmime text, whose lines
+/// end in CRLF), checked once its LAST chunk is in, so that a CRLF split between two
+/// chunks is not taken for a bare CR and a bare LF.
+pub fn has_bare_newline(message: &[u8]) -> bool {
+    let mut prev = 0u8;
+    for (i, &b) in message.iter().enumerate() {
+        match b {
+            b'\n' if prev != b'\r' => return true,
+            b'\r' if message.get(i + 1) != Some(&b'\n') => return true,
+            _ => {}
+        }
+        prev = b;
+    }
+    false
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -396,5 +415,52 @@ mod tests {
         assert_eq!(r.feed(b".\r\n", &mut out), DataStatus::Done { consumed: 3 });
         assert_eq!(r.feed(b"more", &mut out), DataStatus::Done { consumed: 0 });
         assert_eq!(r.feed(b"", &mut out), DataStatus::Done { consumed: 0 });
+    }
+
+    #[test]
+    fn whole_message_bare_newline_check() {
+        for clean in [
+            &b""[..],
+            b"a\r\nb\r\n",
+            b"\r\n\r\n.\r\n",
+            b"no line end",
+            b"\x00.\r\n",
+        ] {
+            assert!(!has_bare_newline(clean), "{clean:?}");
+        }
+        for bare in [
+            &b"\n"[..],
+            b"\r",
+            b"a\nb",
+            b"a\rb",
+            b"a\r\n.\r\r\n",
+            b"a\r\r\n",
+            b"a\n\r",
+            b"a\r\n\n",
+            b"ends in cr\r",
+        ] {
+            assert!(has_bare_newline(bare), "{bare:?}");
+        }
+        // It agrees with the streaming receiver on every smuggling ending.
+        for ending in [
+            &b"\n.\n"[..],
+            b"\n.\r",
+            b"\r.\n",
+            b"\r.\r",
+            b"\n.\r\n",
+            b"\r.\r\n",
+            b"\r\n.\r\r\n",
+            b"\r\r\n.\r\r\n",
+            b"\r\n\x00.\r\n",
+        ] {
+            let mut msg = b"Subject: x\r\n\r\nbody".to_vec();
+            msg.extend_from_slice(ending);
+            msg.extend_from_slice(b"tail\r\n");
+            let mut input = msg.clone();
+            input.extend_from_slice(b".\r\n");
+            let (_, consumed, bare) = both(&input);
+            assert_eq!(consumed, Some(input.len()), "{ending:?}");
+            assert_eq!(has_bare_newline(&msg), bare, "{ending:?}");
+        }
     }
 }

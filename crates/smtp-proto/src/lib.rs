@@ -25,7 +25,8 @@
 //!   announced size, which [`check_chunk`] bounds before any byte is read.
 //! - DATA ends only on `<CRLF>.<CRLF>`: no other combination of CR, LF and `.` ends
 //!   it, whatever the chunking (the SMTP smuggling class, CVE-2023-51764); bare CR and
-//!   LF are flagged for the session to refuse.
+//!   LF are flagged for the session to refuse ([`has_bare_newline`] checks a whole
+//!   BDAT message the same way).
 //! - BDAT chunk content is never interpreted, and a refused chunk is still consumed
 //!   exactly, so the command stream stays in step with the client.
 //! - Reply text never carries a control character and no reply line is longer than
@@ -41,7 +42,7 @@ pub mod reply;
 
 pub use bdat::{BdatReceiver, ChunkCheck, check_chunk};
 pub use command::{Command, ErrorKind, ParseError};
-pub use data::{DataReceiver, DataStatus};
+pub use data::{DataReceiver, DataStatus, has_bare_newline};
 pub use framing::{Frame, LineFramer};
 pub use params::{Body, MailParams, Notify, ParamError, RcptParams, Ret};
 pub use path::{ForwardPath, Host, Mailbox, Path, PathError, ReversePath};

@@ -35,6 +35,8 @@
 //!   unless the session has authenticated (and AUTH exists only in submission modes).
 //! - DATA ends only on `<CRLF>.<CRLF>`; a message with a bare CR or LF is refused,
 //!   so the SMTP smuggling class (CVE-2023-51764) cannot make one DATA two messages.
+//!   A BDAT message with a bare CR or LF is refused the same way, so none is stored
+//!   or relayed.
 //!   A BDAT chunk is always consumed exactly; a size that cannot be skipped closes the
 //!   connection.
 //! - Bytes the client sent after STARTTLS, before the handshake, are dropped unread,

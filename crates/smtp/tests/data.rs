@@ -79,6 +79,50 @@ async fn bare_newlines_are_refused_even_without_a_dot() {
 }
 
 #[tokio::test]
+async fn bdat_messages_with_bare_newlines_are_refused() {
+    let env = env().await;
+    let server = env.server(config());
+    let (mut c, _) = connect(&server, REMOTE, Mode::Inbound);
+    c.hello().await;
+    for ending in SMUGGLED_ENDINGS {
+        c.cmd("MAIL FROM:<carol@example.net>").await;
+        c.cmd(&format!("RCPT TO:<{ANN}>")).await;
+        let chunk = format!(
+            "Subject: one\r\n\r\nbody{ending}MAIL FROM:<evil@example.net>\r\n\
+             RCPT TO:<bob@example.org>\r\nDATA\r\nSubject: smuggled\r\n\r\nevil\r\n"
+        );
+        c.send_raw(format!("BDAT {} LAST\r\n{chunk}NOOP\r\n", chunk.len()).as_bytes())
+            .await;
+        assert_eq!(
+            c.reply().await,
+            "550 5.5.2 message refused: bare <CR> or <LF> in the data (RFC 5321 section 2.3.8)",
+            "{ending:?}"
+        );
+        assert_eq!(c.reply().await, "250 2.0.0 Ok", "{ending:?}: NOOP next");
+    }
+    // The bare LF may sit in an earlier chunk than LAST.
+    c.cmd("MAIL FROM:<carol@example.net>").await;
+    c.cmd(&format!("RCPT TO:<{ANN}>")).await;
+    c.send_raw(b"BDAT 6\r\nline\n.BDAT 3 LAST\r\n\nx\n").await;
+    assert_eq!(c.reply().await, "250 2.0.0 6 octets received");
+    assert!(c.reply().await.starts_with("550 5.5.2 "));
+    // The transaction is over; a CRLF split between chunks is no bare CR or LF.
+    c.send_raw(b"BDAT 1 LAST\r\nx").await;
+    assert_eq!(c.reply().await, "503 5.5.1 send MAIL first");
+    c.cmd("MAIL FROM:<carol@example.net>").await;
+    c.cmd(&format!("RCPT TO:<{ANN}>")).await;
+    c.send_raw(b"BDAT 20\r\nSubject: split\r\n\r\nx\rBDAT 1 LAST\r\n\n")
+        .await;
+    assert_eq!(c.reply().await, "250 2.0.0 20 octets received");
+    let r = c.reply().await;
+    assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+    let inbox = env.inbox(env.ann).await;
+    assert_eq!(inbox.len(), 1, "only the clean message was stored");
+    assert!(inbox[0].ends_with("Subject: split\r\n\r\nx\r\n"));
+    assert!(env.inbox(env.bob).await.is_empty());
+}
+
+#[tokio::test]
 async fn bdat_chunks_are_data() {
     let env = env().await;
     let server = env.server(config());

@@ -5,7 +5,9 @@ use crate::conn::{Conn, ConnError};
 use crate::deliver;
 use crate::session::{Bdat, Flow, Session};
 use buudien_smtp_proto::reply::write;
-use buudien_smtp_proto::{BdatReceiver, ChunkCheck, DataReceiver, Status, check_chunk, code};
+use buudien_smtp_proto::{
+    BdatReceiver, ChunkCheck, DataReceiver, Status, check_chunk, code, has_bare_newline,
+};
 use buudien_store::QueueStore;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -55,12 +57,7 @@ where
     }
     if rx.bare_newline() {
         tracing::info!("message with a bare CR or LF refused");
-        write(
-            &mut conn.out,
-            code::MAILBOX_UNAVAILABLE,
-            Some(Status::SYNTAX),
-            "message refused: bare <CR> or <LF> in the data (RFC 5321 section 2.3.8)",
-        );
+        bare_newline(&mut conn.out);
         return Ok(Flow::Next);
     }
     Ok(deliver::accept(session, &mut conn.out, txn, message).await)
@@ -74,7 +71,10 @@ where
 /// - no transaction: `503 5.5.1`; no accepted recipient: `554 5.5.1`;
 /// - the message would pass `max_message_size`: `552 5.3.4`, and the rest of the
 ///   sequence is discarded with `503 5.5.1` until LAST or RSET;
-/// - otherwise `250 2.0.0`, and after LAST the message goes to `deliver`.
+/// - otherwise `250 2.0.0`, and after LAST the message goes to `deliver`, unless it
+///   holds a bare CR or LF: `550 5.5.2` as for DATA (§3: without BINARYMIME the
+///   chunks carry CRLF text; a stored bare LF could end the DATA of a next hop that
+///   accepts `<LF>.<LF>`, the SMTP smuggling class).
 pub(crate) async fn bdat<S, IO>(
     session: &mut Session<'_, S>,
     conn: &mut Conn<'_, IO>,
@@ -171,7 +171,23 @@ where
     let Some(txn) = session.txn.take() else {
         return Ok(Flow::Next);
     };
+    if has_bare_newline(&buffer) {
+        // Checked on the whole message, so a CRLF split between chunks is no bare CR.
+        tracing::info!("BDAT message with a bare CR or LF refused");
+        bare_newline(&mut conn.out);
+        return Ok(Flow::Next);
+    }
     Ok(deliver::accept(session, &mut conn.out, txn, buffer).await)
+}
+
+/// `550 5.5.2`: a bare CR or LF in the message (RFC 5321 §2.3.8).
+fn bare_newline(out: &mut Vec<u8>) {
+    write(
+        out,
+        code::MAILBOX_UNAVAILABLE,
+        Some(Status::SYNTAX),
+        "message refused: bare <CR> or <LF> in the data (RFC 5321 section 2.3.8)",
+    );
 }
 
 /// `552 5.3.4` (RFC 1870 §6.2, RFC 3463 X.3.4).
