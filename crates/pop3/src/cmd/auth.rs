@@ -268,8 +268,8 @@ async fn login<S: MailStore>(
     let shared = session.shared;
     let ip = session.peer.ip();
     let user = attempt.name().to_owned();
-    if shared.throttle.check(ip, Instant::now()) == Verdict::Refuse {
-        tracing::info!(user = ?user, method, "login refused: too many failures from this address");
+    if shared.throttle.check_login(ip, &user, Instant::now()) == Verdict::Refuse {
+        tracing::info!(user = ?user, method, "login refused: too many recent failures");
         response::err(
             out,
             Some(RespCode::SysTemp),
@@ -281,7 +281,9 @@ async fn login<S: MailStore>(
         Checked::Valid(record) => record,
         Checked::Invalid => {
             tracing::info!(user = ?user, method, "login failed");
-            let delay = shared.throttle.record_failure(ip, Instant::now());
+            let delay = shared
+                .throttle
+                .record_login_failure(ip, &user, Instant::now());
             tokio::time::sleep(delay).await;
             response::err(out, Some(RespCode::Auth), "invalid credentials");
             return count_failure(session);
@@ -296,7 +298,9 @@ async fn login<S: MailStore>(
             return Flow::Next;
         }
     };
-    shared.throttle.record_success(ip);
+    shared
+        .throttle
+        .record_login_success(ip, record.address.as_str(), Instant::now());
     let account = record.account_id;
     tracing::info!(user = %record.address, method, "login");
     if shared.login_too_soon(account, Instant::now()) {

@@ -178,8 +178,8 @@ async fn login<S: QueueStore>(
 ) -> Flow {
     let shared = session.shared;
     let ip = session.peer.ip();
-    if shared.throttle.check(ip, Instant::now()) == Verdict::Refuse {
-        tracing::info!(user = ?name, method = mech.name(), "login refused: too many failures from this address");
+    if shared.throttle.check_login(ip, name, Instant::now()) == Verdict::Refuse {
+        tracing::info!(user = ?name, method = mech.name(), "login refused: too many recent failures");
         write(
             out,
             code::TEMP_AUTH_FAILURE,
@@ -195,7 +195,9 @@ async fn login<S: QueueStore>(
     };
     match checked {
         Checked::Valid(record) => {
-            shared.throttle.record_success(ip);
+            shared
+                .throttle
+                .record_login_success(ip, record.address.as_str(), Instant::now());
             tracing::info!(user = %record.address, method = mech.name(), "login");
             session.user = Some(User {
                 account: record.account_id,
@@ -211,7 +213,9 @@ async fn login<S: QueueStore>(
         }
         Checked::Invalid => {
             tracing::info!(user = ?name, method = mech.name(), "login failed");
-            let delay = shared.throttle.record_failure(ip, Instant::now());
+            let delay = shared
+                .throttle
+                .record_login_failure(ip, name, Instant::now());
             tokio::time::sleep(delay).await;
             write(
                 out,
