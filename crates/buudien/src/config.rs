@@ -85,6 +85,9 @@ pub struct Pop3 {
     /// Inactivity timer (RFC 1939 §3: at least 10 minutes).
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Duration,
+    /// How long a client may take to log in (each wait before login).
+    #[serde(deserialize_with = "duration")]
+    pub preauth_timeout: Duration,
     /// Offer APOP with a greeting timestamp.
     pub apop: bool,
     /// Allow USER/PASS/AUTH on unencrypted non-loopback connections.
@@ -100,6 +103,7 @@ impl Default for Pop3 {
     fn default() -> Self {
         Pop3 {
             idle_timeout: Duration::from_secs(600),
+            preauth_timeout: Duration::from_secs(180),
             apop: false,
             allow_plaintext_auth: false,
             lock_session: true,

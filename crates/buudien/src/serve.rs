@@ -60,6 +60,7 @@ fn pop3_config(cfg: &Config) -> Pop3Config {
         apop: cfg.pop3.apop,
         allow_plaintext_auth: cfg.pop3.allow_plaintext_auth,
         lock_session: cfg.pop3.lock_session,
+        preauth_timeout: cfg.pop3.preauth_timeout,
         login_delay: cfg.pop3.login_delay,
         ..Pop3Config::default()
     }

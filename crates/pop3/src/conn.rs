@@ -61,7 +61,7 @@ pub(crate) struct Conn<'io, IO> {
     chunk: Vec<u8>,
     /// Replies not yet written.
     pub(crate) out: Vec<u8>,
-    idle: Duration,
+    pub(crate) idle: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
 }
 

@@ -67,6 +67,10 @@ pub struct Pop3Config {
     /// take a response) before it closes the session without UPDATE. RFC 1939 §3
     /// requires at least 10 minutes; the default is 10 minutes.
     pub idle_timeout: Duration,
+    /// How long a client may take to log in: each wait in the AUTHORIZATION state.
+    /// 3 minutes, as Dovecot — shorter than RFC 1939 §3's 10-minute autologout, on
+    /// purpose: connections that never log in must not pile up.
+    pub preauth_timeout: Duration,
     /// Offer APOP (RFC 1939 §7): the greeting carries a timestamp and `APOP` checks
     /// the account's separate APOP secret. Off by default (MD5, secret kept in clear).
     pub apop: bool,
@@ -88,6 +92,7 @@ impl Default for Pop3Config {
         Pop3Config {
             hostname: "localhost".to_owned(),
             idle_timeout: Duration::from_secs(10 * 60),
+            preauth_timeout: Duration::from_secs(180),
             apop: false,
             allow_plaintext_auth: false,
             lock_session: true,
@@ -212,7 +217,10 @@ impl<S: MailStore> Pop3Server<S> {
         IO: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let shared = &*self.shared;
-        let timeout = shared.config.idle_timeout;
+        let timeout = shared
+            .config
+            .preauth_timeout
+            .min(shared.config.idle_timeout);
         tracing::debug!(secure, "connection opened");
         let mut session = Session::new(shared, peer, secure, tls.is_some());
         let outcome = session::drive(&mut session, &mut io).await;

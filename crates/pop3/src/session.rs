@@ -221,7 +221,14 @@ where
         misc::greeting(session, &mut conn.out);
         session.greeted = true;
     }
+    let idle = session.shared.config.idle_timeout;
+    let preauth = session.shared.config.preauth_timeout.min(idle);
     loop {
+        conn.idle = if matches!(session.state, State::Authorization) {
+            preauth
+        } else {
+            idle
+        };
         let flow = match conn.read_line(MAX_COMMAND_LINE).await {
             Ok(Input::TooLong) => Ok(Flow::Bad("line too long".to_owned())),
             Ok(Input::Line(line)) => match Command::parse(&line) {

@@ -915,6 +915,25 @@ async fn idle_timeout_closes_without_update() {
 }
 
 #[tokio::test]
+async fn a_client_that_never_logs_in_is_cut_off_sooner() {
+    let env = env().await;
+    let server = env.server(Pop3Config {
+        preauth_timeout: Duration::from_millis(200),
+        ..config()
+    });
+    let (mut c, task) = connect(&server, LOOPBACK);
+    assert!(c.greeting().await.starts_with("+OK"));
+    assert_eq!(c.line().await, "-ERR idle timeout");
+    assert!(c.closed().await);
+    task.await.unwrap();
+    // Once logged in, the longer idle timer applies.
+    let (mut c, _task) = connect(&server, LOOPBACK);
+    c.login().await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(c.cmd("NOOP").await.starts_with("+OK"));
+}
+
+#[tokio::test]
 async fn stop_closes_waiting_sessions_without_update() {
     let env = env().await;
     env.deliver(MSG1).await;
