@@ -58,7 +58,7 @@ pub(crate) struct Conn<'io, IO> {
     /// Replies not yet written.
     pub(crate) out: Vec<u8>,
     /// Wait for a command, or for the client to take a reply.
-    idle: Duration,
+    pub(crate) idle: Duration,
     /// Wait for more message data.
     data_idle: Duration,
     stop: tokio::sync::watch::Receiver<bool>,

@@ -150,6 +150,10 @@ pub struct Limits {
     /// How long the server waits for more message data, DATA or BDAT (RFC 5321
     /// §4.5.3.2.7). Default 5 minutes.
     pub data_timeout: Duration,
+    /// On the submission ports, how long a client may take to log in: each wait for
+    /// a command before AUTH succeeded. Default 3 minutes (as Dovecot's login
+    /// processes); port 25 keeps the RFC 5321 timeouts, since it has no login.
+    pub preauth_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -162,6 +166,7 @@ impl Default for Limits {
             max_auth_failures: 3,
             command_timeout: Duration::from_secs(5 * 60),
             data_timeout: Duration::from_secs(5 * 60),
+            preauth_timeout: Duration::from_secs(3 * 60),
         }
     }
 }

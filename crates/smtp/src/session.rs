@@ -274,7 +274,14 @@ where
         hello::greeting(session, &mut conn.out);
         session.greeted = true;
     }
+    let command_timeout = limits.command_timeout;
+    let preauth = limits.preauth_timeout.min(command_timeout);
     loop {
+        conn.idle = if session.mode != Mode::Inbound && session.user.is_none() {
+            preauth
+        } else {
+            command_timeout
+        };
         let flow = match conn.read_line(max_line).await {
             Ok(Input::TooLong) => {
                 write(

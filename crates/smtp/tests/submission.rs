@@ -507,3 +507,36 @@ async fn queueing_wakes_the_queue_worker() {
     assert_eq!(q[1].envelope.sender, "", "the bounce");
     assert_eq!(q[1].recipients[0].address, "carol@example.net");
 }
+
+#[tokio::test]
+async fn submission_without_login_is_cut_off_sooner() {
+    use buudien_smtp::Limits;
+    use std::time::Duration;
+    let env = env().await;
+    let server = env.server(SmtpConfig {
+        limits: Limits {
+            preauth_timeout: Duration::from_millis(200),
+            ..Limits::default()
+        },
+        ..config()
+    });
+    let (mut c, task) = connect(&server, LOOPBACK, Mode::Submission);
+    c.hello().await;
+    let r = c.reply().await;
+    assert!(r.starts_with("421 4.4.2 ") && r.contains("timeout"), "{r}");
+    assert!(c.closed().await);
+    task.await.unwrap();
+    // Logged in, the RFC 5321 command timer applies; port 25 never had the short one.
+    let (mut c, _task) = connect(&server, LOOPBACK, Mode::Submission);
+    c.hello().await;
+    assert_eq!(
+        c.cmd(&format!("AUTH PLAIN {}", plain(ANN, PASSWORD))).await,
+        "235 2.7.0 authentication successful"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(c.cmd("NOOP").await.starts_with("250"));
+    let (mut c, _task) = connect(&server, REMOTE, Mode::Inbound);
+    c.hello().await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(c.cmd("NOOP").await.starts_with("250"));
+}
