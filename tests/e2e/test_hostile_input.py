@@ -76,3 +76,27 @@ def test_endless_line_is_refused_with_memory_flat(launcher, service, prefix, ans
     assert answer in said, said[:300]
     assert after - before < 64 * 1024, f"RSS grew by {after - before} KiB after {sent} MiB"
     print(f"{service}: refused; {sent} MiB sent; RSS {before} -> {after} KiB")
+
+
+def test_hundred_thousand_header_lines(launcher):
+    """100k header fields (about 2.4 MB): delivered, parsed once, fetched; the time is
+    printed (linear parsing keeps it to a fraction of a second per MiB) and only a
+    generous bound is asserted."""
+    import smtplib
+    srv = launcher()
+    user, pw = srv.new_user("hh")
+    head = "".join(f"X-Filler-{i}: value {i}\r\n" for i in range(100_000))
+    msg = (f"From: a@example.net\r\nTo: {user}\r\nSubject: many headers\r\n{head}\r\n"
+           "body\r\n")
+    start = time.monotonic()
+    with smtplib.SMTP("127.0.0.1", srv.smtp_port, timeout=120) as s:
+        s.sendmail("a@example.net", [user], msg)
+    took = time.monotonic() - start
+    m = srv.imap(user, pw)
+    m.select("INBOX")
+    typ, data = m.fetch("1", "(ENVELOPE BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert typ == "OK", data
+    assert b"many headers" in data[0][0] + data[0][1], data
+    m.logout()
+    print(f"100k header lines ({len(msg) >> 10} KiB): accepted in {took:.2f} s")
+    assert took < 60
