@@ -1,0 +1,418 @@
+"""Never lose a message (issue 5): kill -9 under load, and a full disk.
+
+kill -9: several SMTP senders (and, in a second test, IMAP APPEND clients) run at
+once against one server; the server is killed with SIGKILL at a random moment and
+restarted on the same data directory. Every message that got `250` (or APPEND `OK`)
+must then be in its mailbox exactly once; one that got no answer may be there at most
+once (the senders never resend). The store must open without repair, pass SQLite's
+integrity check, and `buudien queue list` must work.
+
+Full disk: the data directory is a small tmpfs (root only; skipped loudly otherwise).
+It is filled over SMTP until delivery fails: the failure must be a temporary reply
+(`452 4.3.1` or `451 4.3.0`, RFC 3463), `buudien deliver` must exit 75 (EX_TEMPFAIL)
+and IMAP APPEND must get `NO`; every message answered `250` is still readable. Once
+space is freed, service resumes without a restart.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import random
+import re
+import shutil
+import smtplib
+import sqlite3
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import DOMAIN, PASSWORD, TIMEOUT, Server
+
+SENDERS = 8
+ROUNDS = 3
+MSGID = re.compile(rb"(?im)^Message-ID:\s*<([^>\s]+)>")
+
+
+def kill_points(seed: int, n: int) -> list[float]:
+    """`n` different kill delays (seconds after the load starts), spread over
+    0.2..2.5 s."""
+    rng = random.Random(seed)
+    return [round(0.2 + (2.3 * (i + rng.random()) / n), 2) for i in range(n)]
+
+
+def letter(msgid: str, rcpts: list[str], size: int = 0) -> bytes:
+    body = ("x" * 72 + "\r\n") * (size // 74) if size else "Hello.\r\n"
+    return (
+        f"From: load@example.org\r\n"
+        f"To: {', '.join(rcpts)}\r\n"
+        f"Subject: durability {msgid}\r\n"
+        f"Message-ID: <{msgid}>\r\n"
+        f"\r\n"
+        f"{body}"
+        f"end of {msgid}\r\n"
+    ).encode()
+
+
+def message_ids(srv: Server, user: str, password: str = PASSWORD) -> list[str]:
+    """The Message-IDs of every message in the user's INBOX over IMAP (one per
+    message, duplicates kept), checking each full message is readable (its blob is
+    there and ends where it should)."""
+    m = srv.imap(user, password)
+    try:
+        typ, data = m.select("INBOX", readonly=True)
+        assert typ == "OK", data
+        count = int(data[0])
+        if count == 0:
+            return []
+        typ, data = m.fetch("1:*", "(BODY.PEEK[])")
+        assert typ == "OK", data
+        ids = []
+        for item in data:
+            if not isinstance(item, tuple):
+                continue
+            raw = item[1]
+            found = MSGID.findall(raw)
+            assert len(found) == 1, raw[:500]
+            mid = found[0]
+            assert raw.endswith(b"end of " + mid + b"\r\n"), raw[-200:]
+            ids.append(mid.decode())
+        assert len(ids) == count, (len(ids), count)
+        return ids
+    finally:
+        m.logout()
+
+
+def check_store(srv: Server) -> None:
+    """The store opened (the server is up), passes integrity_check, and `queue list`
+    works."""
+    db = srv.data / "buudien.sqlite"
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        (result,) = con.execute("PRAGMA integrity_check").fetchone()
+    finally:
+        con.close()
+    assert result == "ok", f"integrity_check: {result}"
+    r = srv.cli("queue", "list", check=False)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+
+
+def mount(path: Path, size: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip(f"FULL-DISK TEST NOT RUN: needs root to mount a tmpfs (euid "
+                    f"{os.geteuid()})")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700",
+                        "tmpfs", str(path)], capture_output=True, timeout=TIMEOUT)
+    if r.returncode != 0:
+        pytest.skip(f"FULL-DISK TEST NOT RUN: mount -t tmpfs failed: "
+                    f"{r.stderr.decode(errors='replace')}")
+
+
+@pytest.fixture
+def servers(buudien_bin):
+    """Servers of one test, stopped (exit 0 after SIGTERM required) and, for a tmpfs
+    data directory, unmounted afterwards."""
+    made: list[Server] = []
+
+    def make(name: str, tmpfs: str | None = None) -> Server:
+        root = Path(tempfile.mkdtemp(prefix=f"buudien-e2e-{name}-"))
+        srv = Server(buudien_bin, root, smtp=True)
+        made.append(srv)
+        srv.data.mkdir()
+        if tmpfs:
+            mount(srv.data, tmpfs)
+            srv.mounted = True
+        srv.make_cert()
+        srv.config.write_text(srv.config_text())
+        srv.cli("domain", "add", DOMAIN)
+        srv.start()
+        return srv
+
+    yield make
+    failures = []
+    for srv in made:
+        code = srv.stop() if srv.proc is not None else 0
+        if getattr(srv, "mounted", False):
+            subprocess.run(["umount", "-l", str(srv.data)], capture_output=True,
+                           timeout=TIMEOUT)
+        if code != 0:
+            failures.append(f"{srv.root}: exit {code} after SIGTERM\n{srv.log(4000)}")
+        elif os.environ.get("BUUDIEN_E2E_KEEP") != "1":
+            shutil.rmtree(srv.root, ignore_errors=True)
+    assert not failures, failures
+
+
+# --- kill -9 under load ----------------------------------------------------------------
+
+
+class Load:
+    """`SENDERS` client threads, each on its own connection, sending until the
+    connection breaks. `acked` maps a Message-ID to its recipients once the server
+    said yes; `tried` holds every Message-ID whose data was sent."""
+
+    def __init__(self, srv: Server, users: list[str], tag: str, seed: int):
+        self.srv = srv
+        self.users = users
+        self.tag = tag
+        self.rng = random.Random(seed)
+        self.acked: dict[str, list[str]] = {}
+        self.tried: dict[str, list[str]] = {}
+        self.errors: list[str] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+
+    def next_message(self, worker: int, n: int) -> tuple[str, list[str]]:
+        with self.lock:
+            rcpts = self.rng.sample(self.users, self.rng.choice([1, 1, 2]))
+            mid = f"{self.tag}.{worker}.{n}.{uuid.uuid4().hex[:8]}@load.test"
+            self.tried[mid] = rcpts
+        return mid, rcpts
+
+    def smtp_worker(self, worker: int) -> None:
+        n = 0
+        try:
+            s = smtplib.SMTP("127.0.0.1", self.srv.smtp_port, local_hostname="load.test",
+                             timeout=TIMEOUT)
+            s.ehlo()
+        except OSError as e:
+            self.errors.append(f"worker {worker} could not connect: {e!r}")
+            return
+        try:
+            while not self.stop.is_set():
+                n += 1
+                mid, rcpts = self.next_message(worker, n)
+                # Never resent: one attempt, then the worker stops at the first
+                # failure of any kind.
+                s.sendmail("load@example.org", rcpts, letter(mid, rcpts))
+                with self.lock:
+                    self.acked[mid] = rcpts
+        except (smtplib.SMTPException, OSError):
+            pass
+        finally:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def append_worker(self, worker: int, passwords: dict[str, str]) -> None:
+        conns: dict[str, imaplib.IMAP4] = {}
+        n = 0
+        try:
+            for u in self.users:
+                conns[u] = self.srv.imap(u, passwords[u])
+            while not self.stop.is_set():
+                n += 1
+                mid, rcpts = self.next_message(worker, n)
+                rcpts = rcpts[:1]
+                with self.lock:
+                    self.tried[mid] = rcpts
+                typ, data = conns[rcpts[0]].append("INBOX", None, None,
+                                                   letter(mid, rcpts))
+                if typ != "OK":
+                    return
+                with self.lock:
+                    self.acked[mid] = rcpts
+        except (imaplib.IMAP4.error, imaplib.IMAP4.abort, OSError):
+            pass
+        finally:
+            for c in conns.values():
+                try:
+                    c.shutdown()
+                except OSError:
+                    pass
+
+    def run(self, target, delay: float, *args) -> None:
+        threads = [threading.Thread(target=target, args=(i, *args), daemon=True)
+                   for i in range(SENDERS)]
+        for t in threads:
+            t.start()
+        time.sleep(delay)
+        self.srv.kill9()
+        self.stop.set()
+        for t in threads:
+            t.join(timeout=TIMEOUT + 5)
+            assert not t.is_alive(), "a client thread hangs after kill -9"
+        assert not self.errors, self.errors
+
+
+def verify(srv: Server, users: list[str], passwords: dict[str, str],
+           load: Load, seen_before: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Every acked message exactly once per recipient; any other at most once."""
+    now: dict[str, list[str]] = {}
+    for u in users:
+        now[u] = message_ids(srv, u, passwords[u])
+    problems = []
+    for u in users:
+        ids = now[u]
+        counts: dict[str, int] = {}
+        for mid in ids:
+            counts[mid] = counts.get(mid, 0) + 1
+        for mid, c in counts.items():
+            if c > 1:
+                problems.append(f"{u}: {mid} stored {c} times")
+        for mid, rcpts in load.acked.items():
+            if u in rcpts and counts.get(mid, 0) != 1:
+                problems.append(f"{u}: acked {mid} found {counts.get(mid, 0)} times")
+        # What was there before this round is still there.
+        for mid in seen_before.get(u, []):
+            if mid not in counts:
+                problems.append(f"{u}: {mid} of an earlier round is gone")
+        for mid in counts:
+            if mid not in load.tried and mid not in seen_before.get(u, []):
+                problems.append(f"{u}: {mid} was never sent")
+    assert not problems, problems[:20]
+    return now
+
+
+@pytest.mark.parametrize("kind", ["smtp", "append"])
+def test_kill9_under_load_loses_nothing(servers, kind):
+    seed = int(os.environ.get("BUUDIEN_DURABILITY_SEED", str(random.randrange(1 << 30))))
+    srv = servers(f"kill9-{kind}")
+    users, passwords = [], {}
+    for _ in range(4):
+        u, pw = srv.new_user("load")
+        users.append(u)
+        passwords[u] = pw
+    seen: dict[str, list[str]] = {}
+    figures = []
+    for rnd, delay in enumerate(kill_points(seed, ROUNDS)):
+        load = Load(srv, users, f"r{rnd}", seed + rnd)
+        if kind == "smtp":
+            load.run(load.smtp_worker, delay)
+        else:
+            load.run(load.append_worker, delay, passwords)
+        # The store opens without repair: the same data directory, a plain start.
+        srv.start()
+        check_store(srv)
+        seen = verify(srv, users, passwords, load, seen)
+        unacked_present = sum(
+            1 for mid, rcpts in load.tried.items()
+            if mid not in load.acked and any(mid in seen[u] for u in rcpts))
+        figures.append(f"round {rnd}: kill at {delay}s, {len(load.tried)} sent, "
+                       f"{len(load.acked)} acked, {unacked_present} unacked but stored")
+        assert load.acked, f"nothing was acked before the kill at {delay}s: " \
+                           f"the load never ran\n{srv.log(3000)}"
+    print(f"\n{kind} kill -9 (seed {seed}):\n  " + "\n  ".join(figures))
+
+
+# --- full disk -------------------------------------------------------------------------
+
+TMPFS = "8m"
+FILLER_MB = 5
+BIG = 96 * 1024  # octets of one filling message
+
+
+def smtp_send(srv: Server, msgid: str, rcpt: str, size: int) -> tuple[int, bytes]:
+    """One message over the MX port; (code, text) of the final reply."""
+    s = smtplib.SMTP("127.0.0.1", srv.smtp_port, local_hostname="fill.test",
+                     timeout=TIMEOUT)
+    try:
+        s.ehlo()
+        code, text = s.mail("fill@example.org")
+        assert code == 250, (code, text)
+        code, text = s.rcpt(rcpt)
+        if code != 250:
+            return code, text
+        return s.data(letter(msgid, [rcpt], size))
+    finally:
+        try:
+            s.quit()
+        except (smtplib.SMTPException, OSError):
+            s.close()
+
+
+def fill_rest(path: Path) -> None:
+    """Writes a file until the filesystem is full."""
+    chunk = b"\0" * 4096
+    try:
+        with open(path, "wb") as f:
+            while True:
+                f.write(chunk)
+                f.flush()
+    except OSError:
+        pass
+
+
+def test_full_disk_is_a_temporary_failure(servers):
+    srv = servers("fulldisk", tmpfs=TMPFS)
+    user, pw = srv.new_user("full")
+    filler = srv.data / "filler"
+    with open(filler, "wb") as f:
+        f.write(b"\0" * (FILLER_MB << 20))
+    acked = []
+    failure = None
+    for i in range(200):
+        mid = f"fill.{i}.{uuid.uuid4().hex[:8]}@fill.test"
+        code, text = smtp_send(srv, mid, user, BIG)
+        if code == 250:
+            acked.append(mid)
+            continue
+        failure = (code, text)
+        break
+    assert failure is not None, "the tmpfs never filled up"
+    assert acked, f"the first message already failed: {failure}"
+    code, text = failure
+    assert (code, text[:5]) in {(452, b"4.3.1"), (451, b"4.3.0")}, \
+        f"full disk answered {code} {text!r} (want 452 4.3.1 or 451 4.3.0)"
+    # Top off whatever space is left, so every write below hits ENOSPC.
+    rest = srv.data / "filler2"
+    fill_rest(rest)
+
+    replies = [failure]
+    appends = []
+    m = srv.imap(user, pw)
+    try:
+        # Big (spooled) and small (in memory) messages, each way in.
+        for size in (BIG, 2000):
+            code, text = smtp_send(srv, f"more.{uuid.uuid4().hex[:8]}@fill.test", user,
+                                   size)
+            replies.append((code, text))
+            assert (code, text[:5]) in {(452, b"4.3.1"), (451, b"4.3.0")}, (code, text)
+
+            r = srv.deliver(user, letter(f"lda.{uuid.uuid4().hex[:8]}@fill.test", [user],
+                                         size), check=False)
+            assert r.returncode == 75, (r.returncode, r.stderr)
+
+            typ, data = m.append("INBOX", None, None,
+                                 letter(f"app.{uuid.uuid4().hex[:8]}@fill.test", [user],
+                                        size))
+            appends.append((typ, data))
+            assert typ == "NO", (typ, data)
+            assert re.search(rb"\[(UNAVAILABLE|OVERQUOTA|LIMIT)\]", data[0]), data
+            # The session survives the failure.
+            assert m.noop()[0] == "OK"
+    finally:
+        m.logout()
+    print(f"\nfull disk: {len(acked)} messages of {BIG} octets took; SMTP {replies}; "
+          f"APPEND {appends}")
+    # Reading needs no space: POP3 sees every message.
+    assert srv.stat(user, pw)[0] == len(acked)
+
+    # Every 250 is readable, even now.
+    ids = message_ids(srv, user, pw)
+    assert sorted(ids) == sorted(acked), (len(ids), len(acked))
+
+    # Space comes back: service resumes without a restart.
+    filler.unlink()
+    rest.unlink()
+    mid = f"after.{uuid.uuid4().hex[:8]}@fill.test"
+    code, text = smtp_send(srv, mid, user, BIG)
+    assert code == 250, (code, text)
+    m = srv.imap(user, pw)
+    try:
+        typ, data = m.append("INBOX", None, None,
+                             letter(f"app2.{uuid.uuid4().hex[:8]}@fill.test", [user], 1000))
+        assert typ == "OK", data
+    finally:
+        m.logout()
+    r = srv.deliver(user, letter(f"lda2.{uuid.uuid4().hex[:8]}@fill.test", [user], 1000),
+                    check=False)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    ids = message_ids(srv, user, pw)
+    assert mid in ids and all(a in ids for a in acked) and len(ids) == len(acked) + 3
+    check_store(srv)
