@@ -36,6 +36,7 @@ from conftest import DOMAIN, PASSWORD, TIMEOUT, Server
 
 SENDERS = 8
 ROUNDS = 3
+BIG_LOAD = 256 * 1024  # octets of the occasional big message under load
 MSGID = re.compile(rb"(?im)^Message-ID:\s*<([^>\s]+)>")
 
 
@@ -165,13 +166,18 @@ class Load:
         self.errors: list[str] = []
         self.lock = threading.Lock()
         self.stop = threading.Event()
+        # Workers log in first; the kill delay counts from when all are ready.
+        self.ready = threading.Barrier(SENDERS + 1, timeout=60)
 
-    def next_message(self, worker: int, n: int) -> tuple[str, list[str]]:
+    def next_message(self, worker: int, n: int) -> tuple[str, list[str], int]:
+        """A fresh Message-ID, its recipients, and its size: one in eight is big
+        (spooled to a file by IMAP, a longer blob write)."""
         with self.lock:
             rcpts = self.rng.sample(self.users, self.rng.choice([1, 1, 2]))
             mid = f"{self.tag}.{worker}.{n}.{uuid.uuid4().hex[:8]}@load.test"
+            size = BIG_LOAD if self.rng.random() < 0.125 else 0
             self.tried[mid] = rcpts
-        return mid, rcpts
+        return mid, rcpts, size
 
     def smtp_worker(self, worker: int) -> None:
         n = 0
@@ -181,14 +187,16 @@ class Load:
             s.ehlo()
         except OSError as e:
             self.errors.append(f"worker {worker} could not connect: {e!r}")
+            self.ready.abort()
             return
         try:
+            self.ready.wait()
             while not self.stop.is_set():
                 n += 1
-                mid, rcpts = self.next_message(worker, n)
+                mid, rcpts, size = self.next_message(worker, n)
                 # Never resent: one attempt, then the worker stops at the first
                 # failure of any kind.
-                s.sendmail("load@example.org", rcpts, letter(mid, rcpts))
+                s.sendmail("load@example.org", rcpts, letter(mid, rcpts, size))
                 with self.lock:
                     self.acked[mid] = rcpts
         except (smtplib.SMTPException, OSError):
@@ -205,20 +213,21 @@ class Load:
         try:
             for u in self.users:
                 conns[u] = self.srv.imap(u, passwords[u])
+            self.ready.wait()
             while not self.stop.is_set():
                 n += 1
-                mid, rcpts = self.next_message(worker, n)
+                mid, rcpts, size = self.next_message(worker, n)
                 rcpts = rcpts[:1]
                 with self.lock:
                     self.tried[mid] = rcpts
                 typ, data = conns[rcpts[0]].append("INBOX", None, None,
-                                                   letter(mid, rcpts))
+                                                   letter(mid, rcpts, size))
                 if typ != "OK":
                     return
                 with self.lock:
                     self.acked[mid] = rcpts
         except (imaplib.IMAP4.error, imaplib.IMAP4.abort, OSError):
-            pass
+            self.ready.abort()
         finally:
             for c in conns.values():
                 try:
@@ -231,6 +240,7 @@ class Load:
                    for i in range(SENDERS)]
         for t in threads:
             t.start()
+        self.ready.wait()
         time.sleep(delay)
         self.srv.kill9()
         self.stop.set()
@@ -266,6 +276,9 @@ def verify(srv: Server, users: list[str], passwords: dict[str, str],
             if mid not in load.tried and mid not in seen_before.get(u, []):
                 problems.append(f"{u}: {mid} was never sent")
     assert not problems, problems[:20]
+    # POP3 sees the same maildrops.
+    for u in users:
+        assert srv.stat(u, passwords[u])[0] == len(now[u]), u
     return now
 
 
@@ -298,6 +311,73 @@ def test_kill9_under_load_loses_nothing(servers, kind):
         assert load.acked, f"nothing was acked before the kill at {delay}s: " \
                            f"the load never ran\n{srv.log(3000)}"
     print(f"\n{kind} kill -9 (seed {seed}):\n  " + "\n  ".join(figures))
+
+
+def test_kill9_of_deliver_processes_loses_nothing(servers):
+    """`buudien deliver` (the LDA) killed with SIGKILL mid-delivery, several at once,
+    beside a running server: every delivery that exited 0 is there exactly once, the
+    others at most once, and the store stays sound."""
+    seed = int(os.environ.get("BUUDIEN_DURABILITY_SEED", str(random.randrange(1 << 30))))
+    srv = servers("kill9-lda")
+    users, passwords = [], {}
+    for _ in range(3):
+        u, pw = srv.new_user("lda")
+        users.append(u)
+        passwords[u] = pw
+    seen: dict[str, list[str]] = {}
+    figures = []
+    for rnd, delay in enumerate(kill_points(seed, ROUNDS)):
+        load = Load(srv, users, f"d{rnd}", seed + rnd)
+        running: list[subprocess.Popen] = []
+        killed = [0]
+
+        def worker(i: int) -> None:
+            n = 0
+            while not load.stop.is_set():
+                n += 1
+                mid, rcpts, size = load.next_message(i, n)
+                p = subprocess.Popen(
+                    [str(srv.bin), "--config", str(srv.config), "deliver", *rcpts],
+                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE)
+                with load.lock:
+                    running.append(p)
+                try:
+                    _, err = p.communicate(letter(mid, rcpts, size), timeout=60)
+                except (BrokenPipeError, subprocess.TimeoutExpired):
+                    p.kill()
+                    p.wait()
+                    err = b""
+                if p.returncode == 0:
+                    with load.lock:
+                        load.acked[mid] = rcpts
+                elif p.returncode == -9:
+                    return
+                else:
+                    load.errors.append(f"deliver exited {p.returncode}: {err!r}")
+                    return
+
+        threads = [threading.Thread(target=worker, args=(i,), daemon=True)
+                   for i in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(delay)
+        load.stop.set()
+        with load.lock:
+            for p in running:
+                if p.poll() is None:
+                    p.kill()
+                    killed[0] += 1
+        for t in threads:
+            t.join(timeout=70)
+            assert not t.is_alive()
+        assert not load.errors, load.errors
+        check_store(srv)
+        seen = verify(srv, users, passwords, load, seen)
+        figures.append(f"round {rnd}: SIGKILL at {delay}s, {len(load.tried)} started, "
+                       f"{len(load.acked)} exited 0, {killed[0]} SIGKILLs sent")
+        assert load.acked, "no delivery finished before the kill"
+    print("\ndeliver kill -9 (seed {}):\n  {}".format(seed, "\n  ".join(figures)))
 
 
 # --- full disk -------------------------------------------------------------------------
@@ -393,6 +473,14 @@ def test_full_disk_is_a_temporary_failure(servers):
     # Reading needs no space: POP3 sees every message.
     assert srv.stat(user, pw)[0] == len(acked)
 
+    # A crash while the disk is full: the store opens again on the full disk, keeps
+    # every message, and still answers with a temporary error.
+    srv.kill9()
+    srv.start()
+    assert sorted(message_ids(srv, user, pw)) == sorted(acked)
+    code, text = smtp_send(srv, f"crash.{uuid.uuid4().hex[:8]}@fill.test", user, 2000)
+    assert (code, text[:5]) in {(452, b"4.3.1"), (451, b"4.3.0")}, (code, text)
+
     # Every 250 is readable, even now.
     ids = message_ids(srv, user, pw)
     assert sorted(ids) == sorted(acked), (len(ids), len(acked))
@@ -415,4 +503,78 @@ def test_full_disk_is_a_temporary_failure(servers):
     assert r.returncode == 0, (r.returncode, r.stderr)
     ids = message_ids(srv, user, pw)
     assert mid in ids and all(a in ids for a in acked) and len(ids) == len(acked) + 3
+    check_store(srv)
+
+
+@pytest.mark.parametrize("reserve_kib", [8, 28, 40, 80, 120])
+def test_nearly_full_disk_acks_only_what_it_keeps(servers, reserve_kib):
+    """At the edge of a full disk (a few KiB left, so some writes fit and then the
+    SQLite log or a blob file runs out of room): small SMTP messages, IMAP APPENDs of
+    one same message (its blob exists, so only rows are written) and `deliver` runs,
+    until everything fails. Each `250`/`OK`/exit 0 is readable, every failure is
+    temporary, the store passes its integrity check, after kill -9 too, and once
+    space is freed service resumes."""
+    srv = servers("edge", tmpfs=TMPFS)
+    user, pw = srv.new_user("edge")
+    same = letter("same@edge.test", [user], 1500)
+    m = srv.imap(user, pw)
+    assert m.append("INBOX", None, None, same)[0] == "OK"
+    m.logout()
+    expected = ["same@edge.test"]
+    filler = srv.data / "filler"
+    fill_rest(filler)
+    # Give back a little room.
+    os.truncate(filler, max(0, filler.stat().st_size - reserve_kib * 1024))
+    outcomes = {"smtp": [], "append": [], "deliver": []}
+    m = srv.imap(user, pw)
+    try:
+        for i in range(60):
+            mid = f"edge.{i}.{uuid.uuid4().hex[:8]}@edge.test"
+            code, text = smtp_send(srv, mid, user, 300)
+            outcomes["smtp"].append(code)
+            if code == 250:
+                expected.append(mid)
+            else:
+                assert (code, text[:5]) in {(452, b"4.3.1"), (451, b"4.3.0")}, (code, text)
+            typ, data = m.append("INBOX", None, None, same)
+            outcomes["append"].append(typ)
+            if typ == "OK":
+                expected.append("same@edge.test")
+            else:
+                assert typ == "NO" and re.search(rb"\[(UNAVAILABLE|OVERQUOTA|LIMIT)\]",
+                                                 data[0]), data
+            mid = f"lda.{i}.{uuid.uuid4().hex[:8]}@edge.test"
+            r = srv.deliver(user, letter(mid, [user], 300), check=False)
+            outcomes["deliver"].append(r.returncode)
+            if r.returncode == 0:
+                expected.append(mid)
+            else:
+                assert r.returncode == 75, (r.returncode, r.stderr)
+        assert m.noop()[0] == "OK"
+    finally:
+        m.logout()
+    summary = {k: {x: v.count(x) for x in set(v)} for k, v in outcomes.items()}
+    print(f"\nedge of a full disk ({reserve_kib} KiB left): {summary}")
+    for k, v in outcomes.items():
+        assert v[-1] not in (250, "OK", 0), f"{k} never failed on a full disk: {v}"
+    assert sorted(message_ids(srv, user, pw)) == sorted(expected)
+    check_store(srv)
+
+    srv.kill9()
+    srv.start()
+    assert sorted(message_ids(srv, user, pw)) == sorted(expected)
+    check_store(srv)
+
+    filler.unlink()
+    mid = f"after.{uuid.uuid4().hex[:8]}@edge.test"
+    code, text = smtp_send(srv, mid, user, 300)
+    assert code == 250, (code, text)
+    expected.append(mid)
+    m = srv.imap(user, pw)
+    try:
+        assert m.append("INBOX", None, None, same)[0] == "OK"
+        expected.append("same@edge.test")
+    finally:
+        m.logout()
+    assert sorted(message_ids(srv, user, pw)) == sorted(expected)
     check_store(srv)
