@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import imaplib
 import os
+import poplib
 import random
 import re
 import shutil
@@ -554,9 +555,28 @@ def test_nearly_full_disk_acks_only_what_it_keeps(servers, reserve_kib):
     finally:
         m.logout()
     summary = {k: {x: v.count(x) for x in set(v)} for k, v in outcomes.items()}
-    print(f"\nedge of a full disk ({reserve_kib} KiB left): {summary}")
     for k, v in outcomes.items():
         assert v[-1] not in (250, "OK", 0), f"{k} never failed on a full disk: {v}"
+    assert sorted(message_ids(srv, user, pw)) == sorted(expected)
+    check_store(srv)
+
+    # POP3 UPDATE on the full disk: `+OK` means the message is gone, `-ERR [SYS/TEMP]`
+    # (RFC 3206 §4) that nothing was removed.
+    p = srv.pop(user, pw)
+    count, _ = p.stat()
+    assert count == len(expected)
+    first = MSGID.findall(b"\r\n".join(p.top(1, 0)[1]))[0].decode()
+    assert p.dele(1).startswith(b"+OK")
+    try:
+        quit_reply = p.quit()
+        assert quit_reply.startswith(b"+OK"), quit_reply
+        expected.remove(first)
+    except poplib.error_proto as e:
+        quit_reply = e.args[0]
+        assert quit_reply.startswith(b"-ERR [SYS/TEMP]"), quit_reply
+        p.close()
+    print(f"\nedge of a full disk ({reserve_kib} KiB left): {summary}, "
+          f"POP3 QUIT {quit_reply[:40]!r}")
     assert sorted(message_ids(srv, user, pw)) == sorted(expected)
     check_store(srv)
 
