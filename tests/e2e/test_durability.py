@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DOMAIN, PASSWORD, TIMEOUT, Server
+from conftest import DOMAIN, PASSWORD, TIMEOUT, Server, free_port
 
 SENDERS = 8
 ROUNDS = 3
@@ -48,10 +48,11 @@ def kill_points(seed: int, n: int) -> list[float]:
     return [round(0.2 + (2.3 * (i + rng.random()) / n), 2) for i in range(n)]
 
 
-def letter(msgid: str, rcpts: list[str], size: int = 0) -> bytes:
+def letter(msgid: str, rcpts: list[str], size: int = 0,
+           frm: str = "load@example.org") -> bytes:
     body = ("x" * 72 + "\r\n") * (size // 74) if size else "Hello.\r\n"
     return (
-        f"From: load@example.org\r\n"
+        f"From: {frm}\r\n"
         f"To: {', '.join(rcpts)}\r\n"
         f"Subject: durability {msgid}\r\n"
         f"Message-ID: <{msgid}>\r\n"
@@ -121,9 +122,9 @@ def servers(buudien_bin):
     data directory, unmounted afterwards."""
     made: list[Server] = []
 
-    def make(name: str, tmpfs: str | None = None) -> Server:
+    def make(name: str, tmpfs: str | None = None, sections: str = "") -> Server:
         root = Path(tempfile.mkdtemp(prefix=f"buudien-e2e-{name}-"))
-        srv = Server(buudien_bin, root, smtp=True)
+        srv = Server(buudien_bin, root, smtp=True, sections=sections)
         made.append(srv)
         srv.data.mkdir()
         if tmpfs:
@@ -180,13 +181,23 @@ class Load:
             self.tried[mid] = rcpts
         return mid, rcpts, size
 
-    def smtp_worker(self, worker: int) -> None:
+    def smtp_worker(self, worker: int, submitter: str | None = None) -> None:
+        """MX port; or, with `submitter`, authenticated submission (STARTTLS) with one
+        unique remote recipient more per message, which goes to the queue."""
         n = 0
         try:
-            s = smtplib.SMTP("127.0.0.1", self.srv.smtp_port, local_hostname="load.test",
-                             timeout=TIMEOUT)
-            s.ehlo()
-        except OSError as e:
+            if submitter is None:
+                s = smtplib.SMTP("127.0.0.1", self.srv.smtp_port,
+                                 local_hostname="load.test", timeout=TIMEOUT)
+                s.ehlo()
+            else:
+                s = smtplib.SMTP("127.0.0.1", self.srv.submission_port,
+                                 local_hostname="load.test", timeout=TIMEOUT)
+                s.ehlo()
+                s.starttls(context=self.srv.tls_context())
+                s.ehlo()
+                s.login(submitter, PASSWORD)
+        except (OSError, smtplib.SMTPException) as e:
             self.errors.append(f"worker {worker} could not connect: {e!r}")
             self.ready.abort()
             return
@@ -195,9 +206,14 @@ class Load:
             while not self.stop.is_set():
                 n += 1
                 mid, rcpts, size = self.next_message(worker, n)
+                frm = submitter or "load@example.org"
+                if submitter is not None:
+                    rcpts = [*rcpts, f"r-{mid.split('@')[0]}@remote.test"]
+                    with self.lock:
+                        self.tried[mid] = rcpts
                 # Never resent: one attempt, then the worker stops at the first
                 # failure of any kind.
-                s.sendmail("load@example.org", rcpts, letter(mid, rcpts, size))
+                s.sendmail(frm, rcpts, letter(mid, rcpts, size, frm))
                 with self.lock:
                     self.acked[mid] = rcpts
         except (smtplib.SMTPException, OSError):
@@ -283,30 +299,69 @@ def verify(srv: Server, users: list[str], passwords: dict[str, str],
     return now
 
 
-@pytest.mark.parametrize("kind", ["smtp", "append"])
+def queued_recipients(srv: Server) -> dict[str, int]:
+    """How often each address is a pending recipient in `queue list`."""
+    r = srv.cli("queue", "list", check=False)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    counts: dict[str, int] = {}
+    for line in r.stdout.decode().splitlines():
+        fields = line.split()
+        if line[:1].isspace() and len(fields) >= 2 and fields[1] == "pending":
+            counts[fields[0]] = counts.get(fields[0], 0) + 1
+    return counts
+
+
+def check_queue(srv: Server, load: Load) -> None:
+    """Every acked remote recipient is queued exactly once; an unacked one at most
+    once."""
+    queued = queued_recipients(srv)
+    problems = []
+    for mid, rcpts in load.tried.items():
+        for r in rcpts:
+            if not r.endswith("@remote.test"):
+                continue
+            n = queued.get(r, 0)
+            if mid in load.acked and n != 1:
+                problems.append(f"acked {mid}: {r} queued {n} times")
+            elif n > 1:
+                problems.append(f"unacked {mid}: {r} queued {n} times")
+    assert not problems, problems[:20]
+
+
+@pytest.mark.parametrize("kind", ["smtp", "submission", "append"])
 def test_kill9_under_load_loses_nothing(servers, kind):
     seed = int(os.environ.get("BUUDIEN_DURABILITY_SEED", str(random.randrange(1 << 30))))
-    srv = servers(f"kill9-{kind}")
+    # Outbound mail goes to a smarthost that is not there: it stays queued (pending).
+    sections = ""
+    if kind == "submission":
+        sections = (f'\n[queue]\nsmarthost = "127.0.0.1:{free_port()}"\n'
+                    f'smarthost_tls = "none"\nretry = ["1h"]\nexpire = "5d"\n')
+    srv = servers(f"kill9-{kind}", sections=sections)
     users, passwords = [], {}
     for _ in range(4):
         u, pw = srv.new_user("load")
         users.append(u)
         passwords[u] = pw
+    submitter, _ = srv.new_user("submitter")
     seen: dict[str, list[str]] = {}
     figures = []
     for rnd, delay in enumerate(kill_points(seed, ROUNDS)):
         load = Load(srv, users, f"r{rnd}", seed + rnd)
         if kind == "smtp":
             load.run(load.smtp_worker, delay)
+        elif kind == "submission":
+            load.run(load.smtp_worker, delay, submitter)
         else:
             load.run(load.append_worker, delay, passwords)
         # The store opens without repair: the same data directory, a plain start.
         srv.start()
         check_store(srv)
         seen = verify(srv, users, passwords, load, seen)
+        if kind == "submission":
+            check_queue(srv, load)
         unacked_present = sum(
             1 for mid, rcpts in load.tried.items()
-            if mid not in load.acked and any(mid in seen[u] for u in rcpts))
+            if mid not in load.acked and any(mid in seen.get(u, []) for u in rcpts))
         figures.append(f"round {rnd}: kill at {delay}s, {len(load.tried)} sent, "
                        f"{len(load.acked)} acked, {unacked_present} unacked but stored")
         assert load.acked, f"nothing was acked before the kill at {delay}s: " \
