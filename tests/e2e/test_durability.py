@@ -91,6 +91,22 @@ def message_ids(srv: Server, user: str, password: str = PASSWORD) -> list[str]:
         m.logout()
 
 
+def leftovers(srv: Server) -> tuple[int, int, int]:
+    """(blob files with no row, rows whose file is missing, files in tmp/): what
+    crashes leave behind. Rows without files would be lost mail."""
+    db = srv.data / "buudien.sqlite"
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        rows = {bytes(r[0]).hex() for r in
+                con.execute("SELECT id FROM blobs WHERE refcount > 0")}
+        all_rows = {bytes(r[0]).hex() for r in con.execute("SELECT id FROM blobs")}
+    finally:
+        con.close()
+    files = {f.name for f in (srv.data / "blobs").glob("*/*/*") if f.is_file()}
+    tmp = sum(1 for f in (srv.data / "tmp").iterdir() if f.is_file())
+    return len(files - all_rows), len(rows - files), tmp
+
+
 def check_store(srv: Server) -> None:
     """The store opened (the server is up), passes integrity_check, and `queue list`
     works."""
@@ -362,8 +378,13 @@ def test_kill9_under_load_loses_nothing(servers, kind):
         unacked_present = sum(
             1 for mid, rcpts in load.tried.items()
             if mid not in load.acked and any(mid in seen.get(u, []) for u in rcpts))
+        orphans, missing, tmp = leftovers(srv)
+        assert missing == 0, f"{missing} referenced blob files are missing"
+        # The restart removed the temporary files of the killed server.
+        assert tmp == 0, f"{tmp} temporary files of the killed server left in tmp/"
         figures.append(f"round {rnd}: kill at {delay}s, {len(load.tried)} sent, "
-                       f"{len(load.acked)} acked, {unacked_present} unacked but stored")
+                       f"{len(load.acked)} acked, {unacked_present} unacked but stored; "
+                       f"left behind: {orphans} blob files without a row")
         assert load.acked, f"nothing was acked before the kill at {delay}s: " \
                            f"the load never ran\n{srv.log(3000)}"
     print(f"\n{kind} kill -9 (seed {seed}):\n  " + "\n  ".join(figures))

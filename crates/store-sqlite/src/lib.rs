@@ -99,8 +99,9 @@ impl SqliteStore {
         })
     }
 
-    /// Removes temporary files left by a crashed writer (only those older than an
-    /// hour, so a `buudien deliver` running beside the server keeps its own).
+    /// Removes temporary files left by a crashed writer: those whose writing process
+    /// is gone, and any older than an hour (a `buudien deliver` running beside the
+    /// server keeps its own).
     pub fn clean_tmp(&self) -> Result<usize> {
         blobs::clean_tmp(&self.inner.dir)
     }
