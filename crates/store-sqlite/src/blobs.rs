@@ -87,6 +87,41 @@ pub fn remove(dir: &Path, blob: &BlobId) -> Result<()> {
     }
 }
 
+/// The blob files in each leaf directory (`blobs/xx/yy/`), one list per directory
+/// that holds any. Names that are not a blob's lower-case hex are left out.
+pub fn placed(dir: &Path) -> Result<Vec<Vec<BlobId>>> {
+    let mut out = Vec::new();
+    let subdirs = |d: &Path| -> Result<Vec<PathBuf>> {
+        let mut v = Vec::new();
+        for e in fs::read_dir(d)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                v.push(e.path());
+            }
+        }
+        Ok(v)
+    };
+    for top in subdirs(&dir.join("blobs"))? {
+        for leaf in subdirs(&top)? {
+            let mut ids = Vec::new();
+            for e in fs::read_dir(&leaf)? {
+                let e = e?;
+                let name = e.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if let Some(id) = BlobId::from_hex(name).filter(|id| id.to_hex() == name)
+                    && e.file_type()?.is_file()
+                {
+                    ids.push(id);
+                }
+            }
+            if !ids.is_empty() {
+                out.push(ids);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A temporary file younger than this may belong to a delivery still running in
 /// another process (`buudien deliver` beside `serve`), so it is left alone unless its
 /// writer is known to be gone.
