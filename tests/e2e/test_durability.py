@@ -685,3 +685,110 @@ def test_nearly_full_disk_acks_only_what_it_keeps(servers, reserve_kib):
         m.logout()
     assert sorted(message_ids(srv, user, pw)) == sorted(expected)
     check_store(srv)
+
+
+def test_kill9_during_pop3_updates_is_all_or_nothing(servers):
+    """POP3 sessions delete messages (DELE, then QUIT: RFC 1939 §6 UPDATE) while SMTP
+    senders deliver more, and the server is killed at a random moment. After the
+    restart: what a `+OK` QUIT removed is gone, what a session without an answer
+    marked is either all gone or all there, every other acked message is there once."""
+    seed = int(os.environ.get("BUUDIEN_DURABILITY_SEED", str(random.randrange(1 << 30))))
+    rng = random.Random(seed)
+    srv = servers("kill9-pop3")
+    users, passwords = [], {}
+    for _ in range(3):
+        u, pw = srv.new_user("pop")
+        users.append(u)
+        passwords[u] = pw
+    present: dict[str, set[str]] = {u: set() for u in users}
+    for u in users:
+        for i in range(20):
+            mid = f"pre.{i}.{uuid.uuid4().hex[:8]}@pop.test"
+            code, text = smtp_send(srv, mid, u, 0)
+            assert code == 250, (code, text)
+            present[u].add(mid)
+    figures = []
+    for rnd, delay in enumerate(kill_points(seed, ROUNDS)):
+        load = Load(srv, users, f"p{rnd}", seed + rnd)
+        confirmed: dict[str, set[str]] = {u: set() for u in users}
+        uncertain: dict[str, list[set[str]]] = {u: [] for u in users}
+
+        def popper(user: str, stop: threading.Event) -> None:
+            while not stop.is_set():
+                try:
+                    p = poplib.POP3("127.0.0.1", srv.pop3_port, timeout=TIMEOUT)
+                except (OSError, poplib.error_proto, EOFError):
+                    return  # killed before the greeting
+                marked: set[str] = set()
+                try:
+                    p.user(user)
+                    try:
+                        p.pass_(passwords[user])
+                    except poplib.error_proto as e:
+                        if isinstance(e.args[0], bytes) and b"[IN-USE]" in e.args[0]:
+                            p.close()
+                            continue
+                        raise
+                    count, _ = p.stat()
+                    with load.lock:
+                        picks = rng.sample(range(1, count + 1), min(count, 3))
+                    for n in picks:
+                        head = b"\r\n".join(p.top(n, 0)[1])
+                        mid = MSGID.findall(head)[0].decode()
+                        assert p.dele(n).startswith(b"+OK")
+                        marked.add(mid)
+                    p.quit()
+                    with load.lock:
+                        confirmed[user] |= marked
+                except (poplib.error_proto, OSError, EOFError):
+                    with load.lock:
+                        if marked:
+                            uncertain[user].append(marked)
+                    return
+
+        def guarded(user: str, stop: threading.Event) -> None:
+            try:
+                popper(user, stop)
+            except Exception as e:  # reported by the test, not lost in a thread
+                load.errors.append(f"POP3 client of {user}: {e!r}")
+
+        stop = threading.Event()
+        poppers = [threading.Thread(target=guarded, args=(u, stop), daemon=True)
+                   for u in users]
+        for t in poppers:
+            t.start()
+        load.run(load.smtp_worker, delay)
+        stop.set()
+        for t in poppers:
+            t.join(timeout=TIMEOUT + 5)
+            assert not t.is_alive(), "a POP3 client hangs after kill -9"
+        assert not load.errors, load.errors
+        srv.start()
+        check_store(srv)
+        problems = []
+        for u in users:
+            ids = message_ids(srv, u, passwords[u])
+            now = set(ids)
+            if len(ids) != len(now):
+                problems.append(f"{u}: duplicates")
+            want = (present[u] | {m for m, r in load.acked.items() if u in r}) \
+                - confirmed[u]
+            for group in uncertain[u]:
+                gone = group - now
+                if gone and gone != group:
+                    problems.append(f"{u}: half an UPDATE: {sorted(gone)} of {sorted(group)}")
+                want -= gone
+            if want - now:
+                problems.append(f"{u}: lost {sorted(want - now)[:5]}")
+            if now & confirmed[u]:
+                problems.append(f"{u}: deleted but back: {sorted(now & confirmed[u])[:5]}")
+            extra = now - want - {m for m, r in load.tried.items() if u in r}
+            if extra:
+                problems.append(f"{u}: never sent: {sorted(extra)[:5]}")
+            present[u] = now
+        assert not problems, problems
+        figures.append(
+            f"round {rnd}: kill at {delay}s, {len(load.acked)} acked, "
+            f"{sum(len(c) for c in confirmed.values())} deletions confirmed, "
+            f"{sum(len(g) for v in uncertain.values() for g in v)} in unanswered QUITs")
+    print(f"\npop3 kill -9 (seed {seed}):\n  " + "\n  ".join(figures))
