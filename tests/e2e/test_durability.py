@@ -1,17 +1,25 @@
 """Never lose a message (issue 5): kill -9 under load, and a full disk.
 
-kill -9: several SMTP senders (and, in a second test, IMAP APPEND clients) run at
-once against one server; the server is killed with SIGKILL at a random moment and
-restarted on the same data directory. Every message that got `250` (or APPEND `OK`)
-must then be in its mailbox exactly once; one that got no answer may be there at most
-once (the senders never resend). The store must open without repair, pass SQLite's
-integrity check, and `buudien queue list` must work.
+kill -9: 8 client threads run at once against one server, which is killed with
+SIGKILL at a random moment (3 rounds, kill points spread over 0.2..2.5 s; the seed is
+printed, BUUDIEN_DURABILITY_SEED repeats it) and restarted on the same data directory:
+- SMTP on the MX port, authenticated submission with a remote recipient more (which
+  must then be queued exactly once), and IMAP APPEND: every message answered `250` or
+  `OK` is in its mailbox exactly once (counted by Message-ID over IMAP, cross-checked
+  over POP3); one that got no answer is there at most once (senders never resend);
+- POP3 sessions deleting (DELE, QUIT) beside SMTP senders: UPDATE is all or nothing;
+- `buudien deliver` processes themselves killed: exit 0 means stored exactly once.
+Each time the store opens without repair, passes SQLite's integrity_check, has every
+referenced blob file, `buudien queue list` works, and after the restart neither
+temporary files nor blob files without a row are left.
 
-Full disk: the data directory is a small tmpfs (root only; skipped loudly otherwise).
-It is filled over SMTP until delivery fails: the failure must be a temporary reply
-(`452 4.3.1` or `451 4.3.0`, RFC 3463), `buudien deliver` must exit 75 (EX_TEMPFAIL)
-and IMAP APPEND must get `NO`; every message answered `250` is still readable. Once
-space is freed, service resumes without a restart.
+Full disk (root only, skipped loudly otherwise): the data directory is an 8 MiB tmpfs.
+Filled over SMTP, delivery fails with a temporary reply (`452 4.3.1`, or `451 4.3.0`:
+RFC 3463), `buudien deliver` exits 75 (EX_TEMPFAIL), IMAP APPEND gets
+`NO [UNAVAILABLE]` (RFC 9051 §7.1), POP3 QUIT that cannot commit says
+`-ERR [SYS/TEMP]` and removes nothing, and every `250` stays readable, across a
+kill -9 on the full disk too. At the edge (a few KiB left, so SQLite's own "disk is
+full" shows) the same holds. Once space is freed, service resumes without a restart.
 """
 
 from __future__ import annotations
