@@ -87,10 +87,11 @@ pub fn remove(dir: &Path, blob: &BlobId) -> Result<()> {
     }
 }
 
-/// The blob files in each leaf directory (`blobs/xx/yy/`), one list per directory
-/// that holds any. Names that are not a blob's lower-case hex are left out.
-pub fn placed(dir: &Path) -> Result<Vec<Vec<BlobId>>> {
-    let mut out = Vec::new();
+/// Calls `f` with the blob files of each leaf directory (`blobs/xx/yy/`) that holds
+/// any, one directory at a time (at most 65,536 of them, each as big as the files
+/// in it), so memory stays bounded by one directory. Names that are not a blob's
+/// lower-case hex are left out.
+pub fn each_placed(dir: &Path, mut f: impl FnMut(Vec<BlobId>) -> Result<()>) -> Result<()> {
     let subdirs = |d: &Path| -> Result<Vec<PathBuf>> {
         let mut v = Vec::new();
         for e in fs::read_dir(d)? {
@@ -115,11 +116,11 @@ pub fn placed(dir: &Path) -> Result<Vec<Vec<BlobId>>> {
                 }
             }
             if !ids.is_empty() {
-                out.push(ids);
+                f(ids)?;
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A temporary file younger than this may belong to a delivery still running in

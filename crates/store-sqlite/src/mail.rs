@@ -557,7 +557,7 @@ pub fn changes_since(conn: &mut Connection, mailbox: MailboxId, since: u64) -> R
 /// the lock is never held long. Returns how many files went.
 pub fn remove_orphans(inner: &Arc<Inner>, conn: &mut Connection) -> Result<usize> {
     let mut n = 0;
-    for ids in blobs::placed(&inner.dir)? {
+    blobs::each_placed(&inner.dir, |ids| {
         let tx = write_tx(conn)?;
         for id in ids {
             let known = tx
@@ -570,8 +570,8 @@ pub fn remove_orphans(inner: &Arc<Inner>, conn: &mut Connection) -> Result<usize
                 n += 1;
             }
         }
-        tx.commit().map_err(db_err)?;
-    }
+        tx.commit().map_err(db_err)
+    })?;
     Ok(n)
 }
 
