@@ -176,25 +176,62 @@ pub(crate) fn done(out: &mut Vec<u8>, tag: &Tag, name: &str, r: Result<(), Store
     }
 }
 
-/// A store error as `NO` with the response code of RFC 9051 §7.1.
+/// A store error as `NO` with the response code of RFC 9051 §7.1: an I/O failure
+/// (a full disk, above all) is `UNAVAILABLE` ("temporary failure because a subsystem
+/// is down"), so the client keeps its data and retries; only a database that failed
+/// or holds something it should not is `SERVERBUG`.
 pub(crate) fn store_error(out: &mut Vec<u8>, tag: &Tag, e: &StoreError) {
-    let code = match e {
-        StoreError::NotFound(_) => "NONEXISTENT",
-        StoreError::Exists(_) => "ALREADYEXISTS",
-        StoreError::Refused(_) => "CANNOT",
-        StoreError::OverQuota(_) => "OVERQUOTA",
-        StoreError::Busy => "INUSE",
-        _ => {
+    let (code, text) = match e {
+        StoreError::NotFound(_) => ("NONEXISTENT", "operation failed"),
+        StoreError::Exists(_) => ("ALREADYEXISTS", "operation failed"),
+        StoreError::Refused(_) => ("CANNOT", "operation failed"),
+        StoreError::OverQuota(_) => ("OVERQUOTA", "operation failed"),
+        StoreError::Busy => ("INUSE", "operation failed"),
+        StoreError::Io(_) => {
+            tracing::warn!(error = %e, "store I/O error");
+            ("UNAVAILABLE", "storage unavailable, try again later")
+        }
+        StoreError::Database(_) => {
             tracing::warn!(error = %e, "store error");
-            "SERVERBUG"
+            ("SERVERBUG", "operation failed")
         }
     };
-    out.extend_from_slice(format!("{tag} NO [{code}] operation failed\r\n").as_bytes());
+    out.extend_from_slice(format!("{tag} NO [{code}] {text}\r\n").as_bytes());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_errors_carry_rfc9051_codes() -> Result<(), buudien_imap_proto::command::InvalidTag> {
+        let tag = Tag::new("a1")?;
+        let cases = [
+            (
+                StoreError::Io("No space left on device (os error 28)".into()),
+                "a1 NO [UNAVAILABLE] storage unavailable, try again later\r\n",
+            ),
+            (
+                StoreError::OverQuota("ann@example.test".into()),
+                "a1 NO [OVERQUOTA] operation failed\r\n",
+            ),
+            (StoreError::Busy, "a1 NO [INUSE] operation failed\r\n"),
+            (
+                StoreError::Database("bad row".into()),
+                "a1 NO [SERVERBUG] operation failed\r\n",
+            ),
+            (
+                StoreError::NotFound("x".into()),
+                "a1 NO [NONEXISTENT] operation failed\r\n",
+            ),
+        ];
+        for (e, want) in cases {
+            let mut out = Vec::new();
+            store_error(&mut out, &tag, &e);
+            assert_eq!(String::from_utf8_lossy(&out), want, "{e}");
+        }
+        Ok(())
+    }
 
     #[test]
     fn patterns() {

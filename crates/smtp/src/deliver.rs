@@ -170,16 +170,60 @@ pub(crate) async fn accept<S: QueueStore>(
             tracing::info!(id = %id, "message refused: mailbox full");
             quota_reply(out, config);
         }
-        Err(Refused::Temporary) => {
-            write(
-                out,
-                code::LOCAL_ERROR,
-                Some(Status::SYSTEM_TEMP),
-                "temporary failure storing the message, try again later",
-            );
+        Err(refused @ (Refused::Temporary | Refused::SystemFull)) => {
+            store_failure_reply(out, &refused);
         }
     }
     Flow::Next
+}
+
+/// The reply when the store failed: `452 4.3.1` when its storage is full (RFC 5321
+/// §4.2.2 "insufficient system storage", RFC 3463 X.3.1 "mail system full"), else
+/// `451 4.3.0` (RFC 5321 §4.2.2 "local error in processing", RFC 3463 X.3.0). Both
+/// are temporary: the client keeps the message and retries (RFC 5321 §4.2.5).
+fn store_failure_reply(out: &mut Vec<u8>, refused: &Refused) {
+    if matches!(refused, Refused::SystemFull) {
+        write(
+            out,
+            code::INSUFFICIENT_STORAGE,
+            Some(Status::SYSTEM_FULL),
+            "insufficient system storage, try again later",
+        );
+    } else {
+        write(
+            out,
+            code::LOCAL_ERROR,
+            Some(Status::SYSTEM_TEMP),
+            "temporary failure storing the message, try again later",
+        );
+    }
+}
+
+/// How a failed store operation refuses the message: a full disk (or file system
+/// quota) is [`Refused::SystemFull`], anything else [`Refused::Temporary`].
+///
+/// The store reports I/O failures as text (`StoreError::Io`); a full disk shows as
+/// `ENOSPC` ("No space left on device", os error 28), `EDQUOT` ("Disk quota
+/// exceeded", os error 122) or SQLite's `SQLITE_FULL` ("database or disk is full").
+fn store_failure(e: &StoreError) -> Refused {
+    const FULL: [&str; 5] = [
+        "no space left on device",
+        "disk is full",
+        "disk quota exceeded",
+        "(os error 28)",
+        "(os error 122)",
+    ];
+    match e {
+        StoreError::Io(text) => {
+            let text = text.to_ascii_lowercase();
+            if FULL.iter().any(|f| text.contains(f)) {
+                Refused::SystemFull
+            } else {
+                Refused::Temporary
+            }
+        }
+        _ => Refused::Temporary,
+    }
 }
 
 /// Where the copies go.
@@ -226,6 +270,8 @@ enum Refused {
     Quota,
     /// The store failed: `451 4.3.0`.
     Temporary,
+    /// The store's disk is full: `452 4.3.1`.
+    SystemFull,
 }
 
 /// What was stored.
@@ -312,7 +358,7 @@ impl<S: QueueStore> Job<'_, S> {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "storing the message failed");
-                    return Err(Refused::Temporary);
+                    return Err(store_failure(&e));
                 }
             }
         };
@@ -322,7 +368,7 @@ impl<S: QueueStore> Job<'_, S> {
             // recipient lost without a word.
             if let Err(e) = self.bounce(&full, &route).await {
                 tracing::error!(error = %e, "bounce for full mailboxes not stored");
-                return Err(Refused::Temporary);
+                return Err(store_failure(&e));
             }
         }
         let delivered: Vec<AccountId> = submitted.delivered.iter().map(|d| d.account).collect();
@@ -547,4 +593,41 @@ async fn from_allowed<S: QueueStore>(
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(e: &StoreError) -> String {
+        let mut out = Vec::new();
+        store_failure_reply(&mut out, &store_failure(e));
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn a_full_disk_is_452_4_3_1() {
+        for text in [
+            "No space left on device (os error 28)",
+            "database or disk is full",
+            "Disk quota exceeded (os error 122)",
+        ] {
+            let r = reply(&StoreError::Io(text.into()));
+            assert!(r.starts_with("452 4.3.1 "), "{text}: {r}");
+            assert!(r.ends_with("\r\n"), "{r}");
+        }
+    }
+
+    #[test]
+    fn other_store_failures_are_451_4_3_0() {
+        for e in [
+            StoreError::Io("Permission denied (os error 13)".into()),
+            StoreError::Busy,
+            StoreError::Database("disk I/O error".into()),
+            StoreError::Refused("no".into()),
+        ] {
+            let r = reply(&e);
+            assert!(r.starts_with("451 4.3.0 "), "{e}: {r}");
+        }
+    }
 }

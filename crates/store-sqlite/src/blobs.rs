@@ -87,26 +87,135 @@ pub fn remove(dir: &Path, blob: &BlobId) -> Result<()> {
     }
 }
 
+/// Calls `f` with the blob files of each leaf directory (`blobs/xx/yy/`) that holds
+/// any, one directory at a time (at most 65,536 of them, each as big as the files
+/// in it), so memory stays bounded by one directory. Names that are not a blob's
+/// lower-case hex are left out.
+pub fn each_placed(dir: &Path, mut f: impl FnMut(Vec<BlobId>) -> Result<()>) -> Result<()> {
+    let subdirs = |d: &Path| -> Result<Vec<PathBuf>> {
+        let mut v = Vec::new();
+        for e in fs::read_dir(d)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                v.push(e.path());
+            }
+        }
+        Ok(v)
+    };
+    for top in subdirs(&dir.join("blobs"))? {
+        for leaf in subdirs(&top)? {
+            let mut ids = Vec::new();
+            for e in fs::read_dir(&leaf)? {
+                let e = e?;
+                let name = e.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if let Some(id) = BlobId::from_hex(name).filter(|id| id.to_hex() == name)
+                    && e.file_type()?.is_file()
+                {
+                    ids.push(id);
+                }
+            }
+            if !ids.is_empty() {
+                f(ids)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A temporary file younger than this may belong to a delivery still running in
-/// another process (`buudien deliver` beside `serve`), so it is left alone.
+/// another process (`buudien deliver` beside `serve`), so it is left alone unless its
+/// writer is known to be gone.
 const TMP_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Removes files under `tmp/` older than an hour (left by a crashed writer); returns
-/// how many.
+/// Removes files under `tmp/` left by a crashed writer; returns how many. A file is
+/// left if it is older than an hour, or if its name (`<pid>.<random>.tmp`, see
+/// [`TempBlob::write_parts`]) names a process that no longer runs, so the files of a
+/// server killed mid-delivery go at its restart instead of an hour later.
+///
+/// Whether a process runs is read from `/proc` (Linux); without it only the age
+/// counts. A writer in another PID namespace looks gone: its file is removed, its
+/// rename then fails and it reports a temporary error (the sender retries), so
+/// nothing is lost.
 pub fn clean_tmp(dir: &Path) -> Result<usize> {
+    let procfs = Path::new("/proc/self").exists();
     let mut n = 0;
     for entry in fs::read_dir(dir.join("tmp"))? {
         let entry = entry?;
         let meta = entry.metadata()?;
+        if !meta.is_file() {
+            continue;
+        }
         let old = meta
             .modified()
             .ok()
             .and_then(|m| m.elapsed().ok())
             .is_none_or(|age| age >= TMP_GRACE);
-        if meta.is_file() && old {
-            fs::remove_file(entry.path())?;
-            n += 1;
+        let orphan = procfs
+            && writer_pid(&entry.file_name().to_string_lossy())
+                .is_some_and(|pid| pid != std::process::id() && !running(pid));
+        if old || orphan {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => n += 1,
+                // Its writer placed or removed it meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(n)
+}
+
+/// The writer's process id in a temporary blob's name (`<pid>.<hex>.tmp`).
+fn writer_pid(name: &str) -> Option<u32> {
+    let (pid, rest) = name.split_once('.')?;
+    if !rest.ends_with(".tmp") || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// True when process `pid` runs (in this PID namespace), per `/proc`.
+fn running(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writer_pid_reads_only_our_names() {
+        assert_eq!(writer_pid("1234.00000000deadbeef.tmp"), Some(1234));
+        assert_eq!(writer_pid("1234.tmp"), None);
+        assert_eq!(writer_pid("x1234.00ff.tmp"), None);
+        assert_eq!(writer_pid(".00ff.tmp"), None);
+        assert_eq!(writer_pid("1234.00ff"), None);
+        assert_eq!(writer_pid("99999999999999999999.00ff.tmp"), None);
+    }
+
+    #[test]
+    fn clean_tmp_removes_files_of_dead_writers_only() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        fs::create_dir_all(dir.path().join("tmp"))?;
+        // A process that ran and is gone: its pid is free (until reused).
+        let mut child = std::process::Command::new("true").spawn()?;
+        let dead = child.id();
+        child.wait()?;
+        let ours = TempBlob::write_parts(dir.path(), &[b"live"])?;
+        let gone = dir.path().join("tmp").join(format!("{dead}.00ff.tmp"));
+        let foreign = dir.path().join("tmp").join("notes.txt");
+        fs::write(&gone, b"crashed")?;
+        fs::write(&foreign, b"kept: young and not ours")?;
+        let removed = clean_tmp(dir.path())?;
+        if Path::new("/proc/self").exists() && !running(dead) {
+            assert_eq!(removed, 1);
+            assert!(!gone.exists());
+        }
+        assert!(foreign.exists());
+        // The live writer's file stays and can still be placed.
+        ours.place(dir.path(), &BlobId([7; 32]))?;
+        assert!(path(dir.path(), &BlobId([7; 32])).exists());
+        Ok(())
+    }
 }

@@ -21,6 +21,8 @@
 //!   is held, before the rows that reference it commit; garbage collection unlinks
 //!   files under the same lock and skips blobs pinned by a live [`Maildrop`]. So a
 //!   committed reference always has its file, and a pinned blob survives expunges.
+//!   A file placed by a writer that died before its commit has no row; the first
+//!   garbage collection of a process removes such files (under the lock).
 //! - UIDNEXT/HIGHESTMODSEQ are bumped with `UPDATE … RETURNING` in the transaction
 //!   that uses them.
 //! - A queued message holds one reference on its blob, like an email does, so garbage
@@ -44,6 +46,7 @@ use buudien_types::{Address, Domain, Uid};
 use rusqlite::{Connection, ErrorCode};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -69,6 +72,8 @@ pub(crate) struct Inner {
     locks: Mutex<HashSet<AccountId>>,
     /// The change counter IDLE sessions wait on.
     watch: sync::Watch,
+    /// Blob files without a row were looked for (once per process).
+    swept: AtomicBool,
 }
 
 /// Locks a mutex, recovering it if a panicking thread poisoned it (the data is plain
@@ -90,6 +95,7 @@ impl SqliteStore {
             pins: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashSet::new()),
             watch: sync::Watch::new(),
+            swept: AtomicBool::new(false),
         };
         let mut conn = inner.connect()?;
         schema::migrate(&mut conn)?;
@@ -99,8 +105,9 @@ impl SqliteStore {
         })
     }
 
-    /// Removes temporary files left by a crashed writer (only those older than an
-    /// hour, so a `buudien deliver` running beside the server keeps its own).
+    /// Removes temporary files left by a crashed writer: those whose writing process
+    /// is gone, and any older than an hour (a `buudien deliver` running beside the
+    /// server keeps its own).
     pub fn clean_tmp(&self) -> Result<usize> {
         blobs::clean_tmp(&self.inner.dir)
     }
@@ -303,8 +310,20 @@ impl MailStore for SqliteStore {
             .await
     }
 
+    /// Also, on the first call in a process, removes blob files without a row (left
+    /// by a writer killed between placing a file and committing; see
+    /// `mail::remove_orphans`), so the space a crash left behind comes back.
     async fn collect_garbage(&self) -> Result<usize> {
-        self.run(mail::collect_garbage).await
+        let sweep = !self.inner.swept.load(Ordering::Relaxed);
+        self.run(move |inner, c| {
+            let mut n = 0;
+            if sweep {
+                n += mail::remove_orphans(inner, c)?;
+                inner.swept.store(true, Ordering::Relaxed);
+            }
+            Ok(n + mail::collect_garbage(inner, c)?)
+        })
+        .await
     }
 }
 

@@ -550,6 +550,31 @@ pub fn changes_since(conn: &mut Connection, mailbox: MailboxId, since: u64) -> R
         .collect())
 }
 
+/// Deletes blob files that have no row: placed by a writer that died (or whose
+/// transaction failed, on a full disk say) between putting the file in place and
+/// committing the rows. A writer places and commits under the write lock, so a file
+/// without a row seen under that lock is nobody's. One leaf directory at a time, so
+/// the lock is never held long. Returns how many files went.
+pub fn remove_orphans(inner: &Arc<Inner>, conn: &mut Connection) -> Result<usize> {
+    let mut n = 0;
+    blobs::each_placed(&inner.dir, |ids| {
+        let tx = write_tx(conn)?;
+        for id in ids {
+            let known = tx
+                .query_row("SELECT 1 FROM blobs WHERE id = ?1", [&id.0[..]], |_| Ok(()))
+                .optional()
+                .map_err(db_err)?
+                .is_some();
+            if !known {
+                blobs::remove(&inner.dir, &id)?;
+                n += 1;
+            }
+        }
+        tx.commit().map_err(db_err)
+    })?;
+    Ok(n)
+}
+
 /// Deletes unreferenced, unpinned blobs (file, then row, under the write lock).
 pub fn collect_garbage(inner: &Arc<Inner>, conn: &mut Connection) -> Result<usize> {
     let pins = lock(&inner.pins);

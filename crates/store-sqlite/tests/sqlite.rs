@@ -71,3 +71,65 @@ fn clean_tmp_keeps_fresh_files() {
     assert!(fresh.exists());
     assert!(!old.exists());
 }
+
+/// A writer killed between placing a blob file and committing its rows leaves a file
+/// with no row: the first garbage collection of the next process removes it, and
+/// only it (a referenced blob and files that are not blobs stay).
+#[tokio::test]
+async fn first_gc_removes_blob_files_without_rows() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let s = SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    s.add_domain(&Domain::parse("a.example").unwrap_or_else(|e| panic!("{e}")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let id = s
+        .add_account(NewAccount {
+            address: Address::parse("ann@a.example").unwrap_or_else(|e| panic!("{e}")),
+            password: pw(),
+            quota: Quota::default(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.deliver(&[id], b"Subject: kept\r\n\r\ny\r\n", SystemTime::now())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let blob_files = |d: &std::path::Path| -> Vec<std::path::PathBuf> {
+        let mut v = Vec::new();
+        for top in std::fs::read_dir(d.join("blobs")).unwrap_or_else(|e| panic!("{e}")) {
+            let top = top.unwrap_or_else(|e| panic!("{e}")).path();
+            for leaf in std::fs::read_dir(&top).unwrap_or_else(|e| panic!("{e}")) {
+                let leaf = leaf.unwrap_or_else(|e| panic!("{e}")).path();
+                for f in std::fs::read_dir(&leaf).unwrap_or_else(|e| panic!("{e}")) {
+                    v.push(f.unwrap_or_else(|e| panic!("{e}")).path());
+                }
+            }
+        }
+        v.sort();
+        v
+    };
+    let kept = blob_files(dir.path());
+    assert_eq!(kept.len(), 1);
+    drop(s);
+    // What a killed writer leaves: a placed file whose rows never committed.
+    let orphan_hex = "ab".repeat(32);
+    let leaf = dir.path().join("blobs").join("ab").join("ab");
+    std::fs::create_dir_all(&leaf).unwrap_or_else(|e| panic!("{e}"));
+    let orphan = leaf.join(&orphan_hex);
+    std::fs::write(&orphan, b"Subject: lost\r\n\r\n").unwrap_or_else(|e| panic!("{e}"));
+    let stranger = leaf.join("README");
+    std::fs::write(&stranger, b"not a blob").unwrap_or_else(|e| panic!("{e}"));
+
+    let s = SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.collect_garbage().await.ok(), Some(1));
+    assert!(!orphan.exists());
+    assert!(stranger.exists());
+    std::fs::remove_file(&stranger).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(blob_files(dir.path()), kept);
+    let d = s.open_maildrop(id).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(d.entries.len(), 1);
+    drop(d);
+    // Later collections do not walk the directory again.
+    std::fs::write(&orphan, b"again").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.collect_garbage().await.ok(), Some(0));
+    assert!(orphan.exists());
+}
