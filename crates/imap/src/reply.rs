@@ -187,7 +187,7 @@ pub(crate) fn store_error(out: &mut Vec<u8>, tag: &Tag, e: &StoreError) {
         StoreError::Refused(_) => ("CANNOT", "operation failed"),
         StoreError::OverQuota(_) => ("OVERQUOTA", "operation failed"),
         StoreError::Busy => ("INUSE", "operation failed"),
-        StoreError::Io(_) => {
+        StoreError::Full(_) | StoreError::Io(_) => {
             tracing::warn!(error = %e, "store I/O error");
             ("UNAVAILABLE", "storage unavailable, try again later")
         }

@@ -201,27 +201,9 @@ fn store_failure_reply(out: &mut Vec<u8>, refused: &Refused) {
 
 /// How a failed store operation refuses the message: a full disk (or file system
 /// quota) is [`Refused::SystemFull`], anything else [`Refused::Temporary`].
-///
-/// The store reports I/O failures as text (`StoreError::Io`); a full disk shows as
-/// `ENOSPC` ("No space left on device", os error 28), `EDQUOT` ("Disk quota
-/// exceeded", os error 122) or SQLite's `SQLITE_FULL` ("database or disk is full").
 fn store_failure(e: &StoreError) -> Refused {
-    const FULL: [&str; 5] = [
-        "no space left on device",
-        "disk is full",
-        "disk quota exceeded",
-        "(os error 28)",
-        "(os error 122)",
-    ];
     match e {
-        StoreError::Io(text) => {
-            let text = text.to_ascii_lowercase();
-            if FULL.iter().any(|f| text.contains(f)) {
-                Refused::SystemFull
-            } else {
-                Refused::Temporary
-            }
-        }
+        StoreError::Full(_) => Refused::SystemFull,
         _ => Refused::Temporary,
     }
 }
@@ -607,13 +589,13 @@ mod tests {
 
     #[test]
     fn a_full_disk_is_452_4_3_1() {
-        for text in [
-            "No space left on device (os error 28)",
-            "database or disk is full",
-            "Disk quota exceeded (os error 122)",
+        for e in [
+            StoreError::from(std::io::Error::from_raw_os_error(28)),
+            StoreError::from(std::io::Error::from_raw_os_error(122)),
+            StoreError::Full("database or disk is full".into()),
         ] {
-            let r = reply(&StoreError::Io(text.into()));
-            assert!(r.starts_with("452 4.3.1 "), "{text}: {r}");
+            let r = reply(&e);
+            assert!(r.starts_with("452 4.3.1 "), "{e}: {r}");
             assert!(r.ends_with("\r\n"), "{r}");
         }
     }

@@ -172,13 +172,12 @@ impl Inner {
 }
 
 /// Maps SQLite errors to the store's classes: lock waits that ran out are `Busy`, a
-/// full disk is `Io`, the rest is `Database`.
+/// full disk is `Full`, other I/O failures `Io`, the rest is `Database`.
 pub(crate) fn db_err(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy,
-        Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure | ErrorCode::CannotOpen) => {
-            StoreError::Io(e.to_string())
-        }
+        Some(ErrorCode::DiskFull) => StoreError::Full(e.to_string()),
+        Some(ErrorCode::SystemIoFailure | ErrorCode::CannotOpen) => StoreError::Io(e.to_string()),
         _ => StoreError::Database(e.to_string()),
     }
 }

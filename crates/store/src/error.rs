@@ -21,7 +21,12 @@ pub enum StoreError {
     /// The store is busy (locked by another writer too long); retry.
     #[error("the store is busy; try again later")]
     Busy,
-    /// An I/O failure (disk full, permissions); retry after the cause is fixed.
+    /// The disk (or the file system quota) is full; retry when space returns (SMTP
+    /// `452 4.3.1`, RFC 3463 X.3.1).
+    #[error("storage is full: {0}")]
+    Full(String),
+    /// Another I/O failure (permissions, a failing disk); retry after the cause is
+    /// fixed.
     #[error("storage I/O error: {0}")]
     Io(String),
     /// The database failed or holds something it should not.
@@ -35,6 +40,7 @@ impl StoreError {
         matches!(
             self,
             StoreError::Busy
+                | StoreError::Full(_)
                 | StoreError::Io(_)
                 | StoreError::Database(_)
                 | StoreError::OverQuota(_)
@@ -44,6 +50,30 @@ impl StoreError {
 
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
-        StoreError::Io(e.to_string())
+        use std::io::ErrorKind;
+        // ENOSPC and EDQUOT: a full disk or file system quota.
+        let full = matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+            || matches!(e.raw_os_error(), Some(28 | 122));
+        if full {
+            StoreError::Full(e.to_string())
+        } else {
+            StoreError::Io(e.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_disk_is_its_own_kind() {
+        let full = StoreError::from(std::io::Error::from_raw_os_error(28));
+        assert!(matches!(full, StoreError::Full(_)), "{full:?}");
+        let quota = StoreError::from(std::io::Error::from_raw_os_error(122));
+        assert!(matches!(quota, StoreError::Full(_)), "{quota:?}");
+        let denied = StoreError::from(std::io::Error::from_raw_os_error(13));
+        assert!(matches!(denied, StoreError::Io(_)), "{denied:?}");
+        assert!(full.is_temporary() && denied.is_temporary());
     }
 }
