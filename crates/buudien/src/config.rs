@@ -166,6 +166,10 @@ pub struct Smtp {
     pub max_received_headers: usize,
     /// Offer AUTH on unencrypted non-loopback connections.
     pub allow_plaintext_auth: bool,
+    /// On the submission ports, how long a client may take to log in (each wait
+    /// before AUTH); port 25 keeps the RFC 5321 timeouts.
+    #[serde(deserialize_with = "duration")]
+    pub preauth_timeout: Duration,
 }
 
 impl Default for Smtp {
@@ -179,6 +183,7 @@ impl Default for Smtp {
             check_from_header: true,
             max_received_headers: 100,
             allow_plaintext_auth: false,
+            preauth_timeout: Duration::from_secs(180),
         }
     }
 }

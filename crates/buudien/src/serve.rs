@@ -384,6 +384,10 @@ pub fn smtp_config(cfg: &Config) -> Result<SmtpConfig, CliError> {
         check_from_header: s.check_from_header,
         max_received_headers: s.max_received_headers,
         allow_plaintext_auth: s.allow_plaintext_auth,
+        limits: buudien_smtp::Limits {
+            preauth_timeout: s.preauth_timeout,
+            ..buudien_smtp::Limits::default()
+        },
         ..SmtpConfig::default()
     })
 }
