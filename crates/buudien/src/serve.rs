@@ -388,7 +388,6 @@ pub fn smtp_config(cfg: &Config) -> Result<SmtpConfig, CliError> {
             preauth_timeout: s.preauth_timeout,
             ..buudien_smtp::Limits::default()
         },
-        ..SmtpConfig::default()
     })
 }
 
