@@ -119,6 +119,9 @@ impl fmt::Debug for ScramServer {
     }
 }
 
+/// The longest client nonce accepted (clients send 24 to 48 printable characters).
+pub const MAX_CLIENT_NONCE: usize = 256;
+
 /// Random bytes in the server nonce (base64: 24 characters).
 const NONCE_BYTES: usize = 18;
 
@@ -343,6 +346,10 @@ fn parse_client_first(msg: &[u8]) -> Result<FirstMessage, ScramError> {
         .ok_or(ScramError::Malformed("no nonce"))?;
     if client_nonce.is_empty() || !client_nonce.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
         return Err(ScramError::Malformed("bad nonce"));
+    }
+    // The nonce is echoed in the server-first-message: bound what the server sends back.
+    if client_nonce.len() > MAX_CLIENT_NONCE {
+        return Err(ScramError::Malformed("nonce too long"));
     }
     for ext in attrs {
         check_extension(ext)?;

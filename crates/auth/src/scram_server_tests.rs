@@ -303,3 +303,20 @@ fn debug_hides_state() {
     let d = format!("{s:?}");
     assert!(!d.contains("user") && !d.contains(SERVER_NONCE), "{d}");
 }
+
+/// Found by the sasl_exchange fuzz target: a client nonce of 12 KiB was echoed whole in
+/// the server-first-message. The nonce is now bounded.
+#[test]
+fn long_client_nonce_is_refused_and_server_first_stays_small() {
+    let ok = format!("n,,n=user,r={}", "7".repeat(MAX_CLIENT_NONCE));
+    let mut s = rfc_server();
+    s.client_first(ok.as_bytes()).unwrap();
+    let first = s.server_first(Some(&pencil())).unwrap();
+    assert!(first.len() < 512, "{} octets", first.len());
+    let long = format!("n,,n=user,r={}", "7".repeat(MAX_CLIENT_NONCE + 1));
+    let mut s = rfc_server();
+    assert_eq!(
+        s.client_first(long.as_bytes()),
+        Err(ScramError::Malformed("nonce too long"))
+    );
+}
