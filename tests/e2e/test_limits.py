@@ -84,3 +84,70 @@ def test_many_idle_connections_from_one_host_do_not_lock_out_a_user(launcher):
     m.logout()
     for s in attackers:
         s.close()
+
+
+def closed_within(s: socket.socket, seconds: float) -> tuple[bool, bytes]:
+    """Reads until the server closes `s` or `seconds` pass: (closed, what it said)."""
+    said = b""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False, said
+        s.settimeout(left)
+        try:
+            chunk = s.recv(4096)
+        except socket.timeout:
+            return False, said
+        except OSError:
+            return True, said
+        if not chunk:
+            return True, said
+        said += chunk
+
+
+def test_preauth_waits_shrink_under_load(launcher):
+    """Near max_connections (from 75% of it) a client that has not logged in waits
+    only `stressed_timeout` for each command, in every protocol (port 25 too), as
+    Postfix's stress mode; a logged-in session keeps its idle timeout, and once the
+    load is gone new clients get the usual pre-login wait (3 minutes) again."""
+    srv = launcher(smtp=True, sections=(
+        "[limits]\nmax_connections = 20\nmax_connections_per_ip = 20\n"
+        'stressed_timeout = "1s"\n'))
+    user, pw = srv.new_user("st")
+    # 14 silent clients: under the threshold of 15, they wait the normal 3 minutes.
+    held = [admitted(srv.imap_port) for _ in range(14)]
+    # A real user logs in: 15 connections, the server is now under load.
+    m = srv.imap(user, pw)
+    for port, greeting, bye in [(srv.imap_port, b"* OK", b"* BYE"),
+                                (srv.pop3_port, b"+OK", b"-ERR"),
+                                (srv.submission_port, b"220", b"421"),
+                                (srv.smtp_port, b"220", b"421")]:
+        s = dial(port)
+        start = time.monotonic()
+        closed, said = closed_within(s, 30)
+        s.close()
+        assert closed, f"port {port}: still open after 30 s under load: {said!r}"
+        assert said.startswith(greeting), said
+        assert bye in said, said
+        print(f"port {port}: closed after {time.monotonic() - start:.1f} s under load")
+    # The logged-in user was not cut off by the short wait.
+    time.sleep(2)
+    typ, data = m.noop()
+    assert typ == "OK", data
+    m.logout()
+    # Load gone (13 held, and the new one makes 14): a new client is not closed after
+    # the short wait.
+    held.pop().close()
+    deadline = time.monotonic() + 10
+    while True:
+        s = dial(srv.imap_port)
+        assert first_line(s).startswith(b"* OK")
+        closed, said = closed_within(s, 3)
+        s.close()
+        if not closed:
+            break
+        # The logged-out session may not have released its slot yet; try again.
+        assert time.monotonic() < deadline, f"still closed quickly without load: {said!r}"
+    for s in held:
+        s.close()

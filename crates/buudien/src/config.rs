@@ -242,6 +242,11 @@ pub struct Limits {
     pub max_connections: usize,
     /// Connections from one client address (IPv6: one /64).
     pub max_connections_per_ip: usize,
+    /// From 75% of `max_connections` on, the server is under load: clients that
+    /// have not logged in (and port 25 clients) wait at most this long for each
+    /// command instead of their usual timeout, as Postfix's stress mode. Default 10 s.
+    #[serde(deserialize_with = "duration")]
+    pub stressed_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -249,6 +254,7 @@ impl Default for Limits {
         Limits {
             max_connections: 10_000,
             max_connections_per_ip: 50,
+            stressed_timeout: buudien_types::Load::DEFAULT_STRESSED_WAIT,
         }
     }
 }

@@ -13,6 +13,7 @@ use buudien_queue::{QueueConfig, QueueWorker, Smarthost, SmarthostTls};
 use buudien_smtp::{Mode, SmtpConfig, SmtpServer};
 use buudien_store::MailStore;
 use buudien_store_sqlite::SqliteStore;
+use buudien_types::Load;
 use buudien_types::Secret;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,7 +54,7 @@ impl Service {
     }
 }
 
-fn pop3_config(cfg: &Config) -> Pop3Config {
+fn pop3_config(cfg: &Config, load: &Load) -> Pop3Config {
     Pop3Config {
         hostname: cfg.hostname.clone(),
         idle_timeout: cfg.pop3.idle_timeout,
@@ -62,12 +63,13 @@ fn pop3_config(cfg: &Config) -> Pop3Config {
         lock_session: cfg.pop3.lock_session,
         preauth_timeout: cfg.pop3.preauth_timeout,
         login_delay: cfg.pop3.login_delay,
+        load: load.clone(),
         ..Pop3Config::default()
     }
 }
 
 /// The IMAP service's settings from `[imap]`.
-fn imap_config(cfg: &Config) -> ImapConfig {
+fn imap_config(cfg: &Config, load: &Load) -> ImapConfig {
     ImapConfig {
         hostname: cfg.hostname.clone(),
         idle_timeout: cfg.imap.idle_timeout,
@@ -77,6 +79,7 @@ fn imap_config(cfg: &Config) -> ImapConfig {
         literal_plus: cfg.imap.literal_plus,
         // Unnamed files: nothing is left there, whatever happens to the process.
         spool_dir: Some(cfg.data_dir.join("tmp")),
+        load: load.clone(),
     }
 }
 
@@ -213,17 +216,20 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
     let queue_task = tokio::spawn(worker.run(queue_stop_rx));
 
     let throttle = Arc::new(FailureThrottle::new(ThrottleConfig::default()));
+    // Raised by the limiter near `max_connections`; shortens pre-login waits.
+    let load = Load::new(cfg.limits.stressed_timeout);
     let servers = Servers {
-        pop3: Pop3Server::new(store.clone(), pop3_config(&cfg), throttle.clone()),
-        imap: ImapServer::new(store.clone(), imap_config(&cfg), throttle.clone()),
-        smtp: SmtpServer::new(store.clone(), smtp_config(&cfg)?, throttle),
+        pop3: Pop3Server::new(store.clone(), pop3_config(&cfg, &load), throttle.clone()),
+        imap: ImapServer::new(store.clone(), imap_config(&cfg, &load), throttle.clone()),
+        smtp: SmtpServer::new(store.clone(), smtp_config(&cfg, &load)?, throttle),
         tls: tls.clone(),
     };
     servers.smtp.on_queued(move || queue_handle.wake());
     let tracker = ConnTracker::new();
-    let limiter = ConnLimiter::new(
+    let limiter = ConnLimiter::with_load(
         cfg.limits.max_connections,
         cfg.limits.max_connections_per_ip,
+        load,
     );
     let hostname = cfg.hostname.clone();
     let mut accept_tasks = Vec::new();
@@ -358,7 +364,7 @@ impl Servers {
 }
 
 /// The SMTP service's settings from `[smtp]`.
-pub fn smtp_config(cfg: &Config) -> Result<SmtpConfig, CliError> {
+pub fn smtp_config(cfg: &Config, load: &Load) -> Result<SmtpConfig, CliError> {
     let s = &cfg.smtp;
     if !matches!(s.relay_denied_code, 550 | 554) {
         return Err(CliError::config(format!(
@@ -388,6 +394,7 @@ pub fn smtp_config(cfg: &Config) -> Result<SmtpConfig, CliError> {
             preauth_timeout: s.preauth_timeout,
             ..buudien_smtp::Limits::default()
         },
+        load: load.clone(),
     })
 }
 

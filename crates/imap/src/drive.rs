@@ -183,7 +183,10 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
         let flow = match event {
             Event::Incomplete => {
                 let wait = if s.account.is_none() {
-                    s.shared.config.preauth_timeout.min(idle)
+                    s.shared
+                        .config
+                        .load
+                        .preauth_wait(s.shared.config.preauth_timeout.min(idle))
                 } else {
                     idle
                 };

@@ -66,6 +66,7 @@ mod spool;
 
 use buudien_auth::FailureThrottle;
 use buudien_store::MailboxStore;
+use buudien_types::Load;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,6 +101,10 @@ pub struct ImapConfig {
     /// Advertise `LITERAL+` (non-synchronizing literals of any size) instead of
     /// `LITERAL-` (only up to 4096 octets), RFC 7888 §5. Off by default.
     pub literal_plus: bool,
+    /// The server's "under load" flag: while it is set, a client that has not logged
+    /// in waits at most its shorter time for each command (set by the connection
+    /// limiter; [`Load::default`] is never set).
+    pub load: Load,
 }
 
 impl Default for ImapConfig {
@@ -112,6 +117,7 @@ impl Default for ImapConfig {
             max_append: 50 * 1024 * 1024,
             spool_dir: None,
             literal_plus: false,
+            load: Load::default(),
         }
     }
 }

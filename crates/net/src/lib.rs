@@ -7,7 +7,7 @@
 //! - [`listen`]: binding listeners, accepting with keepalive, per-connection tasks.
 //! - [`tracker`]: [`ConnTracker`], counting live connections for graceful shutdown.
 //! - [`limit`]: [`ConnLimiter`], connections in total and per client address (IPv6
-//!   per /64), checked at accept.
+//!   per /64), checked at accept; it raises the shared `Load` flag near the limit.
 //!
 //! # Invariants
 //! - Every accepted socket has TCP keepalive on, so a peer that vanished is noticed
@@ -21,7 +21,7 @@ pub mod listen;
 pub mod tls;
 pub mod tracker;
 
-pub use limit::{ConnLimiter, ConnPermit, IpKey, Refused};
+pub use limit::{ConnLimiter, ConnPermit, IpKey, Refused, STRESS_PERCENT};
 pub use listen::{Listener, bind};
 pub use tls::{TlsError, TlsProvider};
 pub use tracker::{ConnToken, ConnTracker};

@@ -2,7 +2,13 @@
 //! address (an IPv6 client counts per /64, the block one subscriber usually holds), so
 //! that one host opening hundreds of idle connections cannot take the slots real users
 //! need. Checked at accept, before any session state exists.
+//!
+//! Near the total limit (from [`STRESS_PERCENT`] of it) the limiter sets the shared
+//! [`Load`] flag, and sessions that have not logged in wait only the shorter stressed
+//! time for their next command, as Postfix does under stress: idle pre-login
+//! connections then give their slots back quickly.
 
+use buudien_types::Load;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -16,8 +22,14 @@ pub struct ConnLimiter {
 struct Inner {
     max_total: usize,
     max_per_ip: usize,
+    /// `max_total * STRESS_PERCENT / 100`, at least 1.
+    stress_at: usize,
+    load: Load,
     counts: Mutex<Counts>,
 }
+
+/// The share of `max_total` (in percent) from which the server counts as under load.
+pub const STRESS_PERCENT: usize = 75;
 
 #[derive(Default)]
 struct Counts {
@@ -68,15 +80,29 @@ pub struct ConnPermit {
 }
 
 impl ConnLimiter {
-    /// Limits of `max_total` connections and `max_per_ip` per client address.
+    /// Limits of `max_total` connections and `max_per_ip` per client address, with a
+    /// [`Load`] flag of its own.
     pub fn new(max_total: usize, max_per_ip: usize) -> Self {
+        Self::with_load(max_total, max_per_ip, Load::default())
+    }
+
+    /// Limits as [`ConnLimiter::new`] that set `load` while the live connections are
+    /// at or above [`STRESS_PERCENT`] of `max_total`.
+    pub fn with_load(max_total: usize, max_per_ip: usize, load: Load) -> Self {
         ConnLimiter {
             inner: Arc::new(Inner {
                 max_total,
                 max_per_ip,
+                stress_at: (max_total.saturating_mul(STRESS_PERCENT) / 100).max(1),
+                load,
                 counts: Mutex::new(Counts::default()),
             }),
         }
+    }
+
+    /// The flag this limiter sets under load.
+    pub fn load(&self) -> &Load {
+        &self.inner.load
     }
 
     /// Takes a slot for a connection from `ip`, or says why there is none.
@@ -92,6 +118,9 @@ impl ConnLimiter {
         }
         *n += 1;
         c.total += 1;
+        self.inner
+            .load
+            .set_stressed(c.total >= self.inner.stress_at);
         Ok(ConnPermit {
             inner: Arc::clone(&self.inner),
             key,
@@ -119,6 +148,9 @@ impl Drop for ConnPermit {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         c.total = c.total.saturating_sub(1);
+        self.inner
+            .load
+            .set_stressed(c.total >= self.inner.stress_at);
         if let Some(n) = c.per_ip.get_mut(&self.key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -135,6 +167,21 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn load_flag_follows_the_live_count() {
+        let l = ConnLimiter::new(8, 8);
+        let held: Vec<_> = (0..5)
+            .map(|_| l.try_acquire(ip("192.0.2.1")).unwrap())
+            .collect();
+        assert!(!l.load().is_stressed(), "5 of 8 is under 75%");
+        let sixth = l.try_acquire(ip("192.0.2.1")).unwrap();
+        assert!(l.load().is_stressed(), "6 of 8 is 75%");
+        drop(sixth);
+        assert!(!l.load().is_stressed());
+        drop(held);
+        assert_eq!(l.live(), 0);
     }
 
     #[test]

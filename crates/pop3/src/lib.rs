@@ -48,6 +48,7 @@ mod session;
 
 use buudien_auth::FailureThrottle;
 use buudien_store::{AccountId, MailStore};
+use buudien_types::Load;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,6 +86,10 @@ pub struct Pop3Config {
     pub login_delay: Option<Duration>,
     /// Per-session limits.
     pub limits: Limits,
+    /// The server's "under load" flag (set by the connection limiter): while it is
+    /// set, each wait in the AUTHORIZATION state lasts at most its shorter time.
+    /// [`Load::default`] is never set.
+    pub load: Load,
 }
 
 impl Default for Pop3Config {
@@ -98,6 +103,7 @@ impl Default for Pop3Config {
             lock_session: true,
             login_delay: None,
             limits: Limits::default(),
+            load: Load::default(),
         }
     }
 }

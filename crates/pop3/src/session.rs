@@ -225,7 +225,7 @@ where
     let preauth = session.shared.config.preauth_timeout.min(idle);
     loop {
         conn.idle = if matches!(session.state, State::Authorization) {
-            preauth
+            session.shared.config.load.preauth_wait(preauth)
         } else {
             idle
         };

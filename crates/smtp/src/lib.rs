@@ -59,6 +59,7 @@ mod session;
 
 use buudien_auth::{FailureThrottle, SaslServer};
 use buudien_store::QueueStore;
+use buudien_types::Load;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,6 +100,10 @@ pub struct SmtpConfig {
     pub allow_plaintext_auth: bool,
     /// Per-session limits.
     pub limits: Limits,
+    /// The server's "under load" flag (set by the connection limiter): while it is
+    /// set, submission clients that have not logged in and every port 25 client wait
+    /// at most its shorter time for a command. [`Load::default`] is never set.
+    pub load: Load,
 }
 
 impl Default for SmtpConfig {
@@ -114,6 +119,7 @@ impl Default for SmtpConfig {
             max_received_headers: 100,
             allow_plaintext_auth: false,
             limits: Limits::default(),
+            load: Load::default(),
         }
     }
 }

@@ -277,8 +277,15 @@ where
     let command_timeout = limits.command_timeout;
     let preauth = limits.preauth_timeout.min(command_timeout);
     loop {
+        // Under load (the `Load` flag), sessions that have not logged in wait only the
+        // short stressed time for a command; port 25 has no login, so its command waits
+        // shrink too, as Postfix's do under stress (a deviation from RFC 5321
+        // §4.5.3.2.7's 5 minutes, only while the server is near its connection limit).
+        let load = &session.shared.config.load;
         conn.idle = if session.mode != Mode::Inbound && session.user.is_none() {
-            preauth
+            load.preauth_wait(preauth)
+        } else if session.mode == Mode::Inbound {
+            load.preauth_wait(command_timeout)
         } else {
             command_timeout
         };

@@ -6,11 +6,17 @@
 //! - [`Secret`]: a value that never prints (passwords, keys).
 //! - [`Uid`], [`UidValidity`], [`ModSeq`]: IMAP/POP3 message identities.
 //! - [`parse_size`], [`parse_duration`]: human forms used in config and CLI (`10M`, `10m`).
+//! - [`Load`] (`load.rs`): the shared "near the connection limit" flag that shortens
+//!   pre-authentication waits.
 //!
 //! # Invariants
 //! - A constructed [`Domain`] or [`Address`] is valid ASCII or UTF-8 text with no control
 //!   characters, at most 255 (domain) or 320 (address) octets, already lower-cased.
 //! - `Debug` and `Display` of a [`Secret`] never show its content.
+
+mod load;
+
+pub use load::Load;
 
 use std::fmt;
 use std::time::Duration;
