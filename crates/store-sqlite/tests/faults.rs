@@ -332,3 +332,45 @@ fn a_bad_plan_refuses_to_open() -> TestResult {
     assert!(SqliteStore::open_with_faults(dir.path(), "").is_ok());
     Ok(())
 }
+
+/// The bytes of a blob, through the store.
+async fn blob_bytes(
+    w: &World,
+    blob: &buudien_store::BlobId,
+) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    w.store.read_blob(blob).await?.read_to_end(&mut out).await?;
+    Ok(out)
+}
+
+/// A failed write that re-placed the file of a blob awaiting garbage collection
+/// (expunged, still pinned by a POP3 maildrop) leaves that file alone: the pinned
+/// reader still reads it, and collection takes it only once nothing needs it.
+#[tokio::test]
+async fn a_failed_write_keeps_a_pinned_garbage_blob() -> TestResult {
+    // Delivery 1 passes each point once; deliveries 2 and 3 fail after placing.
+    let w = world("dir_fsync:2,commit:2").await?;
+    Op::Deliver.run(&w).await?;
+    let drop = w.store.open_maildrop(w.account).await?;
+    let entry = drop.entries.first().ok_or("no message")?;
+    let (uid, blob) = (entry.uid, entry.blob);
+    assert_eq!(w.store.expunge(w.inbox, &[uid]).await?, 1);
+    for attempt in ["dir_fsync", "commit"] {
+        let r = Op::Deliver.run(&w).await;
+        assert!(r.is_err_and(|e| e.is_temporary()), "{attempt}");
+        assert_eq!(blob_bytes(&w, &blob).await?, MSG, "{attempt}");
+        assert!(w.store.messages(w.inbox).await?.is_empty(), "{attempt}");
+    }
+    // Pinned: garbage collection leaves it.
+    assert_eq!(w.store.collect_garbage().await?, 0);
+    assert_eq!(blob_bytes(&w, &blob).await?, MSG);
+    std::mem::drop(drop);
+    assert_eq!(w.store.collect_garbage().await?, 1);
+    // The retry stores it again, once.
+    Op::Deliver.run(&w).await?;
+    assert_eq!(blob_bytes(&w, &blob).await?, MSG);
+    let seen = w.seen().await?;
+    assert_eq!((seen.messages, seen.entries, seen.blob_files), (1, 1, 1));
+    Ok(())
+}
