@@ -39,7 +39,7 @@ impl TempBlob {
     /// Renames the file to the blob's place and fsyncs the directories touched. When
     /// the rename fails the temporary file is removed; when the directory fsync fails
     /// the placed file stays (the caller removes it if no row took it, see
-    /// `mail::unplace`).
+    /// `mail::placing`).
     pub fn place(mut self, dir: &Path, faults: &Faults, blob: &BlobId) -> Result<()> {
         let dest = path(dir, blob);
         if let Some(parent) = dest.parent() {
