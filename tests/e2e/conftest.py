@@ -237,7 +237,8 @@ class Server:
     def start(self) -> None:
         # Appends: a restart (after kill -9) keeps the log of the earlier run.
         self._log = open(self.log_path, "ab")
-        env = dict(os.environ, BUUDIEN_LOG=os.environ.get("BUUDIEN_LOG", "info"), **self.env)
+        env = dict(os.environ, BUUDIEN_LOG=os.environ.get("BUUDIEN_LOG", "info"))
+        env.update(self.env)
         self.proc = subprocess.Popen(
             [str(self.bin), "--config", str(self.config), "serve"],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
