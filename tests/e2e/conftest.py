@@ -153,8 +153,9 @@ class Server:
     """A running `buudien serve` plus helpers to drive its CLI and its ports."""
 
     def __init__(self, binary: Path, root: Path, apop: bool = False, smtp: bool = False,
-                 sections: str = ""):
+                 sections: str = "", env: dict[str, str] | None = None):
         self.bin = binary
+        self.env = env or {}  # extra environment of `serve` (not of the CLI)
         self.apop = apop
         self.root = root
         self.config = root / "buudien.toml"
@@ -237,6 +238,7 @@ class Server:
         # Appends: a restart (after kill -9) keeps the log of the earlier run.
         self._log = open(self.log_path, "ab")
         env = dict(os.environ, BUUDIEN_LOG=os.environ.get("BUUDIEN_LOG", "info"))
+        env.update(self.env)
         self.proc = subprocess.Popen(
             [str(self.bin), "--config", str(self.config), "serve"],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
@@ -449,16 +451,18 @@ def server(buudien_bin: Path):
 
 
 class Launcher:
-    """Starts SMTP-enabled servers for one test (`launcher(sections=...)`); the fixture
-    stops them afterwards and requires a clean exit (0 after SIGTERM)."""
+    """Starts SMTP-enabled servers for one test (`launcher(sections=...)`, `env=` adds
+    to the environment of `serve`); the fixture stops them afterwards and requires a
+    clean exit (0 after SIGTERM)."""
 
     def __init__(self, binary: Path):
         self.bin = binary
         self.servers: list[Server] = []
 
-    def __call__(self, sections: str = "", smtp: bool = True, name: str = "own") -> Server:
+    def __call__(self, sections: str = "", smtp: bool = True, name: str = "own",
+                 env: dict[str, str] | None = None) -> Server:
         root = Path(tempfile.mkdtemp(prefix=f"buudien-e2e-{name}-"))
-        srv = Server(self.bin, root, smtp=smtp, sections=sections)
+        srv = Server(self.bin, root, smtp=smtp, sections=sections, env=env)
         self.servers.append(srv)  # reported on failure even when it never started
         srv.make_cert()
         srv.config.write_text(srv.config_text())

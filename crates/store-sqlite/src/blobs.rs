@@ -2,6 +2,7 @@
 //! to `tmp/`, fsynced, and renamed into place with its directory fsynced (or the
 //! rename may not survive a crash).
 
+use crate::faults::{Faults, Point};
 use buudien_store::{BlobId, Result};
 use std::fs::{self, File};
 use std::io::Write;
@@ -20,31 +21,37 @@ pub struct TempBlob {
 
 impl TempBlob {
     /// Writes the concatenation of `parts` to a new file under `tmp/` and fsyncs it.
-    pub fn write_parts(dir: &Path, parts: &[&[u8]]) -> Result<TempBlob> {
+    /// On failure the file is removed (by the drop of the half-made `TempBlob`).
+    pub fn write_parts(dir: &Path, faults: &Faults, parts: &[&[u8]]) -> Result<TempBlob> {
         let name = format!("{}.{:016x}.tmp", std::process::id(), rand::random::<u64>());
         let path = dir.join("tmp").join(name);
-        let mut tmp = TempBlob {
-            path: Some(path.clone()),
-        };
         let mut f = File::create_new(&path)?;
+        let tmp = TempBlob { path: Some(path) };
+        faults.check(Point::BlobWrite)?;
         for part in parts {
             f.write_all(part)?;
         }
+        faults.check(Point::BlobFsync)?;
         f.sync_all()?;
-        let _ = &mut tmp;
         Ok(tmp)
     }
 
-    /// Renames the file to the blob's place and fsyncs the directories touched.
-    pub fn place(mut self, dir: &Path, blob: &BlobId) -> Result<()> {
+    /// Renames the file to the blob's place and fsyncs the directories touched. When
+    /// the rename fails the temporary file is removed; when the directory fsync fails
+    /// the placed file stays (the caller removes it if no row took it, see
+    /// `mail::placing`).
+    pub fn place(mut self, dir: &Path, faults: &Faults, blob: &BlobId) -> Result<()> {
         let dest = path(dir, blob);
         if let Some(parent) = dest.parent() {
             ensure_dir(parent)?;
         }
-        if let Some(src) = self.path.take() {
-            fs::rename(&src, &dest)?;
+        if let Some(src) = &self.path {
+            faults.check(Point::BlobRename)?;
+            fs::rename(src, &dest)?;
+            self.path = None;
         }
         if let Some(parent) = dest.parent() {
+            faults.check(Point::DirFsync)?;
             File::open(parent)?.sync_all()?;
         }
         Ok(())
@@ -202,7 +209,7 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn()?;
         let dead = child.id();
         child.wait()?;
-        let ours = TempBlob::write_parts(dir.path(), &[b"live"])?;
+        let ours = TempBlob::write_parts(dir.path(), &Faults::default(), &[b"live"])?;
         let gone = dir.path().join("tmp").join(format!("{dead}.00ff.tmp"));
         let foreign = dir.path().join("tmp").join("notes.txt");
         fs::write(&gone, b"crashed")?;
@@ -214,7 +221,7 @@ mod tests {
         }
         assert!(foreign.exists());
         // The live writer's file stays and can still be placed.
-        ours.place(dir.path(), &BlobId([7; 32]))?;
+        ours.place(dir.path(), &Faults::default(), &BlobId([7; 32]))?;
         assert!(path(dir.path(), &BlobId([7; 32])).exists());
         Ok(())
     }

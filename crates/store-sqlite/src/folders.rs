@@ -4,6 +4,7 @@
 //! transaction and is written to the change log (RFC 7162 §3.1).
 
 use crate::admin::{unix_now, write_tx};
+use crate::faults::Point;
 use crate::mail::{
     MAILBOX_COLUMNS, NewBlob, Parts, blob_from, check_quota, email_meta, expunge_in, i64_of,
     insert_email, mailbox_row, secs, u64_of,
@@ -445,49 +446,52 @@ pub fn append_many(
             received: m.received,
         });
     }
-    let tx = write_tx(conn)?;
-    let account: AccountId = tx
-        .query_row(
-            "SELECT account_id FROM mailboxes WHERE id = ?1",
-            [mailbox],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(db_err)?
-        .ok_or_else(|| StoreError::NotFound(format!("mailbox #{mailbox}")))?;
-    let mut out = Vec::with_capacity(prepared.len());
-    for p in prepared {
-        // Usage grows with each insert, so the check covers the messages before it.
-        check_quota(&tx, account, p.size)?;
-        let blob = p.blob.commit(inner, &tx, 1)?;
-        let email = insert_email(&tx, account, &blob, p.size, &p.em, secs(p.received))?;
-        let (_, uid, modseq) = allocate(&tx, mailbox)?;
-        tx.execute(
-            "INSERT INTO mailbox_entries (mailbox_id, uid, email_id, flags, keywords, modseq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                mailbox,
-                uid,
-                email,
-                p.flags.0,
-                keywords_text(&p.keywords),
-                modseq
-            ],
-        )
-        .map_err(db_err)?;
-        tx.execute(
-            "UPDATE accounts SET used_bytes = used_bytes + ?1, used_messages = used_messages + 1
-             WHERE id = ?2",
-            params![p.size, account],
-        )
-        .map_err(db_err)?;
-        out.push(
-            entry(&tx, mailbox, uid)?
-                .ok_or_else(|| StoreError::Database("appended message not found".into()))?,
-        );
-    }
-    tx.commit().map_err(db_err)?;
-    Ok(out)
+    crate::mail::placing(inner, conn, |conn, placed| {
+        let tx = write_tx(conn)?;
+        let account: AccountId = tx
+            .query_row(
+                "SELECT account_id FROM mailboxes WHERE id = ?1",
+                [mailbox],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?
+            .ok_or_else(|| StoreError::NotFound(format!("mailbox #{mailbox}")))?;
+        let mut out = Vec::with_capacity(prepared.len());
+        for p in prepared {
+            // Usage grows with each insert, so the check covers the messages before it.
+            check_quota(&tx, account, p.size)?;
+            let blob = p.blob.commit(inner, &tx, 1, placed)?;
+            let email = insert_email(&tx, account, &blob, p.size, &p.em, secs(p.received))?;
+            let (_, uid, modseq) = allocate(&tx, mailbox)?;
+            tx.execute(
+                "INSERT INTO mailbox_entries (mailbox_id, uid, email_id, flags, keywords, modseq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    mailbox,
+                    uid,
+                    email,
+                    p.flags.0,
+                    keywords_text(&p.keywords),
+                    modseq
+                ],
+            )
+            .map_err(db_err)?;
+            tx.execute(
+                "UPDATE accounts SET used_bytes = used_bytes + ?1, used_messages = used_messages + 1
+                 WHERE id = ?2",
+                params![p.size, account],
+            )
+            .map_err(db_err)?;
+            out.push(
+                entry(&tx, mailbox, uid)?
+                    .ok_or_else(|| StoreError::Database("appended message not found".into()))?,
+            );
+        }
+        inner.faults.check(Point::Commit)?;
+        tx.commit().map_err(db_err)?;
+        Ok(out)
+    })
 }
 
 /// STORE. One new MODSEQ for every message this command changes.

@@ -12,6 +12,10 @@
 //! - `mail`: delivery, the POP3 maildrop, expunge, the change log, garbage collection.
 //! - `queue`: the outbound queue ([`QueueStore`]): submission's queue rows, claims
 //!   (leases), per-recipient results.
+//! - `faults`: fault injection for tests. `BUUDIEN_FAULTS=point:n,…` (read once at
+//!   open) makes the n-th `blob_write`, `blob_fsync`, `blob_rename`, `dir_fsync` or
+//!   `commit` (of a message-storing transaction) fail with `EIO`; unset, it costs one
+//!   branch per point.
 //!
 //! # Invariants
 //! - Every write runs in one `BEGIN IMMEDIATE` transaction, so concurrent sessions and
@@ -21,8 +25,10 @@
 //!   is held, before the rows that reference it commit; garbage collection unlinks
 //!   files under the same lock and skips blobs pinned by a live [`Maildrop`]. So a
 //!   committed reference always has its file, and a pinned blob survives expunges.
-//!   A file placed by a writer that died before its commit has no row; the first
-//!   garbage collection of a process removes such files (under the lock).
+//!   A write that fails after placing files deletes those without a row under a new
+//!   write lock (`mail::placing`); a file placed by a writer that died before its
+//!   commit has no row, and the first garbage collection of a process removes such
+//!   files (under the lock). A temporary file is removed when its write fails.
 //! - UIDNEXT/HIGHESTMODSEQ are bumped with `UPDATE … RETURNING` in the transaction
 //!   that uses them.
 //! - A queued message holds one reference on its blob, like an email does, so garbage
@@ -35,6 +41,7 @@
 
 mod admin;
 mod blobs;
+mod faults;
 mod folders;
 mod mail;
 mod queue;
@@ -74,6 +81,8 @@ pub(crate) struct Inner {
     watch: sync::Watch,
     /// Blob files without a row were looked for (once per process).
     swept: AtomicBool,
+    /// The fault-injection plan (none unless `BUUDIEN_FAULTS` is set).
+    faults: faults::Faults,
 }
 
 /// Locks a mutex, recovering it if a panicking thread poisoned it (the data is plain
@@ -85,7 +94,19 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl SqliteStore {
     /// Opens (creating if needed) the store under `data_dir`: `buudien.sqlite`,
     /// `blobs/` and `tmp/`. Stale temporary files of a crashed process are removed.
+    /// `BUUDIEN_FAULTS`, when set, is a fault-injection plan (see `faults`).
     pub fn open(data_dir: &Path) -> Result<SqliteStore> {
+        SqliteStore::open_faulty(data_dir, faults::Faults::from_env()?)
+    }
+
+    /// Like [`SqliteStore::open`], with the fault-injection plan `plan` (the syntax of
+    /// `BUUDIEN_FAULTS`, e.g. `"blob_fsync:1,commit:2"`) instead of the environment's.
+    /// For tests.
+    pub fn open_with_faults(data_dir: &Path, plan: &str) -> Result<SqliteStore> {
+        SqliteStore::open_faulty(data_dir, faults::Faults::parse(plan)?)
+    }
+
+    fn open_faulty(data_dir: &Path, faults: faults::Faults) -> Result<SqliteStore> {
         std::fs::create_dir_all(data_dir.join("blobs"))?;
         std::fs::create_dir_all(data_dir.join("tmp"))?;
         let inner = Inner {
@@ -96,6 +117,7 @@ impl SqliteStore {
             locks: Mutex::new(HashSet::new()),
             watch: sync::Watch::new(),
             swept: AtomicBool::new(false),
+            faults,
         };
         let mut conn = inner.connect()?;
         schema::migrate(&mut conn)?;

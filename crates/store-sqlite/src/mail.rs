@@ -2,6 +2,7 @@
 //! garbage collection.
 
 use crate::admin::write_tx;
+use crate::faults::Point;
 use crate::{Inner, blobs, db_err, lock, queue};
 use buudien_store::{
     AccountId, BlobId, Change, ChangeKind, Delivered, Envelope, Guard, Mailbox, MailboxId,
@@ -85,13 +86,20 @@ impl NewBlob {
         Ok(NewBlob {
             id: BlobId(h.finalize().into()),
             size: i64_of(len as u64),
-            tmp: blobs::TempBlob::write_parts(&inner.dir, parts)?,
+            tmp: blobs::TempBlob::write_parts(&inner.dir, &inner.faults, parts)?,
         })
     }
 
     /// Puts the file in place unless a live copy is there, and adds `refs`
-    /// references. Runs inside the write transaction.
-    pub(crate) fn commit(self, inner: &Inner, tx: &Connection, refs: i64) -> Result<BlobId> {
+    /// references. Runs inside the write transaction of [`placing`]; a file it puts
+    /// in place is listed in `placed` first.
+    pub(crate) fn commit(
+        self,
+        inner: &Inner,
+        tx: &Connection,
+        refs: i64,
+        placed: &mut Vec<BlobId>,
+    ) -> Result<BlobId> {
         let live: Option<i64> = tx
             .query_row(
                 "SELECT refcount FROM blobs WHERE id = ?1",
@@ -104,7 +112,10 @@ impl NewBlob {
             // A live blob's file is in place; ours is identical and is dropped.
             Some(rc) if rc > 0 => drop(self.tmp),
             // New, or garbage whose file may already be gone: (re)place the file.
-            _ => self.tmp.place(&inner.dir, &self.id)?,
+            _ => {
+                placed.push(self.id);
+                self.tmp.place(&inner.dir, &inner.faults, &self.id)?
+            }
         }
         tx.execute(
             "INSERT INTO blobs (id, size, refcount) VALUES (?1, ?2, ?3)
@@ -221,42 +232,45 @@ pub fn store(
         Some(email_meta(parts))
     };
 
-    let tx = write_tx(conn)?;
-    for &id in &accounts {
-        check_quota(&tx, id, local_size)?;
-    }
-    let n_local = i64_of(accounts.len() as u64);
-    let shared_blob = remote.is_none() && outbound.is_some();
-    let local_blob = match local {
-        Some(b) => Some(b.commit(inner, &tx, n_local + i64::from(shared_blob))?),
-        None => None,
-    };
-    let remote_blob = match remote {
-        Some(b) => Some(b.commit(inner, &tx, 1)?),
-        None => local_blob,
-    };
-    let received_secs = secs(received);
-    let mut out = Vec::with_capacity(accounts.len());
-    if let (Some(blob), Some(em)) = (local_blob, email_meta.as_ref()) {
+    placing(inner, conn, |conn, placed| {
+        let tx = write_tx(conn)?;
         for &id in &accounts {
-            out.push(add_to_inbox(&tx, id, &blob, local_size, em, received_secs)?);
+            check_quota(&tx, id, local_size)?;
         }
-    }
-    let queued = match (outbound, remote_blob) {
-        (Some((envelope, rcpts)), Some(blob)) => Some(queue::insert(
-            &tx,
-            &blob,
-            remote_size,
-            received,
-            envelope,
-            rcpts,
-        )?),
-        _ => None,
-    };
-    tx.commit().map_err(db_err)?;
-    Ok(Submitted {
-        delivered: out,
-        queued,
+        let n_local = i64_of(accounts.len() as u64);
+        let shared_blob = remote.is_none() && outbound.is_some();
+        let local_blob = match local {
+            Some(b) => Some(b.commit(inner, &tx, n_local + i64::from(shared_blob), placed)?),
+            None => None,
+        };
+        let remote_blob = match remote {
+            Some(b) => Some(b.commit(inner, &tx, 1, placed)?),
+            None => local_blob,
+        };
+        let received_secs = secs(received);
+        let mut out = Vec::with_capacity(accounts.len());
+        if let (Some(blob), Some(em)) = (local_blob, email_meta.as_ref()) {
+            for &id in &accounts {
+                out.push(add_to_inbox(&tx, id, &blob, local_size, em, received_secs)?);
+            }
+        }
+        let queued = match (outbound, remote_blob) {
+            (Some((envelope, rcpts)), Some(blob)) => Some(queue::insert(
+                &tx,
+                &blob,
+                remote_size,
+                received,
+                envelope,
+                rcpts,
+            )?),
+            _ => None,
+        };
+        inner.faults.check(Point::Commit)?;
+        tx.commit().map_err(db_err)?;
+        Ok(Submitted {
+            delivered: out,
+            queued,
+        })
     })
 }
 
@@ -558,21 +572,56 @@ pub fn changes_since(conn: &mut Connection, mailbox: MailboxId, since: u64) -> R
 pub fn remove_orphans(inner: &Arc<Inner>, conn: &mut Connection) -> Result<usize> {
     let mut n = 0;
     blobs::each_placed(&inner.dir, |ids| {
-        let tx = write_tx(conn)?;
-        for id in ids {
-            let known = tx
-                .query_row("SELECT 1 FROM blobs WHERE id = ?1", [&id.0[..]], |_| Ok(()))
-                .optional()
-                .map_err(db_err)?
-                .is_some();
-            if !known {
-                blobs::remove(&inner.dir, &id)?;
-                n += 1;
-            }
-        }
-        tx.commit().map_err(db_err)
+        n += remove_rowless(inner, conn, &ids)?;
+        Ok(())
     })?;
     Ok(n)
+}
+
+/// Deletes the files of those of `ids` that have no row, under the write lock (so no
+/// writer is between placing a file and committing its row). Returns how many went.
+fn remove_rowless(inner: &Inner, conn: &mut Connection, ids: &[BlobId]) -> Result<usize> {
+    let mut n = 0;
+    let tx = write_tx(conn)?;
+    for id in ids {
+        let known = tx
+            .query_row("SELECT 1 FROM blobs WHERE id = ?1", [&id.0[..]], |_| Ok(()))
+            .optional()
+            .map_err(db_err)?
+            .is_some();
+        if !known {
+            blobs::remove(&inner.dir, id)?;
+            n += 1;
+        }
+    }
+    tx.commit().map_err(db_err)?;
+    Ok(n)
+}
+
+/// Runs `rows`, which opens, fills and commits one write transaction that may put
+/// blob files in place (listing each in its second argument before placing it, see
+/// [`NewBlob::commit`]). When it fails, its transaction has rolled back (or, when
+/// `COMMIT` itself failed, may have committed after all), so the files it placed are
+/// looked at again under a new write lock and those without a row are deleted: a
+/// failed write leaves no file behind, and a file a concurrent writer (or the
+/// committed transaction) references stays. If even that fails (the disk is gone),
+/// the files are left to the sweep of the next process start (`remove_orphans`).
+pub(crate) fn placing<T>(
+    inner: &Inner,
+    conn: &mut Connection,
+    rows: impl FnOnce(&mut Connection, &mut Vec<BlobId>) -> Result<T>,
+) -> Result<T> {
+    let mut placed = Vec::new();
+    let r = rows(conn, &mut placed);
+    if r.is_err() && !placed.is_empty() {
+        match remove_rowless(inner, conn, &placed) {
+            Ok(n) => tracing::debug!(removed = n, "blob files of a failed write removed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "blob files of a failed write left for the next start")
+            }
+        }
+    }
+    r
 }
 
 /// Deletes unreferenced, unpinned blobs (file, then row, under the write lock).
