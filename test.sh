@@ -3,7 +3,7 @@
 #   1. installs the Debian packages the real-client tests use, if missing
 #      (fetchmail, curl, openssl, postfix, dnsmasq, swaks, dig, mbsync, offlineimap,
 #      mutt, python3-pytest);
-#   2. cargo fmt --check, clippy -D warnings, cargo test (main workspace and fuzz/);
+#   2. cargo fmt --check, clippy -D warnings, cargo test (main workspace; fuzz/ targets are clippy'd);
 #   3. builds the buudien binary and runs tests/e2e (pytest) against it.
 # Extra arguments go to pytest, e.g. `./test.sh -k fetchmail`.
 set -euo pipefail
@@ -106,8 +106,10 @@ cargo fmt --manifest-path fuzz/Cargo.toml --check
 section "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 # The fuzz targets build on stable too (cargo-fuzz adds the sanitizer flags on nightly);
-# checking them here keeps them in step with the codec APIs.
-cargo clippy --manifest-path fuzz/Cargo.toml --bins -- -D warnings
+# checking them here keeps them in step with the codec APIs. They share the main target
+# directory, so the crates both workspaces use are built once.
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}" \
+    cargo clippy --manifest-path fuzz/Cargo.toml --bins -- -D warnings
 
 section "cargo test"
 cargo test --workspace
