@@ -285,4 +285,10 @@ async fn a_damaged_message_gets_serverbug_and_the_others_are_served() {
         r.ends_with("e OK FETCH completed\r\n") && r.contains(MSG1),
         "{r}"
     );
+    // A body search cannot decide it: it fails the same way (as a search of a
+    // missing message file always did), and the session goes on.
+    let r = c.cmd("f", "SEARCH TEXT \"e\"").await;
+    assert_eq!(r, "f NO [SERVERBUG] a message is damaged in storage\r\n");
+    let r = c.cmd("g", "SEARCH TEXT \"line 1\" UID 1").await;
+    assert!(r.starts_with("* SEARCH 1\r\ng OK"), "{r}");
 }
