@@ -118,7 +118,7 @@ impl fmt::Display for Problem {
                 f,
                 "wrong-hash {hex} ({size} octets that do not hash to the name)"
             )?,
-            ProblemKind::Quarantined { problem } => write!(f, "quarantined {hex} ({problem})")?,
+            ProblemKind::Quarantined { problem } => write!(f, "quarantined {hex}: {problem}")?,
             ProblemKind::Orphan => write!(f, "orphan {hex} (a file without an index row)")?,
             ProblemKind::Refcount {
                 recorded,

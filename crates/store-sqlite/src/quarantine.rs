@@ -4,7 +4,9 @@
 //! any) moves to `quarantine/<sha256 hex>.<unix seconds>` under the data directory and
 //! a `quarantine` row (schema V6) records what was wrong. The `blobs` row stays, so the
 //! emails that refer to it keep their place (and can be expunged as usual); a read of
-//! them fails at once with [`StoreError::Damaged`] without looking again.
+//! them fails at once with [`StoreError::Damaged`] without looking again. Expunging
+//! those emails lets garbage collection drop the `blobs` row as usual; the quarantine
+//! row and file stay for the operator to inspect (nothing removes them).
 //!
 //! On read only the size is checked (one `fstat` and one indexed row per open): hashing
 //! would cost a second full read of every message served, so a same-size change of the
