@@ -236,3 +236,54 @@ fn a_version_5_database_gains_the_quarantine_table() {
     let n: i64 = ok(db.query_row("SELECT count(*) FROM quarantine", [], |r| r.get(0)));
     assert_eq!(n, 0);
 }
+
+#[tokio::test]
+async fn garbage_whose_file_went_is_not_damage() {
+    let dir = ok(tempfile::tempdir());
+    let (s, b) = store_with(dir.path(), 1).await;
+    let inbox = ok(s
+        .mailboxes(ok(s.account(&ok(Address::parse("ann@a.example"))).await).map_or(0, |a| a.id))
+        .await);
+    let inbox = inbox.iter().find(|m| m.name == "INBOX").map(|m| m.id);
+    let Some(inbox) = inbox else {
+        panic!("no INBOX")
+    };
+    assert_eq!(ok(s.expunge(inbox, &[buudien_types::Uid(1)]).await), 1);
+    // Unreferenced now; its file going first is what garbage collection does.
+    ok(std::fs::remove_file(blob_path(dir.path(), &b[0])));
+    let e = read_all(&s, &b[0]).await.err();
+    assert!(matches!(e, Some(StoreError::NotFound(_))), "{e:?}");
+    assert!(!dir.path().join("quarantine").exists());
+    let (report, found) = run_check(&s, false);
+    assert_eq!((report.problems, report.garbage), (0, 1), "{found:?}");
+}
+
+#[test]
+fn check_beside_a_busy_writer_reports_nothing() {
+    let dir = ok(tempfile::tempdir());
+    let rt = ok(tokio::runtime::Runtime::new());
+    let (s, _) = rt.block_on(store_with(dir.path(), 20));
+    let writer = s.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let task = rt.spawn(async move {
+        let id = ok(writer.account(&ok(Address::parse("ann@a.example"))).await).map_or(0, |a| a.id);
+        let mut n = 100;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            ok(writer.deliver(&[id], &message(n), SystemTime::now()).await);
+            ok(writer.collect_garbage().await);
+            n += 1;
+        }
+        n - 100
+    });
+    let mut rounds = 0;
+    while rounds < 5 {
+        let (report, found) = run_check(&s, false);
+        assert!(found.is_empty(), "{found:?}");
+        assert!(report.verified >= 20);
+        rounds += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = ok(rt.block_on(task));
+    assert!(written > 0, "the writer ran");
+}
