@@ -8,6 +8,7 @@
 //! - [`admin`]: `domain`, `user` and `alias` commands.
 //! - [`deliver`]: the local delivery agent (`buudien deliver`).
 //! - [`queue_cmd`]: `queue list|flush|remove|bounce`.
+//! - [`check_cmd`]: `check [--quarantine]`: every blob against the index.
 //! - [`quickstart`]: first-run setup: config, data dir, certificate, first account.
 //! - [`serve`]: listeners, TLS, signals and graceful shutdown.
 //! - [`secret`]: reading, prompting for and generating passwords.
@@ -22,6 +23,7 @@
 //!   logged.
 
 pub mod admin;
+pub mod check_cmd;
 pub mod cli;
 pub mod config;
 pub mod deliver;

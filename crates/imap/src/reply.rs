@@ -195,6 +195,12 @@ pub(crate) fn store_error(out: &mut Vec<u8>, tag: &Tag, e: &StoreError) {
             tracing::warn!(error = %e, "store error");
             ("SERVERBUG", "operation failed")
         }
+        // RFC 9051 §7.1: SERVERBUG, the server violated one of its own invariants
+        // (a stored message's bytes are gone); retrying will not help.
+        StoreError::Damaged(_) => {
+            tracing::warn!(error = %e, "damaged record");
+            ("SERVERBUG", "a message is damaged in storage")
+        }
     };
     out.extend_from_slice(format!("{tag} NO [{code}] {text}\r\n").as_bytes());
 }
@@ -219,6 +225,10 @@ mod tests {
             (
                 StoreError::Database("bad row".into()),
                 "a1 NO [SERVERBUG] operation failed\r\n",
+            ),
+            (
+                StoreError::Damaged("blob 00".into()),
+                "a1 NO [SERVERBUG] a message is damaged in storage\r\n",
             ),
             (
                 StoreError::NotFound("x".into()),

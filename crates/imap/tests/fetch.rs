@@ -222,3 +222,73 @@ async fn raw_utf8_headers_reach_rev1_sessions_as_the_ascii_surrogate() {
     assert!(r.contains(&format!("RFC822.SIZE {}", msg.len())), "{r}");
     assert!(r.contains("gr\u{fc}\u{df}e"), "{r}");
 }
+
+/// The blob file of a message delivered as-is (`blobs/xx/yy/<sha256 hex>`).
+fn blob_file(env: &Env, msg: &str) -> std::path::PathBuf {
+    use sha2::Digest;
+    let hex: String = sha2::Sha256::digest(msg.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    env.dir
+        .path()
+        .join("blobs")
+        .join(&hex[..2])
+        .join(&hex[2..4])
+        .join(hex)
+}
+
+#[tokio::test]
+async fn a_damaged_message_gets_serverbug_and_the_others_are_served() {
+    let env = env().await;
+    env.deliver(MSG1).await;
+    env.deliver(MSG2).await;
+    env.deliver(MULTI).await;
+    let path = blob_file(&env, MSG2);
+    std::fs::write(&path, &MSG2.as_bytes()[..5]).unwrap();
+    let mut c = selected(&env).await;
+    // RFC 9051 §6.4.5 (NO: can't fetch that data), §7.1 SERVERBUG: the messages that
+    // can be read are answered; the damaged one gets no FETCH response.
+    let r = c.cmd("a", "FETCH 1:3 (UID BODY.PEEK[])").await;
+    let n1 = MSG1.len();
+    let n3 = MULTI.len();
+    assert_eq!(
+        r,
+        format!(
+            "* 1 FETCH (UID 1 BODY[] {{{n1}}}\r\n{MSG1})\r\n\
+             * 3 FETCH (UID 3 BODY[] {{{n3}}}\r\n{MULTI})\r\n\
+             a NO [SERVERBUG] a message is damaged in storage; FETCH partly done\r\n"
+        )
+    );
+    assert!(!path.exists(), "the damaged blob was quarantined");
+    // Known now: read into memory (HEADER.FIELDS) or streamed, the same answer.
+    let r = c
+        .cmd("b", "FETCH 2 BODY.PEEK[HEADER.FIELDS (SUBJECT)]")
+        .await;
+    assert_eq!(
+        r,
+        "b NO [SERVERBUG] a message is damaged in storage; FETCH partly done\r\n"
+    );
+    let r = c.cmd("c", "UID FETCH 2 BODY.PEEK[TEXT]").await;
+    assert!(r.starts_with("c NO [SERVERBUG]"), "{r}");
+    // What needs no blob is still served, and so are the other messages.
+    let r = c.cmd("d", "FETCH 2 (UID RFC822.SIZE)").await;
+    assert_eq!(
+        r,
+        format!(
+            "* 2 FETCH (UID 2 RFC822.SIZE {})\r\nd OK FETCH completed\r\n",
+            MSG2.len()
+        )
+    );
+    let r = c.cmd("e", "FETCH 1 BODY.PEEK[]").await;
+    assert!(
+        r.ends_with("e OK FETCH completed\r\n") && r.contains(MSG1),
+        "{r}"
+    );
+    // A body search cannot decide it: it fails the same way (as a search of a
+    // missing message file always did), and the session goes on.
+    let r = c.cmd("f", "SEARCH TEXT \"e\"").await;
+    assert_eq!(r, "f NO [SERVERBUG] a message is damaged in storage\r\n");
+    let r = c.cmd("g", "SEARCH TEXT \"line 1\" UID 1").await;
+    assert!(r.starts_with("* SEARCH 1\r\ng OK"), "{r}");
+}

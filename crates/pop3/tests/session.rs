@@ -1111,3 +1111,34 @@ async fn custom_limits() {
     assert!(c.closed().await);
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn retr_and_top_of_a_damaged_message_answer_sys_perm() {
+    let env = env().await;
+    env.deliver(MSG1).await;
+    env.deliver(MSG2).await;
+    // Truncate MSG2's blob file (blobs/xx/yy/<sha256>).
+    let mut files = vec![env._dir.path().join("blobs")];
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else if std::fs::read(&p).unwrap() == MSG2.as_bytes() {
+            std::fs::write(&p, b"Subj").unwrap();
+        }
+    }
+    let server = env.server(config());
+    let (mut c, _) = connect(&server, LOOPBACK);
+    c.login().await;
+    // RFC 3206 §4: SYS/PERM, retrying cannot help; the session goes on.
+    assert_eq!(
+        c.cmd("RETR 2").await,
+        "-ERR [SYS/PERM] message damaged in storage"
+    );
+    assert_eq!(
+        c.cmd("TOP 2 0").await,
+        "-ERR [SYS/PERM] message damaged in storage"
+    );
+    assert_eq!(c.cmd("RETR 1").await, format!("+OK {} octets", MSG1.len()));
+    assert_eq!(c.body().await.len(), 6);
+    assert_eq!(c.cmd("NOOP").await, "+OK");
+}

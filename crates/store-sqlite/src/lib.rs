@@ -10,6 +10,9 @@
 //! - `folders`: IMAP's mailbox operations (CREATE/DELETE/RENAME, flags, APPEND, COPY,
 //!   MOVE).
 //! - `mail`: delivery, the POP3 maildrop, expunge, the change log, garbage collection.
+//! - `quarantine`: damaged blobs (missing or the wrong size on read) set aside under
+//!   `quarantine/` and recorded, so reads fail with [`StoreError::Damaged`] at once.
+//! - `check`: `buudien check` ([`SqliteStore::check`]): every blob against the index.
 //! - `queue`: the outbound queue ([`QueueStore`]): submission's queue rows, claims
 //!   (leases), per-recipient results.
 //! - `faults`: fault injection for tests. `BUUDIEN_FAULTS=point:n,…` (read once at
@@ -41,12 +44,16 @@
 
 mod admin;
 mod blobs;
+mod check;
 mod faults;
 mod folders;
 mod mail;
+mod quarantine;
 mod queue;
 mod schema;
 mod sync;
+
+pub use check::{CheckOptions, CheckReport, Problem, ProblemKind};
 
 use buudien_store::*;
 use buudien_types::{Address, Domain, Uid};
@@ -300,15 +307,15 @@ impl MailStore for SqliteStore {
             .await
     }
 
+    /// The file's length is checked against the index (not its hash: see
+    /// `quarantine`); a missing or wrong-size file of a referenced blob is quarantined
+    /// and answered with [`StoreError::Damaged`].
     async fn read_blob(&self, blob: &BlobId) -> Result<BlobReader> {
-        let path = blobs::path(&self.inner.dir, blob);
-        match tokio::fs::File::open(&path).await {
-            Ok(f) => Ok(Box::pin(f)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(StoreError::NotFound(format!("blob {}", blob.to_hex())))
-            }
-            Err(e) => Err(e.into()),
-        }
+        let blob = *blob;
+        let f = self
+            .run(move |inner, c| quarantine::open_checked(inner, c, &blob))
+            .await?;
+        Ok(Box::pin(tokio::fs::File::from_std(f)))
     }
 
     async fn expunge(&self, mailbox: MailboxId, uids: &[Uid]) -> Result<usize> {

@@ -140,7 +140,21 @@ CREATE TABLE orphan_subscriptions (
 ) WITHOUT ROWID;
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+/// V6: blobs found damaged (missing, or not the size or hash the index records) and
+/// set aside under `quarantine/`, one row each, so the damage is reported once and
+/// a read of it fails at once (see `quarantine`). The `blobs` row stays: the emails
+/// still refer to it until they are expunged.
+const V6: &str = "
+CREATE TABLE quarantine (
+    blob_id   BLOB PRIMARY KEY,       -- the damaged blob (SHA-256 it should have)
+    size      INTEGER NOT NULL,       -- the size the index records
+    problem   TEXT NOT NULL,          -- what was wrong, one line
+    file      TEXT,                   -- its name under quarantine/; NULL: no file
+    found_at  INTEGER NOT NULL        -- seconds since the epoch
+);
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// Brings the database to the newest schema.
 pub fn migrate(conn: &mut Connection) -> Result<()> {

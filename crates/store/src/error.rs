@@ -32,6 +32,11 @@ pub enum StoreError {
     /// The database failed or holds something it should not.
     #[error("database error: {0}")]
     Database(String),
+    /// A stored record is damaged (a message's blob file is missing or does not have
+    /// the size the index records); it has been set aside (quarantined). Permanent:
+    /// retrying reads the same damage. The text names the record and what is wrong.
+    #[error("damaged record: {0}")]
+    Damaged(String),
 }
 
 impl StoreError {
@@ -75,5 +80,6 @@ mod tests {
         let denied = StoreError::from(std::io::Error::from_raw_os_error(13));
         assert!(matches!(denied, StoreError::Io(_)), "{denied:?}");
         assert!(full.is_temporary() && denied.is_temporary());
+        assert!(!StoreError::Damaged("blob 00".into()).is_temporary());
     }
 }

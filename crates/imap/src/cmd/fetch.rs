@@ -13,7 +13,7 @@ use crate::selected::write_flags;
 use crate::session::{Outcome, Session};
 use buudien_imap_proto::response;
 use buudien_imap_proto::{DateTime, FetchAttr, FetchCommand, SequenceSet, Tag, TextMode};
-use buudien_store::{BlobId, FlagOp, Flags, MailboxStore, MessageEntry, StoredMeta};
+use buudien_store::{BlobId, FlagOp, Flags, MailboxStore, MessageEntry, StoreError, StoredMeta};
 use buudien_types::{ModSeq, Uid};
 use std::time::SystemTime;
 use tokio::io::AsyncWrite;
@@ -149,6 +149,7 @@ impl<S: MailboxStore> Session<'_, S> {
         let needs_entry = !f.items.iter().all(from_snapshot);
         let with_modseq = f.changed_since.is_some() || f.items.contains(&FetchAttr::ModSeq);
         let mut unknown_cte = false;
+        let mut damaged = false;
         for batch in targets.chunks_mut(META_BATCH) {
             let uids: Vec<Uid> = batch.iter().map(|t| t.entry.uid).collect();
             let stored_entries = if needs_entry {
@@ -192,6 +193,11 @@ impl<S: MailboxStore> Session<'_, S> {
                 let stored = metas.iter().find(|s| s.uid == t.entry.uid);
                 let data = match MessageData::load(store, &t.entry, stored, utf8, &f.items).await {
                     Ok(d) => d,
+                    Err(StoreError::Damaged(e)) => {
+                        tracing::warn!(uid = t.entry.uid.0, error = %e, "FETCH of a damaged message");
+                        damaged = true;
+                        continue;
+                    }
                     Err(e) => {
                         // Nothing of this message was written yet: end the command.
                         store_error(out, tag, &e);
@@ -202,10 +208,38 @@ impl<S: MailboxStore> Session<'_, S> {
                     unknown_cte = true;
                     continue;
                 }
-                self.fetch_one(t, &data, f, with_modseq, out, io).await?;
+                // The blob is opened (and its size checked) before the response
+                // starts: once a literal is announced, a failure can only close.
+                let reader = if data.items.iter().any(|c| matches!(c, Content::Range(_))) {
+                    match store.read_blob(&t.entry.blob).await {
+                        Ok(r) => Some(r),
+                        Err(StoreError::Damaged(e)) => {
+                            tracing::warn!(uid = t.entry.uid.0, error = %e, "FETCH of a damaged message");
+                            damaged = true;
+                            continue;
+                        }
+                        Err(e) => {
+                            store_error(out, tag, &e);
+                            return Ok(());
+                        }
+                    }
+                } else {
+                    None
+                };
+                self.fetch_one(t, &data, reader, f, with_modseq, out, io)
+                    .await?;
             }
         }
-        if unknown_cte {
+        if damaged {
+            // RFC 9051 §6.4.5 "NO - fetch error: can't fetch that data"; §7.1
+            // SERVERBUG: the server broke one of its own invariants (a stored
+            // message's bytes are gone). The other messages were answered.
+            no(
+                out,
+                tag,
+                &format!("[SERVERBUG] a message is damaged in storage; {what} partly done"),
+            );
+        } else if unknown_cte {
             // RFC 3516 §4.3.
             no(
                 out,
@@ -218,11 +252,14 @@ impl<S: MailboxStore> Session<'_, S> {
         Ok(())
     }
 
-    /// Writes one `* n FETCH (...)` response, streaming large sections.
+    /// Writes one `* n FETCH (...)` response, streaming large sections; `reader` is
+    /// the blob opened for the first streamed section.
+    #[allow(clippy::too_many_arguments)]
     async fn fetch_one<IO: AsyncWrite + Unpin>(
         &self,
         t: &Target,
         data: &MessageData,
+        mut reader: Option<buudien_store::BlobReader>,
         f: &FetchCommand,
         with_modseq: bool,
         out: &mut Vec<u8>,
@@ -302,7 +339,11 @@ impl<S: MailboxStore> Session<'_, S> {
                     Content::Range(range) => {
                         let len = range.end.saturating_sub(range.start);
                         r.section_header(attr, len, false);
-                        let reader = match store.read_blob(&m.blob).await {
+                        let opened = match reader.take() {
+                            Some(r) => Ok(r),
+                            None => store.read_blob(&m.blob).await,
+                        };
+                        let reader = match opened {
                             Ok(reader) => reader,
                             Err(e) => {
                                 // The literal is announced: the only way out is to close.

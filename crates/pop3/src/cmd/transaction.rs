@@ -8,7 +8,7 @@
 use crate::conn::{Conn, ConnError};
 use crate::session::{Flow, MsgError, Txn, serves_surrogate, size};
 use buudien_pop3_proto::{DotStuffer, RespCode, response};
-use buudien_store::{MailStore, MaildropEntry};
+use buudien_store::{MailStore, MaildropEntry, StoreError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 /// How much of a message is read from the store at a time.
@@ -154,7 +154,8 @@ where
 /// The stored bytes are streamed in [`READ_CHUNK`] pieces and written out as the
 /// output grows, so only a message served as its surrogate is held in memory whole
 /// (the downgrade needs the header section). If the store fails before the `+OK`,
-/// the reply is `-ERR [SYS/TEMP]`; if it fails in the middle, the connection is closed
+/// the reply is `-ERR [SYS/TEMP]`, or `-ERR [SYS/PERM]` for a damaged message (its
+/// blob file missing or of the wrong size, RFC 3206 §4); if it fails in the middle, the connection is closed
 /// (the client sees no final `.` and must not take the message as complete).
 async fn send<S, IO>(
     store: &S,
@@ -171,11 +172,13 @@ where
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(uid = entry.uid.0, error = %e, "message unreadable");
-            response::err(
-                &mut conn.out,
-                Some(RespCode::SysTemp),
-                "message unavailable",
-            );
+            // RFC 3206 §4: SYS/PERM when retrying cannot help (a damaged message).
+            let (code, text) = match e {
+                StoreError::Damaged(_) => (RespCode::SysPerm, "message damaged in storage"),
+                _ if e.is_temporary() => (RespCode::SysTemp, "message unavailable"),
+                _ => (RespCode::SysPerm, "message unavailable"),
+            };
+            response::err(&mut conn.out, Some(code), text);
             return Ok(Flow::Next);
         }
     };

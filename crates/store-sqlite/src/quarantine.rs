@@ -1,0 +1,165 @@
+//! Damaged blobs. A blob is damaged when its file is missing while emails or queued
+//! messages refer to it, or when the file does not have the size (or, found by
+//! `check`, the SHA-256) the index records. A damaged blob is set aside: its file (if
+//! any) moves to `quarantine/<sha256 hex>.<unix seconds>` under the data directory and
+//! a `quarantine` row (schema V6) records what was wrong. The `blobs` row stays, so the
+//! emails that refer to it keep their place (and can be expunged as usual); a read of
+//! them fails at once with [`StoreError::Damaged`] without looking again. Expunging
+//! those emails lets garbage collection drop the `blobs` row as usual; the quarantine
+//! row and file stay for the operator to inspect (nothing removes them).
+//!
+//! On read only the size is checked (one `fstat` and one indexed row per open): hashing
+//! would cost a second full read of every message served, so a same-size change of the
+//! contents is found by `buudien check` alone.
+
+use crate::admin::write_tx;
+use crate::mail::secs;
+use crate::{Inner, blobs, db_err};
+use buudien_store::{BlobId, Result, StoreError};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::fs::{self, File};
+use std::io::ErrorKind;
+use std::time::SystemTime;
+
+/// The directory damaged blob files move to, under the data directory.
+pub(crate) const DIR: &str = "quarantine";
+
+/// A blob file as found on disk, against its indexed size.
+pub(crate) enum Found {
+    /// Present with the indexed size.
+    Sized(File),
+    /// No file.
+    Missing,
+    /// Present with another size (this one).
+    WrongSize(u64),
+}
+
+/// Opens `blob`'s file and compares its length with `size`.
+pub(crate) fn examine(inner: &Inner, blob: &BlobId, size: u64) -> Result<Found> {
+    match File::open(blobs::path(&inner.dir, blob)) {
+        Ok(f) => {
+            let len = f.metadata()?.len();
+            Ok(if len == size {
+                Found::Sized(f)
+            } else {
+                Found::WrongSize(len)
+            })
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Found::Missing),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The indexed size and reference count of a blob, if it has a row.
+pub(crate) fn indexed(conn: &Connection, blob: &BlobId) -> Result<Option<(u64, i64)>> {
+    conn.query_row(
+        "SELECT size, refcount FROM blobs WHERE id = ?1",
+        [&blob.0[..]],
+        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+    )
+    .optional()
+    .map_err(db_err)
+    .map(|o| o.map(|(s, rc)| (u64::try_from(s).unwrap_or(0), rc)))
+}
+
+/// What was recorded when `blob` was quarantined, if it was.
+pub(crate) fn recorded(conn: &Connection, blob: &BlobId) -> Result<Option<String>> {
+    conn.query_row(
+        "SELECT problem FROM quarantine WHERE blob_id = ?1",
+        [&blob.0[..]],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(db_err)
+}
+
+fn not_found(blob: &BlobId) -> StoreError {
+    StoreError::NotFound(format!("blob {}", blob.to_hex()))
+}
+
+/// Opens a blob for reading after checking its file's length against the index. A
+/// missing or wrong-size file of a referenced blob is quarantined (once; logged) and
+/// the answer is [`StoreError::Damaged`]; a blob without a row, or garbage whose file
+/// went, is [`StoreError::NotFound`].
+pub(crate) fn open_checked(inner: &Inner, conn: &mut Connection, blob: &BlobId) -> Result<File> {
+    let Some((size, _)) = indexed(conn, blob)? else {
+        return Err(not_found(blob));
+    };
+    if let Found::Sized(f) = examine(inner, blob, size)? {
+        return Ok(f);
+    }
+    if let Some(problem) = recorded(conn, blob)? {
+        return Err(StoreError::Damaged(format!(
+            "blob {} is quarantined ({problem})",
+            blob.to_hex()
+        )));
+    }
+    // Look again under the write lock: a writer re-placing a garbage blob's file, or
+    // collecting it, holds that lock, so what is seen now is settled.
+    let tx = write_tx(conn)?;
+    let Some((size, refs)) = indexed(&tx, blob)? else {
+        return Err(not_found(blob));
+    };
+    let problem = match examine(inner, blob, size)? {
+        Found::Sized(f) => return Ok(f),
+        Found::Missing if refs <= 0 => return Err(not_found(blob)),
+        Found::Missing => format!("missing (indexed {size} octets)"),
+        Found::WrongSize(n) => format!("wrong size ({n} octets, indexed {size})"),
+    };
+    if let Some(problem) = recorded(&tx, blob)? {
+        return Err(StoreError::Damaged(format!(
+            "blob {} is quarantined ({problem})",
+            blob.to_hex()
+        )));
+    }
+    set_aside(inner, &tx, blob, size, &problem)?;
+    tx.commit().map_err(db_err)?;
+    tracing::error!(blob = %blob.to_hex(), problem = %problem, "damaged blob quarantined");
+    Err(StoreError::Damaged(format!(
+        "blob {}: {problem}; quarantined",
+        blob.to_hex()
+    )))
+}
+
+/// Moves `blob`'s file (if any) to `quarantine/` and records `problem`. Runs inside
+/// the caller's write transaction, which commits the row.
+pub(crate) fn set_aside(
+    inner: &Inner,
+    tx: &Connection,
+    blob: &BlobId,
+    size: u64,
+    problem: &str,
+) -> Result<()> {
+    let now = secs(SystemTime::now());
+    let src = blobs::path(&inner.dir, blob);
+    let dir = inner.dir.join(DIR);
+    fs::create_dir_all(&dir)?;
+    let name = format!("{}.{now}", blob.to_hex());
+    let file = match fs::rename(&src, dir.join(&name)) {
+        Ok(()) => {
+            // Both directory entries changed: make the move durable.
+            File::open(&dir)?.sync_all()?;
+            if let Some(parent) = src.parent() {
+                File::open(parent)?.sync_all()?;
+            }
+            Some(name)
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    tx.execute(
+        "INSERT INTO quarantine (blob_id, size, problem, file, found_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (blob_id) DO UPDATE SET problem = excluded.problem,
+             file = coalesce(excluded.file, file), found_at = excluded.found_at",
+        params![
+            &blob.0[..],
+            i64::try_from(size).unwrap_or(i64::MAX),
+            problem,
+            file,
+            now
+        ],
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
