@@ -275,6 +275,12 @@ async fn work<S: QueueStore>(shared: &Shared<S>, msg: QueuedMessage) -> Option<S
     let id = msg.id;
     let message = match read_message(store, &msg).await {
         Ok(m) => m,
+        Err(StoreError::Damaged(why)) => {
+            // Permanent: retrying cannot bring the bytes back. Every pending recipient
+            // fails and the sender gets a DSN (without the message, which is gone).
+            tracing::error!(queue_id = id, "the queued message is damaged: {why}");
+            return fail_damaged(shared, &msg).await;
+        }
         Err(e) => {
             tracing::error!(queue_id = id, "cannot read the queued message: {e}");
             return None;
@@ -341,6 +347,38 @@ async fn work<S: QueueStore>(shared: &Shared<S>, msg: QueuedMessage) -> Option<S
         .filter(|r| r.state == RcptState::Pending)
         .map(|r| r.next_attempt)
         .min()
+}
+
+/// Fails every pending recipient of a message whose stored bytes are damaged
+/// (RFC 3463 X.3.0: a mail system problem), sends the DSN and releases the claim.
+async fn fail_damaged<S: QueueStore>(
+    shared: &Shared<S>,
+    msg: &QueuedMessage,
+) -> Option<SystemTime> {
+    let outcomes = msg
+        .recipients
+        .iter()
+        .filter(|r| r.state == RcptState::Pending)
+        .map(|r| {
+            let reply = "5.3.0 the message was damaged in storage and cannot be sent".to_owned();
+            (r.index, Outcome::Failed { reply })
+        })
+        .collect();
+    let mut states = msg.recipients.clone();
+    if !record(shared, msg, &mut states, outcomes).await {
+        return None;
+    }
+    if let Err(e) = report(shared, msg, &mut states, b"").await {
+        tracing::warn!(
+            queue_id = msg.id,
+            "DSN not sent yet: {e}; retried after the lease"
+        );
+        return None;
+    }
+    if let Err(e) = shared.store.release(msg.id).await {
+        tracing::warn!(queue_id = msg.id, "release failed: {e}");
+    }
+    None
 }
 
 /// Turns an attempt's verdict into what is recorded: a deferral gets its retry time,

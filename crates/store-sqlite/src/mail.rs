@@ -3,7 +3,7 @@
 
 use crate::admin::write_tx;
 use crate::faults::Point;
-use crate::{Inner, blobs, db_err, lock, queue};
+use crate::{Inner, blobs, db_err, lock, quarantine, queue};
 use buudien_store::{
     AccountId, BlobId, Change, ChangeKind, Delivered, Envelope, Guard, Mailbox, MailboxId,
     Maildrop, MaildropEntry, NewRecipient, Result, SpecialUse, StoreError, Submitted,
@@ -92,7 +92,9 @@ impl NewBlob {
 
     /// Puts the file in place unless a live copy is there, and adds `refs`
     /// references. Runs inside the write transaction of [`placing`]; a file it puts
-    /// in place is listed in `placed` first.
+    /// in place is listed in `placed` first. A quarantined blob is healed: these are
+    /// its exact bytes (the id is their SHA-256), so the file goes back in place and
+    /// the quarantine row goes, and every email that refers to it reads again.
     pub(crate) fn commit(
         self,
         inner: &Inner,
@@ -108,14 +110,26 @@ impl NewBlob {
             )
             .optional()
             .map_err(db_err)?;
+        let damaged = live.is_some() && quarantine::recorded(tx, &self.id)?.is_some();
         match live {
             // A live blob's file is in place; ours is identical and is dropped.
-            Some(rc) if rc > 0 => drop(self.tmp),
+            Some(rc) if rc > 0 && !damaged => drop(self.tmp),
             // New, or garbage whose file may already be gone: (re)place the file.
             _ => {
                 placed.push(self.id);
                 self.tmp.place(&inner.dir, &inner.faults, &self.id)?
             }
+        }
+        if damaged {
+            tx.execute(
+                "DELETE FROM quarantine WHERE blob_id = ?1",
+                [&self.id.0[..]],
+            )
+            .map_err(db_err)?;
+            tracing::warn!(
+                blob = %self.id.to_hex(),
+                "a quarantined blob was delivered again: its file is back in place"
+            );
         }
         tx.execute(
             "INSERT INTO blobs (id, size, refcount) VALUES (?1, ?2, ?3)

@@ -198,6 +198,25 @@ async fn a_wrong_size_blob_read_is_damaged_and_quarantined_once() {
     assert_eq!((report.problems, report.quarantined), (0, 2), "{found:?}");
 }
 
+/// The same bytes delivered again heal a quarantined blob: the file is back, the
+/// quarantine row is gone, and the first email reads again.
+#[tokio::test]
+async fn delivering_the_same_bytes_again_heals_a_quarantined_blob() {
+    let dir = ok(tempfile::tempdir());
+    let (s, b) = store_with(dir.path(), 1).await;
+    ok(std::fs::remove_file(blob_path(dir.path(), &b[0])));
+    let e = read_all(&s, &b[0]).await.err();
+    assert!(matches!(e, Some(StoreError::Damaged(_))), "{e:?}");
+    let (report, _) = run_check(&s, false);
+    assert_eq!(report.quarantined, 1);
+    let ann = ok(s.account(&ok(Address::parse("ann@a.example"))).await);
+    let ann = ann.map(|a| a.id).unwrap_or_else(|| panic!("no account"));
+    ok(s.deliver(&[ann], &message(0), SystemTime::now()).await);
+    assert_eq!(ok(read_all(&s, &b[0]).await), message(0));
+    let (report, found) = run_check(&s, false);
+    assert_eq!((report.problems, report.quarantined), (0, 0), "{found:?}");
+}
+
 #[tokio::test]
 async fn check_finds_reference_count_mismatches() {
     let dir = ok(tempfile::tempdir());

@@ -337,6 +337,14 @@ pub struct Env {
     _dir: tempfile::TempDir,
 }
 
+impl Env {
+    /// The store's data directory.
+    #[allow(dead_code)]
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+}
+
 /// A store with local.example and ann@local.example.
 pub async fn store() -> Env {
     let dir = tempfile::tempdir().unwrap();
