@@ -479,6 +479,7 @@ def test_kill9_of_deliver_processes_loses_nothing(servers):
 # --- full disk -------------------------------------------------------------------------
 
 TMPFS = "8m"
+NO_RESERVE = "[limits]\nmin_free_space = 0\n"
 FILLER_MB = 5
 BIG = 96 * 1024  # octets of one filling message
 
@@ -515,7 +516,9 @@ def fill_rest(path: Path) -> None:
 
 
 def test_full_disk_is_a_temporary_failure(servers):
-    srv = servers("fulldisk", tmpfs=TMPFS)
+    # No reserve: this test is about the disk really running out (another program
+    # filled it); test_reserve_keeps_room_for_deletions covers the reserve.
+    srv = servers("fulldisk", tmpfs=TMPFS, sections=NO_RESERVE)
     user, pw = srv.new_user("full")
     filler = srv.data / "filler"
     with open(filler, "wb") as f:
@@ -610,7 +613,7 @@ def test_nearly_full_disk_acks_only_what_it_keeps(servers, reserve_kib):
     until everything fails. Each `250`/`OK`/exit 0 is readable, every failure is
     temporary, the store passes its integrity check, after kill -9 too, and once
     space is freed service resumes."""
-    srv = servers("edge", tmpfs=TMPFS)
+    srv = servers("edge", tmpfs=TMPFS, sections=NO_RESERVE)
     user, pw = srv.new_user("edge")
     same = letter("same@edge.test", [user], 1500)
     m = srv.imap(user, pw)
@@ -692,6 +695,67 @@ def test_nearly_full_disk_acks_only_what_it_keeps(servers, reserve_kib):
     finally:
         m.logout()
     assert sorted(message_ids(srv, user, pw)) == sorted(expected)
+    check_store(srv)
+
+
+def test_reserve_keeps_room_for_deletions(servers):
+    """With a free-space reserve ([limits] min_free_space), deliveries stop with a
+    temporary failure while the reserve is still free, so a user can still delete
+    (IMAP EXPUNGE, POP3 DELE+QUIT); once that freed space, mail flows again, with no
+    restart. Every 250 is kept."""
+    srv = servers("reserve", tmpfs=TMPFS, sections="[limits]\nmin_free_space = \"3M\"\n")
+    user, pw = srv.new_user("res")
+    acked = []
+    failure = None
+    for i in range(200):
+        mid = f"res.{i}.{uuid.uuid4().hex[:8]}@fill.test"
+        code, text = smtp_send(srv, mid, user, BIG)
+        if code == 250:
+            acked.append(mid)
+            continue
+        failure = (code, text)
+        break
+    assert failure is not None and acked, (failure, len(acked))
+    assert failure[0] == 452 and failure[1].startswith(b"4.3.1"), failure
+    st = os.statvfs(srv.data)
+    free = st.f_bavail * st.f_frsize
+    assert free >= (3 << 20) - BIG, f"only {free} octets free: the reserve was used"
+    r = srv.deliver(user, letter(f"lda.{uuid.uuid4().hex[:8]}@fill.test", [user], BIG),
+                    check=False)
+    assert r.returncode == 75, (r.returncode, r.stderr)
+    # The user deletes: IMAP expunges half, POP3 deletes one more.
+    m = srv.imap(user, pw)
+    try:
+        typ, data = m.append("INBOX", None, None,
+                             letter(f"app.{uuid.uuid4().hex[:8]}@fill.test", [user], BIG))
+        assert typ == "NO" and b"[UNAVAILABLE]" in data[0], (typ, data)
+        assert m.select("INBOX")[0] == "OK"
+        half = len(acked) // 2
+        assert m.store(f"1:{half}", "+FLAGS", "(\\Deleted)")[0] == "OK"
+        typ, data = m.expunge()
+        assert typ == "OK", data
+    finally:
+        m.logout()
+    kept = acked[half:]
+    p = srv.pop(user, pw)
+    assert p.dele(1).startswith(b"+OK")
+    assert p.quit().startswith(b"+OK")
+    kept = kept[1:]
+    assert sorted(message_ids(srv, user, pw)) == sorted(kept)
+    # A refused delivery collects the expunged messages' blobs first, so the space
+    # the user freed counts at once (retried briefly: the POP3 session's UPDATE
+    # may still hold its blobs for a moment).
+    deadline = time.monotonic() + 30
+    while True:
+        mid = f"after.{uuid.uuid4().hex[:8]}@fill.test"
+        code, text = smtp_send(srv, mid, user, BIG)
+        if code == 250:
+            kept.append(mid)
+            break
+        assert (code, text[:5]) == (452, b"4.3.1"), (code, text)
+        assert time.monotonic() < deadline, "no room came back after deleting"
+        time.sleep(1)
+    assert sorted(message_ids(srv, user, pw)) == sorted(kept)
     check_store(srv)
 
 

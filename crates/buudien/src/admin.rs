@@ -9,7 +9,7 @@ use buudien_types::{Address, Domain, parse_size};
 
 /// Opens the configured store.
 pub fn open_store(cfg: &Config) -> Result<SqliteStore, CliError> {
-    SqliteStore::open(&cfg.data_dir).map_err(|e| {
+    let store = SqliteStore::open(&cfg.data_dir).map_err(|e| {
         CliError::new(
             if e.is_temporary() {
                 exit::TEMPFAIL
@@ -18,7 +18,9 @@ pub fn open_store(cfg: &Config) -> Result<SqliteStore, CliError> {
             },
             format!("cannot open the store in {}: {e}", cfg.data_dir.display()),
         )
-    })
+    })?;
+    store.set_min_free_space(cfg.limits.min_free_space);
+    Ok(store)
 }
 
 /// Parses an address argument.

@@ -247,6 +247,11 @@ pub struct Limits {
     /// command instead of their usual timeout, as Postfix's stress mode. Default 10 s.
     #[serde(deserialize_with = "duration")]
     pub stressed_timeout: Duration,
+    /// Free space in `data_dir` that new messages may not use, kept for deletions
+    /// (expunge, POP3 DELE) and the database's log; below it deliveries get
+    /// `452 4.3.1`. Default 64 MiB; 0 turns it off.
+    #[serde(deserialize_with = "size")]
+    pub min_free_space: u64,
 }
 
 impl Default for Limits {
@@ -255,6 +260,7 @@ impl Default for Limits {
             max_connections: 10_000,
             max_connections_per_ip: 50,
             stressed_timeout: buudien_types::Load::DEFAULT_STRESSED_WAIT,
+            min_free_space: buudien_store_sqlite::DEFAULT_MIN_FREE,
         }
     }
 }

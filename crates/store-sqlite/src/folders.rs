@@ -438,7 +438,7 @@ pub fn append_many(
             message: &bytes,
         };
         prepared.push(Prepared {
-            blob: NewBlob::write(inner, &[&bytes])?,
+            blob: NewBlob::write(inner, conn, &[&bytes])?,
             size: i64_of(bytes.len() as u64),
             em: email_meta(parts),
             flags: m.flags,

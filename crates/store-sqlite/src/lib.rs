@@ -15,6 +15,7 @@
 //! - `check`: `buudien check` ([`SqliteStore::check`]): every blob against the index.
 //! - `queue`: the outbound queue ([`QueueStore`]): submission's queue rows, claims
 //!   (leases), per-recipient results.
+//! - `space`: the free-space reserve new messages may not eat into (deletions may).
 //! - `faults`: fault injection for tests. `BUUDIEN_FAULTS=point:n,…` (read once at
 //!   open) makes the n-th `blob_write`, `blob_fsync`, `blob_rename`, `dir_fsync` or
 //!   `commit` (of a message-storing transaction) fail with `EIO`; unset, it costs one
@@ -51,6 +52,7 @@ mod mail;
 mod quarantine;
 mod queue;
 mod schema;
+mod space;
 mod sync;
 
 pub use check::{CheckOptions, CheckReport, Problem, ProblemKind};
@@ -60,12 +62,14 @@ use buudien_types::{Address, Domain, Uid};
 use rusqlite::{Connection, ErrorCode};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 /// How long a writer waits for SQLite's lock before the operation fails as busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default free-space reserve: 64 MiB.
+pub const DEFAULT_MIN_FREE: u64 = 64 << 20;
 /// Idle connections kept for reuse.
 const POOL_IDLE: usize = 8;
 
@@ -90,6 +94,8 @@ pub(crate) struct Inner {
     swept: AtomicBool,
     /// The fault-injection plan (none unless `BUUDIEN_FAULTS` is set).
     faults: faults::Faults,
+    /// Free space (octets) new messages may not eat into; 0: no reserve.
+    min_free: AtomicU64,
 }
 
 /// Locks a mutex, recovering it if a panicking thread poisoned it (the data is plain
@@ -104,6 +110,13 @@ impl SqliteStore {
     /// `BUUDIEN_FAULTS`, when set, is a fault-injection plan (see `faults`).
     pub fn open(data_dir: &Path) -> Result<SqliteStore> {
         SqliteStore::open_faulty(data_dir, faults::Faults::from_env()?)
+    }
+
+    /// Sets the free-space reserve: new messages are refused ([`StoreError::Full`])
+    /// while the file system has less than `bytes` free besides them, so deletions
+    /// still find room (default [`DEFAULT_MIN_FREE`]; 0 turns it off).
+    pub fn set_min_free_space(&self, bytes: u64) {
+        self.inner.min_free.store(bytes, Ordering::Relaxed);
     }
 
     /// Like [`SqliteStore::open`], with the fault-injection plan `plan` (the syntax of
@@ -125,6 +138,7 @@ impl SqliteStore {
             watch: sync::Watch::new(),
             swept: AtomicBool::new(false),
             faults,
+            min_free: AtomicU64::new(DEFAULT_MIN_FREE),
         };
         let mut conn = inner.connect()?;
         schema::migrate(&mut conn)?;

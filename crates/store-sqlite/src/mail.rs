@@ -3,7 +3,7 @@
 
 use crate::admin::write_tx;
 use crate::faults::Point;
-use crate::{Inner, blobs, db_err, lock, quarantine, queue};
+use crate::{Inner, blobs, db_err, lock, quarantine, queue, space};
 use buudien_store::{
     AccountId, BlobId, Change, ChangeKind, Delivered, Envelope, Guard, Mailbox, MailboxId,
     Maildrop, MaildropEntry, NewRecipient, Result, SpecialUse, StoreError, Submitted,
@@ -76,13 +76,20 @@ pub(crate) struct NewBlob {
 }
 
 impl NewBlob {
-    pub(crate) fn write(inner: &Inner, parts: &[&[u8]]) -> Result<NewBlob> {
+    /// Writes and fsyncs the temporary file of a new message, after checking the
+    /// free-space reserve (collecting garbage first when it is short).
+    pub(crate) fn write(
+        inner: &Arc<Inner>,
+        conn: &mut Connection,
+        parts: &[&[u8]],
+    ) -> Result<NewBlob> {
         let mut h = Sha256::new();
         let mut len = 0usize;
         for p in parts {
             h.update(p);
             len = len.saturating_add(p.len());
         }
+        space::ensure_room(inner, conn, len as u64)?;
         Ok(NewBlob {
             id: BlobId(h.finalize().into()),
             size: i64_of(len as u64),
@@ -231,10 +238,10 @@ pub fn store(
     let local = if accounts.is_empty() {
         None
     } else {
-        Some(NewBlob::write(inner, &[prefix, parts.message])?)
+        Some(NewBlob::write(inner, conn, &[prefix, parts.message])?)
     };
     let remote = if outbound.is_some() && (local.is_none() || !prefix.is_empty()) {
-        Some(NewBlob::write(inner, &[parts.message])?)
+        Some(NewBlob::write(inner, conn, &[parts.message])?)
     } else {
         None
     };

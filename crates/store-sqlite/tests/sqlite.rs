@@ -133,3 +133,44 @@ async fn first_gc_removes_blob_files_without_rows() {
     assert_eq!(s.collect_garbage().await.ok(), Some(0));
     assert!(orphan.exists());
 }
+
+/// The free-space reserve: a delivery that would eat into it is a temporary
+/// `Full` error and leaves nothing behind; a reserve of 0 turns the check off.
+#[tokio::test]
+async fn free_space_reserve_refuses_new_mail_with_a_temporary_error() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let s = SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    s.add_domain(&Domain::parse("a.example").unwrap_or_else(|e| panic!("{e}")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let id = s
+        .add_account(NewAccount {
+            address: Address::parse("ann@a.example").unwrap_or_else(|e| panic!("{e}")),
+            password: pw(),
+            quota: Quota::default(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // More than any test machine has free.
+    s.set_min_free_space(u64::MAX / 4);
+    let e = s
+        .deliver(&[id], b"Subject: x\r\n\r\ny\r\n", SystemTime::now())
+        .await
+        .err();
+    assert!(
+        matches!(&e, Some(buudien_store::StoreError::Full(t)) if t.contains("kept for deletions")),
+        "{e:?}"
+    );
+    assert!(e.is_some_and(|e| e.is_temporary()));
+    let tmp = std::fs::read_dir(dir.path().join("tmp"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .count();
+    assert_eq!(tmp, 0, "no temporary file left");
+    let d = s.open_maildrop(id).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(d.entries.is_empty());
+    drop(d);
+    s.set_min_free_space(0);
+    s.deliver(&[id], b"Subject: x\r\n\r\ny\r\n", SystemTime::now())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
