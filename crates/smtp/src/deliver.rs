@@ -24,6 +24,8 @@ use std::time::SystemTime;
 
 /// Takes a received message through to its reply.
 ///
+/// - A header section over `limits.max_header_size` octets or
+///   `limits.max_header_fields` fields: `552 5.3.4`.
 /// - More than `max_received_headers` `Received` fields: `554 5.4.6`.
 /// - Submission: a From that is not the user's: `550 5.7.1`; missing `Date` and
 ///   `Message-ID` are added (RFC 6409 §8.2, §8.3).
@@ -43,7 +45,27 @@ pub(crate) async fn accept<S: QueueStore>(
     let now = SystemTime::now();
     let id = headers::new_id();
 
-    let fields = headers::fields(&message);
+    // Bounded header section: its size first (cheap), then its field count.
+    let limits = &config.limits;
+    let header_size = buudien_message::header_len(&message);
+    let fields = if header_size > limits.max_header_size {
+        None
+    } else {
+        Some(headers::fields(&message)).filter(|f| f.len() <= limits.max_header_fields)
+    };
+    let Some(fields) = fields else {
+        tracing::info!(header_size, "header section too large, message refused");
+        write(
+            out,
+            code::EXCEEDED_STORAGE,
+            Some(Status::TOO_BIG),
+            &format!(
+                "message header too large (at most {} octets and {} fields)",
+                limits.max_header_size, limits.max_header_fields
+            ),
+        );
+        return Flow::Next;
+    };
     let hops = headers::count(&fields, "Received");
     if hops > config.max_received_headers {
         tracing::info!(hops, "mail loop suspected, message refused");

@@ -150,6 +150,12 @@ pub struct Limits {
     pub max_junk_commands: u32,
     /// Failed AUTH attempts in one session after which it is closed. Default 3.
     pub max_auth_failures: u32,
+    /// Largest header section of a received message (the octets before the empty
+    /// line); a larger one is refused with `552 5.3.4`. Default 1 MiB.
+    pub max_header_size: usize,
+    /// Most header fields in a received message; more are refused with `552 5.3.4`.
+    /// Default 10,000 (the number `buudien-message` parses for SEARCH and FETCH).
+    pub max_header_fields: usize,
     /// How long the server waits for the next command (RFC 5321 §4.5.3.2.7: at least
     /// 5 minutes), and for the client to take a reply. Default 5 minutes.
     pub command_timeout: Duration,
@@ -170,6 +176,8 @@ impl Default for Limits {
             max_bad_commands: 20,
             max_junk_commands: 100,
             max_auth_failures: 3,
+            max_header_size: 1 << 20,
+            max_header_fields: 10_000,
             command_timeout: Duration::from_secs(5 * 60),
             data_timeout: Duration::from_secs(5 * 60),
             preauth_timeout: Duration::from_secs(3 * 60),
@@ -384,6 +392,8 @@ mod tests {
         assert!(!c.quota_permanent && c.check_from_header && !c.allow_plaintext_auth);
         assert_eq!(c.max_received_headers, 100);
         assert_eq!(c.limits.max_command_line, 2048);
+        assert_eq!(c.limits.max_header_size, 1 << 20);
+        assert_eq!(c.limits.max_header_fields, 10_000);
         assert!(c.limits.max_sasl_line >= 12 * 1024 * 4 / 3);
         assert_eq!(c.limits.max_bad_commands, 20);
         assert_eq!(c.limits.command_timeout, Duration::from_secs(300));
