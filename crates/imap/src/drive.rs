@@ -9,7 +9,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Bytes asked from the transport per read.
 const READ_CHUNK: usize = 4096;
 
-/// Unparsable commands in a row after which the session is closed.
+/// Invalid commands in a row (unparsable, over-long, or not allowed in the state)
+/// after which the session is closed with `* BYE`, as Dovecot does; any accepted
+/// command starts the count again.
 const MAX_BAD_IN_ROW: u32 = 10;
 
 /// Output is written out once this much is buffered.
@@ -180,6 +182,7 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
     }
     loop {
         let event = framer.next_event(&mut inbuf);
+        let command = matches!(event, Event::Command(_));
         let flow = match event {
             Event::Incomplete => {
                 let wait = if s.account.is_none() {
@@ -201,9 +204,25 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
                 Flow::Continue
             }
             Event::LiteralEnd => Flow::Continue,
+            Event::Endless => {
+                // The BAD for the over-long line went out when it passed the limit;
+                // it then went on for MAX_OVERLONG_SKIP more octets. RFC 9051 §7.1.5:
+                // BYE before the server closes.
+                s.spool.clear();
+                line(&mut out, "* BYE command line too long");
+                Flow::End(Outcome::Logout)
+            }
             Event::Error(e) => {
                 s.spool.clear();
                 e.write_response(&mut out);
+                Flow::Refused
+            }
+            Event::Command(req) => s.dispatch(req, &mut out, io).await,
+        };
+        // After ENABLE IMAP4rev2 / UTF8=ACCEPT, names are read as UTF-8.
+        framer.set_text_mode(s.text_mode());
+        let flow = match flow {
+            Flow::Refused => {
                 bad_in_row += 1;
                 if bad_in_row >= MAX_BAD_IN_ROW {
                     // As Dovecot does: a client sending garbage is cut off.
@@ -213,15 +232,16 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
                     Flow::Continue
                 }
             }
-            Event::Command(req) => {
-                bad_in_row = 0;
-                s.dispatch(req, &mut out, io).await
+            other => {
+                // Literal events are parts of a command; only a whole one counts.
+                if command {
+                    bad_in_row = 0;
+                }
+                other
             }
         };
-        // After ENABLE IMAP4rev2 / UTF8=ACCEPT, names are read as UTF-8.
-        framer.set_text_mode(s.text_mode());
         match flow {
-            Flow::Continue => {
+            Flow::Continue | Flow::Refused => {
                 if out.len() >= FLUSH_AT
                     && let Err(o) = flush(io, &mut out, idle).await
                 {
@@ -255,6 +275,10 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
                     LineFrame::TooLong => {
                         bad(&mut out, exchange.tag(), "line too long");
                         break;
+                    }
+                    LineFrame::Endless => {
+                        line(&mut out, "* BYE command line too long");
+                        return end(io, &mut out, idle, Outcome::Logout).await;
                     }
                     LineFrame::Incomplete => {
                         if let Err(o) =

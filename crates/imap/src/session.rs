@@ -32,6 +32,10 @@ pub(crate) enum Outcome {
 pub(crate) enum Flow {
     /// Next command.
     Continue,
+    /// The command got `BAD` because the state does not allow it (RFC 9051 §3:
+    /// before authentication, or without a selected mailbox): the next command is read,
+    /// and this one counts towards the invalid commands in a row, like a syntax error.
+    Refused,
     /// End with this outcome after flushing.
     End(Outcome),
     /// An AUTHENTICATE exchange sent a challenge: read the client's next line
@@ -219,7 +223,7 @@ impl<'a, S: MailboxStore> Session<'a, S> {
         );
         if needs_auth && self.account.is_none() {
             bad(out, &tag, "not authenticated");
-            return Flow::Continue;
+            return Flow::Refused;
         }
         let needs_selected = matches!(
             command,
@@ -236,7 +240,7 @@ impl<'a, S: MailboxStore> Session<'a, S> {
         );
         if needs_selected && self.selected.is_none() {
             bad(out, &tag, "no mailbox selected");
-            return Flow::Continue;
+            return Flow::Refused;
         }
         match command {
             Command::Capability => {

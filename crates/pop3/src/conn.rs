@@ -30,6 +30,10 @@ pub(crate) enum ConnError {
     /// The server is stopping.
     #[error("server shutting down")]
     Shutdown,
+    /// One over-long line went on past its skip allowance
+    /// ([`buudien_pop3_proto::MAX_OVERLONG_SKIP`] octets beyond the line limit): the peer is cut off.
+    #[error("endless line")]
+    Endless,
     /// The transport failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -92,6 +96,7 @@ impl<'io, IO: AsyncRead + AsyncWrite + Unpin> Conn<'io, IO> {
             match self.framer.next_frame(&mut self.inbuf, max) {
                 Frame::Line(line) => return Ok(Input::Line(line)),
                 Frame::TooLong => return Ok(Input::TooLong),
+                Frame::Endless => return Err(ConnError::Endless),
                 Frame::Incomplete => {}
             }
             self.flush().await?;

@@ -479,6 +479,19 @@ where
             );
             conn.flush_final().await;
         }
+        ConnError::Endless => {
+            // The `500` for the over-long line went out when it passed the limit
+            // (RFC 5321 §4.5.3.1.4); it then went on for a MiB more. RFC 5321 §3.8:
+            // the server may close with 421 when it must end the session.
+            tracing::info!("endless line, closing");
+            closing(
+                session,
+                &mut conn.out,
+                Status::SECURITY_TEMP,
+                "line too long",
+            );
+            conn.flush_final().await;
+        }
         ConnError::Closed => tracing::debug!("client closed the connection"),
         ConnError::Io(e) => tracing::debug!(error = %e, "connection failed"),
     }
