@@ -1,4 +1,12 @@
 //! The session loop over one transport: read, frame, dispatch, write.
+//!
+//! Pipelining and memory: the loop reads only when the framer has no whole command
+//! left ([`read_more`]), and [`read_more`] writes out every buffered response first.
+//! Responses to the commands of one read pile up to [`FLUSH_AT`] at most (plus one
+//! command's response) before they are written. So a client that pipelines 200,000
+//! `a NOOP` without reading a response gets its responses until TCP pushes back; the
+//! session then waits in the write (bounded by the idle timeout), reads nothing more,
+//! and holds about `FLUSH_AT + READ_CHUNK` octets, never a queue of responses.
 
 use crate::reply::*;
 use crate::session::{Flow, Outcome, Session};

@@ -1,6 +1,13 @@
 //! One transport with its bounded receive buffer, its output buffer and the idle
 //! timeout. Built afresh for every transport, so a swap to TLS starts with an empty
 //! receive buffer.
+//!
+//! Pipelining and memory: [`Conn::read_line`] reads only when no whole line is left,
+//! and writes out every buffered reply first; the session also writes once
+//! [`FLUSH_AT`] octets are buffered. A client that pipelines 200,000 `NOOP` without
+//! reading is answered until TCP pushes back; the session then waits in the write
+//! (bounded by the idle timeout) and reads nothing more, holding at most about
+//! `FLUSH_AT + READ_CHUNK` octets plus one reply.
 
 use buudien_pop3_proto::{Frame, LineFramer};
 use std::time::Duration;

@@ -348,6 +348,9 @@ where
                 };
             }
         }
+        if let Err(e) = conn.flush_if_large().await {
+            return connection_lost(session, &mut conn, e).await;
+        }
     }
 }
 

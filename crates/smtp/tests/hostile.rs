@@ -112,3 +112,54 @@ async fn a_long_line_is_refused_and_an_endless_one_cut_off() {
     );
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn pipelined_flood_is_held_back_until_replies_are_read() {
+    // EHLO is no junk command, so nothing but the output bound holds a client that
+    // pipelines thousands of them without reading: the server must stop reading.
+    const N: usize = 20_000;
+    let env = env().await;
+    let server = env.server(config());
+    let (c, _task) = connect(&server, REMOTE, Mode::Inbound);
+    let Client { mut rd, mut wr } = c;
+    let writer = tokio::spawn(async move {
+        let flood = b"EHLO a.example\r\n".repeat(N);
+        tokio::io::AsyncWriteExt::write_all(&mut wr, &flood)
+            .await
+            .unwrap();
+        wr
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !writer.is_finished(),
+        "the server read everything without its replies being taken"
+    );
+    // Reading the replies lets it go on: every EHLO is answered, in order.
+    let mut done = 0;
+    let mut line = Vec::new();
+    let greeting = {
+        tokio::io::AsyncBufReadExt::read_until(&mut rd, b'\n', &mut line)
+            .await
+            .unwrap();
+        String::from_utf8(std::mem::take(&mut line)).unwrap()
+    };
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    while done < N {
+        line.clear();
+        let n = tokio::io::AsyncBufReadExt::read_until(&mut rd, b'\n', &mut line)
+            .await
+            .unwrap();
+        assert!(n > 0, "closed after {done} replies");
+        assert!(
+            line.starts_with(b"250"),
+            "{:?}",
+            String::from_utf8_lossy(&line)
+        );
+        if line.starts_with(b"250 ") {
+            done += 1;
+        }
+    }
+    let wr = writer.await.unwrap();
+    let mut c = Client { rd, wr };
+    assert_eq!(c.cmd("NOOP").await, "250 2.0.0 Ok");
+}
