@@ -97,8 +97,10 @@ pub enum Event {
     /// The streamed literal is complete.
     LiteralEnd,
     /// A refused over-long command line went on for more than [`MAX_OVERLONG_SKIP`]
-    /// octets past its error: the peer is not sending commands. The session says
-    /// `* BYE` and closes; the framer takes nothing more.
+    /// octets past its error, or a refused non-synchronizing literal announced more
+    /// than that: the peer is not sending commands, or would make the server read
+    /// without end. The session says `* BYE` and closes (RFC 7888 §4, second choice);
+    /// the framer takes nothing more.
     Endless,
 }
 
@@ -163,8 +165,10 @@ pub struct CommandFramer {
     raw_discarding: bool,
     /// Octets of the over-long line being skipped, dropped so far.
     skipped: usize,
-    /// [`Event::Endless`] or [`LineFrame::Endless`] was reported.
+    /// [`Event::Endless`] or [`LineFrame::Endless`] was reported, or is due.
     endless: bool,
+    /// [`Event::Endless`] is the next event (after the error of a refused literal).
+    endless_due: bool,
 }
 
 impl CommandFramer {
@@ -186,6 +190,7 @@ impl CommandFramer {
             raw_discarding: false,
             skipped: 0,
             endless: false,
+            endless_due: false,
         }
     }
 
@@ -241,6 +246,10 @@ impl CommandFramer {
     pub fn next_event(&mut self, buf: &mut Vec<u8>) -> Event {
         if self.endless {
             buf.clear();
+            if self.endless_due {
+                self.endless_due = false;
+                return Event::Endless;
+            }
             return Event::Incomplete;
         }
         loop {
@@ -402,6 +411,12 @@ impl CommandFramer {
         if !h.sync && h.size > self.limits.max_nonsync_literal {
             self.reset_command();
             self.state = State::DiscardLiteral { remaining: h.size };
+            if h.size > MAX_OVERLONG_SKIP as u64 {
+                // RFC 7888 §4: rather than read that much only to drop it, refuse
+                // and end the connection (the BAD now, Event::Endless next).
+                self.endless = true;
+                self.endless_due = true;
+            }
             return Event::Error(CommandError::new(
                 tag,
                 ErrorKind::LiteralTooBig { sync: false },

@@ -203,21 +203,19 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
                     Err(o) => Flow::End(o),
                 }
             }
-            Event::Literal(info) => {
-                s.literal(&mut framer, info, &mut out);
-                Flow::Continue
-            }
+            Event::Literal(info) => s.literal(&mut framer, info, &mut out),
             Event::LiteralChunk(bytes) => {
                 s.spool.chunk(&bytes);
                 Flow::Continue
             }
             Event::LiteralEnd => Flow::Continue,
             Event::Endless => {
-                // The BAD for the over-long line went out when it passed the limit;
-                // it then went on for MAX_OVERLONG_SKIP more octets. RFC 9051 §7.1.5:
-                // BYE before the server closes.
+                // The BAD for the over-long line went out when it passed the limit
+                // and it then went on for MAX_OVERLONG_SKIP more octets, or a refused
+                // non-synchronizing literal announced more than that (RFC 7888 §4:
+                // BYE rather than read it all). RFC 9051 §7.1.5: BYE, then close.
                 s.spool.clear();
-                line(&mut out, "* BYE command line too long");
+                line(&mut out, "* BYE [TOOBIG] command too long");
                 Flow::End(Outcome::Logout)
             }
             Event::Error(e) => {
@@ -285,7 +283,7 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
                         break;
                     }
                     LineFrame::Endless => {
-                        line(&mut out, "* BYE command line too long");
+                        line(&mut out, "* BYE [TOOBIG] command too long");
                         return end(io, &mut out, idle, Outcome::Logout).await;
                     }
                     LineFrame::Incomplete => {

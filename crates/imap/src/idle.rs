@@ -55,7 +55,7 @@ pub(crate) async fn idle<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
                 return Ok(());
             }
             LineFrame::Endless => {
-                line(out, "* BYE command line too long");
+                line(out, "* BYE [TOOBIG] command too long");
                 return Err(Outcome::Logout);
             }
             LineFrame::Incomplete => {}

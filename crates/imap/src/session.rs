@@ -6,7 +6,7 @@ use crate::reply::*;
 use crate::selected::Selected;
 use buudien_imap_proto::response::{self};
 use buudien_imap_proto::{
-    Command, CommandFramer, LiteralInfo, LiteralMode, Request, Tag, TextMode,
+    Command, CommandFramer, LiteralInfo, LiteralMode, MAX_OVERLONG_SKIP, Request, Tag, TextMode,
 };
 use buudien_store::{AccountId, Flags, MailboxStore};
 use buudien_types::{Address, Uid};
@@ -176,19 +176,27 @@ impl<'a, S: MailboxStore> Session<'a, S> {
         framer: &mut CommandFramer,
         info: LiteralInfo,
         out: &mut Vec<u8>,
-    ) {
+    ) -> Flow {
         let how = if info.append.is_some() {
             if self.account.is_none() || info.size > self.shared.config.max_append {
                 framer.reject_literal();
                 let tag = info.tag.as_ref().map_or("*", Tag::as_str);
-                let reply = if self.account.is_none() {
-                    format!("{tag} BAD not authenticated\r\n")
-                } else {
-                    format!("{tag} NO [TOOBIG] message exceeds APPENDLIMIT\r\n")
-                };
-                out.extend_from_slice(reply.as_bytes());
                 self.spool.clear();
-                return;
+                if self.account.is_none() {
+                    out.extend_from_slice(format!("{tag} BAD not authenticated\r\n").as_bytes());
+                    if !info.sync && info.size > MAX_OVERLONG_SKIP as u64 {
+                        // Under LITERAL+ only: a client that has not logged in does
+                        // not get the server to read a large literal it refused
+                        // (RFC 7888 §4, second choice).
+                        line(out, "* BYE [TOOBIG] command too long");
+                        return Flow::End(Outcome::Logout);
+                    }
+                    return Flow::Refused;
+                }
+                out.extend_from_slice(
+                    format!("{tag} NO [TOOBIG] message exceeds APPENDLIMIT\r\n").as_bytes(),
+                );
+                return Flow::Continue;
             }
             self.spool.begin(info.size);
             LiteralMode::Stream
@@ -200,6 +208,7 @@ impl<'a, S: MailboxStore> Session<'a, S> {
             Ok(()) => {}
             Err(e) => e.write_response(out),
         }
+        Flow::Continue
     }
 
     /// Runs one command.

@@ -82,6 +82,48 @@ async fn a_long_line_is_refused_and_an_endless_one_cut_off() {
     c.rd.read_to_string(&mut said).await.unwrap();
     writer.await.unwrap();
     assert!(said.starts_with("c BAD"), "{said}");
-    assert!(said.ends_with("* BYE command line too long\r\n"), "{said}");
+    assert!(
+        said.ends_with("* BYE [TOOBIG] command too long\r\n"),
+        "{said}"
+    );
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_huge_refused_nonsync_literal_is_not_read() {
+    // LITERAL- (the default): over 4096 octets is refused; over MAX_OVERLONG_SKIP it
+    // is not even read (RFC 7888 §4): BAD [TOOBIG], then BYE.
+    let env = env().await;
+    let (mut c, task, _s) = session(&env).await;
+    c.send("a APPEND INBOX {5000+}\r\n").await;
+    c.wr.write_all(&[b'x'; 5000]).await.unwrap();
+    c.send("\r\n").await;
+    assert!(c.line().await.starts_with("a BAD [TOOBIG]"));
+    assert_eq!(c.cmd("b", "NOOP").await, "b OK NOOP completed\r\n");
+    c.send("c APPEND INBOX {99999999999+}\r\n").await;
+    assert!(c.line().await.starts_with("c BAD [TOOBIG]"));
+    assert_eq!(c.line().await, "* BYE [TOOBIG] command too long\r\n");
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn literal_plus_append_before_login_is_not_read_when_huge() {
+    let env = env().await;
+    let server = env.server(buudien_imap::ImapConfig {
+        literal_plus: true,
+        ..buudien_imap::ImapConfig::default()
+    });
+    let (mut c, task) = connect(&server, LOOPBACK);
+    c.line().await;
+    c.send("a APPEND INBOX {10+}\r\n0123456789\r\n").await;
+    assert_eq!(c.line().await, "a BAD not authenticated\r\n");
+    assert!(
+        c.cmd("b", "CAPABILITY")
+            .await
+            .ends_with("b OK CAPABILITY completed\r\n")
+    );
+    c.send("c APPEND INBOX {99999999999+}\r\n").await;
+    assert_eq!(c.line().await, "c BAD not authenticated\r\n");
+    assert_eq!(c.line().await, "* BYE [TOOBIG] command too long\r\n");
     task.await.unwrap();
 }
