@@ -136,7 +136,8 @@ impl<'io, IO: AsyncRead + AsyncWrite + Unpin> Conn<'io, IO> {
     }
 
     /// Reads message data through `rx` into `msg` up to `<CRLF>.<CRLF>`; bytes after
-    /// the terminator stay buffered for the next command.
+    /// the terminator stay buffered for the next command. Returns early, without the
+    /// terminator, once `rx` [is absurd](DataReceiver::is_absurd).
     pub(crate) async fn read_data(
         &mut self,
         rx: &mut DataReceiver,
@@ -152,6 +153,9 @@ impl<'io, IO: AsyncRead + AsyncWrite + Unpin> Conn<'io, IO> {
             }
         }
         loop {
+            if rx.is_absurd() {
+                return Ok(());
+            }
             let n = self.read_more_data().await?;
             let got = self.chunk.get(..n).unwrap_or_default();
             if let DataStatus::Done { consumed } = rx.feed(got, msg) {

@@ -163,3 +163,46 @@ async fn pipelined_flood_is_held_back_until_replies_are_read() {
     let mut c = Client { rd, wr };
     assert_eq!(c.cmd("NOOP").await, "250 2.0.0 Ok");
 }
+
+#[tokio::test]
+async fn endless_message_data_is_cut_off_past_twice_the_limit() {
+    let env = env().await;
+    let server = env.server(buudien_smtp::SmtpConfig {
+        max_message_size: 100_000,
+        ..config()
+    });
+    let (mut c, task) = connect(&server, REMOTE, Mode::Inbound);
+    c.hello().await;
+    // Over the limit but ended: 552, and the session goes on.
+    assert_eq!(c.cmd("MAIL FROM:<carol@example.net>").await, "250 2.1.0 Ok");
+    assert_eq!(c.cmd(&format!("RCPT TO:<{ANN}>")).await, "250 2.1.5 Ok");
+    let body = "y".repeat(200).repeat(1000) + "\r\n";
+    assert!(c.data(&body).await.starts_with("552 5.3.4 "));
+    assert_eq!(c.cmd("NOOP").await, "250 2.0.0 Ok");
+    // No end at all: 552 and close once past max(2 x limit, limit + 1 MiB).
+    assert_eq!(c.cmd("MAIL FROM:<carol@example.net>").await, "250 2.1.0 Ok");
+    assert_eq!(c.cmd(&format!("RCPT TO:<{ANN}>")).await, "250 2.1.5 Ok");
+    assert!(c.cmd("DATA").await.starts_with("354 "));
+    let Client { mut rd, mut wr } = c;
+    let writer = tokio::spawn(async move {
+        let chunk = [b'z'; 64 * 1024];
+        for _ in 0..64 {
+            if tokio::io::AsyncWriteExt::write_all(&mut wr, &chunk)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut said = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut rd, &mut said)
+        .await
+        .unwrap();
+    writer.await.unwrap();
+    assert_eq!(
+        said,
+        "552 5.3.4 message far too big; closing connection\r\n"
+    );
+    task.await.unwrap();
+}
