@@ -150,3 +150,32 @@ def test_hundred_thousand_header_lines(launcher):
     m.logout()
     print(f"100k header lines ({len(msg) >> 10} KiB): accepted in {took:.2f} s")
     assert took < 60
+
+
+@pytest.mark.parametrize("service", ["imap", "smtp"])
+def test_endless_literal_or_data_is_cut_off(launcher, service):
+    """The same bound for the other ways to send without end: an IMAP
+    non-synchronizing literal of 100 GB is refused and not read (BAD [TOOBIG], then
+    * BYE: RFC 7888 §4), and SMTP DATA that goes on past twice max_message_size
+    without its end gets 552 5.3.4 and the connection closes."""
+    srv = launcher(sections='\n[smtp]\nmax_message_size = "1M"\n')
+    user, pw = srv.new_user("fe")
+    if service == "imap":
+        port, prefix = srv.imap_port, b"a APPEND INBOX {100000000000+}\r\n"
+        answer, bye = b"a BAD [TOOBIG]", b"* BYE"
+    else:
+        port = srv.smtp_port
+        prefix = (b"EHLO client.test\r\nMAIL FROM:<a@example.net>\r\n"
+                  b"RCPT TO:<" + user.encode() + b">\r\nDATA\r\n")
+        answer, bye = b"354 ", b"552 5.3.4 message far too big; closing connection"
+    pid = srv.proc.pid
+    before = rss_kib(pid)
+    sent, said, closed = flood(port, prefix)
+    after = rss_kib(pid)
+    assert answer in said and bye in said, said[-300:]
+    assert closed and sent < CUT_OFF_WITHIN, (closed, sent)
+    assert after - before < 64 * 1024
+    m = srv.imap(user, pw)
+    assert m.select("INBOX") == ("OK", [b"0"])
+    m.logout()
+    print(f"{service}: cut off after {sent} MiB sent; RSS {before} -> {after} KiB")
