@@ -28,6 +28,8 @@
 //! - [`FailureThrottle`] tracks at most [`ThrottleConfig::max_tracked`] addresses, never
 //!   delays a success and never lets one address's failures affect another address.
 
+#![forbid(unsafe_code)]
+
 pub mod apop;
 pub mod password;
 pub mod pool;

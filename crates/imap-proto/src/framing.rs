@@ -96,7 +96,20 @@ pub enum Event {
     LiteralChunk(Vec<u8>),
     /// The streamed literal is complete.
     LiteralEnd,
+    /// A refused over-long command line went on for more than [`MAX_OVERLONG_SKIP`]
+    /// octets past its error, or a refused non-synchronizing literal announced more
+    /// than that: the peer is not sending commands, or would make the server read
+    /// without end. The session says `* BYE` and closes (RFC 7888 §4, second choice);
+    /// the framer takes nothing more.
+    Endless,
 }
+
+/// Octets of one over-long line the framer skips after refusing it (the `BAD` for
+/// [`ErrorKind::LineTooLong`]) before giving up with [`Event::Endless`] or
+/// [`LineFrame::Endless`] (1 MiB). A line a little over the limit costs the client one
+/// `BAD` and the session goes on; a peer streaming megabytes without a line end is cut
+/// off.
+pub const MAX_OVERLONG_SKIP: usize = 1 << 20;
 
 /// What [`CommandFramer::next_line`] found.
 #[derive(Debug, PartialEq, Eq)]
@@ -105,6 +118,8 @@ pub enum LineFrame {
     Line(Vec<u8>),
     /// The line passed the limit; reported once, and skipped through its end.
     TooLong,
+    /// The over-long line went on past [`MAX_OVERLONG_SKIP`]; the session closes.
+    Endless,
     /// Need more bytes.
     Incomplete,
 }
@@ -148,6 +163,12 @@ pub struct CommandFramer {
     append_scan: AppendScan,
     /// For [`CommandFramer::next_line`]: skipping an over-long line.
     raw_discarding: bool,
+    /// Octets of the over-long line being skipped, dropped so far.
+    skipped: usize,
+    /// [`Event::Endless`] or [`LineFrame::Endless`] was reported, or is due.
+    endless: bool,
+    /// [`Event::Endless`] is the next event (after the error of a refused literal).
+    endless_due: bool,
 }
 
 impl CommandFramer {
@@ -167,6 +188,9 @@ impl CommandFramer {
             pending: None,
             append_scan: AppendScan::Start,
             raw_discarding: false,
+            skipped: 0,
+            endless: false,
+            endless_due: false,
         }
     }
 
@@ -202,6 +226,7 @@ impl CommandFramer {
         self.reset_command();
         self.state = State::Line;
         self.raw_discarding = false;
+        self.skipped = 0;
     }
 
     fn reset_command(&mut self) {
@@ -219,6 +244,14 @@ impl CommandFramer {
     /// removed from `buf`; after [`Event::Incomplete`] `buf` is empty. While a literal
     /// awaits a decision nothing is taken.
     pub fn next_event(&mut self, buf: &mut Vec<u8>) -> Event {
+        if self.endless {
+            buf.clear();
+            if self.endless_due {
+                self.endless_due = false;
+                return Event::Endless;
+            }
+            return Event::Incomplete;
+        }
         loop {
             match self.state {
                 State::Decide { .. } => {
@@ -258,12 +291,18 @@ impl CommandFramer {
                 State::DiscardLine => match buf.iter().position(|&b| b == b'\n') {
                     None => {
                         push_tail(&mut self.tail, buf);
+                        self.skipped = self.skipped.saturating_add(buf.len());
                         buf.clear();
+                        if self.skipped > MAX_OVERLONG_SKIP {
+                            self.endless = true;
+                            return Event::Endless;
+                        }
                         return Event::Incomplete;
                     }
                     Some(i) => {
                         push_tail(&mut self.tail, &buf[..i]);
                         buf.drain(..=i);
+                        self.skipped = 0;
                         if self.tail.last() == Some(&b'\r') {
                             self.tail.pop();
                         }
@@ -372,6 +411,12 @@ impl CommandFramer {
         if !h.sync && h.size > self.limits.max_nonsync_literal {
             self.reset_command();
             self.state = State::DiscardLiteral { remaining: h.size };
+            if h.size > MAX_OVERLONG_SKIP as u64 {
+                // RFC 7888 §4: rather than read that much only to drop it, refuse
+                // and end the connection (the BAD now, Event::Endless next).
+                self.endless = true;
+                self.endless_due = true;
+            }
             return Event::Error(CommandError::new(
                 tag,
                 ErrorKind::LiteralTooBig { sync: false },
@@ -466,6 +511,10 @@ impl CommandFramer {
     /// `DONE` (RFC 9051 §6.3.13). Call it only between commands. `max` counts the
     /// line with its CRLF.
     pub fn next_line(&mut self, buf: &mut Vec<u8>, max: usize) -> LineFrame {
+        if self.endless {
+            buf.clear();
+            return LineFrame::Incomplete;
+        }
         loop {
             let newline = buf.iter().position(|&b| b == b'\n');
             if self.raw_discarding {
@@ -473,10 +522,16 @@ impl CommandFramer {
                     Some(i) => {
                         buf.drain(..=i);
                         self.raw_discarding = false;
+                        self.skipped = 0;
                         continue;
                     }
                     None => {
+                        self.skipped = self.skipped.saturating_add(buf.len());
                         buf.clear();
+                        if self.skipped > MAX_OVERLONG_SKIP {
+                            self.endless = true;
+                            return LineFrame::Endless;
+                        }
                         return LineFrame::Incomplete;
                     }
                 }
@@ -495,6 +550,7 @@ impl CommandFramer {
                     LineFrame::TooLong
                 }
                 None if buf.len() >= max => {
+                    self.skipped = buf.len() - max;
                     buf.clear();
                     self.raw_discarding = true;
                     LineFrame::TooLong

@@ -460,8 +460,9 @@ fn oversized_literal_size_is_refused() {
         100,
         LiteralMode::Buffer,
     );
+    // Refused, and not read: the connection ends (RFC 7888 §4).
     assert!(
-        matches!(&ev[..], [Event::Error(e)] if e.kind == ErrorKind::LiteralTooBig { sync: false })
+        matches!(&ev[..], [Event::Error(e), Event::Endless] if e.kind == ErrorKind::LiteralTooBig { sync: false })
     );
     let mut f = framer();
     let mut buf = b"a LOGIN {99999999999999999999999}\r\n".to_vec();
@@ -627,4 +628,85 @@ fn append_messages_buffered_then_streamed() {
         },
         e => panic!("{e:?}"),
     }
+}
+
+#[test]
+fn endless_command_line_is_cut_off_past_the_skip_bound() {
+    let mut f = framer();
+    let max = f.limits().max_line;
+    let mut buf = b"a LOGIN ".to_vec();
+    buf.extend(std::iter::repeat_n(b'A', max));
+    assert!(matches!(f.next_event(&mut buf), Event::Error(e) if e.kind == ErrorKind::LineTooLong));
+    let mut fed = 0usize;
+    let ev = loop {
+        let ev = f.next_event(&mut buf);
+        assert!(buf.is_empty());
+        assert!(f.held() <= max);
+        if ev != Event::Incomplete {
+            break ev;
+        }
+        assert!(fed <= MAX_OVERLONG_SKIP + 8192, "never cut off after {fed}");
+        buf.extend(std::iter::repeat_n(b'B', 4096));
+        fed += 4096;
+    };
+    assert_eq!(ev, Event::Endless);
+    assert!(fed >= MAX_OVERLONG_SKIP - 4096 - max, "{fed}");
+    // Nothing more is framed.
+    buf.extend_from_slice(b"\r\nb NOOP\r\n");
+    assert_eq!(f.next_event(&mut buf), Event::Incomplete);
+}
+
+#[test]
+fn a_long_line_under_the_skip_bound_resynchronises() {
+    let mut f = framer();
+    let mut input = b"a LOGIN ".to_vec();
+    input.extend(std::iter::repeat_n(b'A', MAX_OVERLONG_SKIP / 2));
+    input.extend_from_slice(b"\r\nb NOOP\r\n");
+    let ev = run(&mut f, &input, 4096, LiteralMode::Buffer);
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    assert!(matches!(&ev[0], Event::Error(e) if e.kind == ErrorKind::LineTooLong));
+    assert!(matches!(&ev[1], Event::Command(r) if r.tag.as_str() == "b"));
+}
+
+#[test]
+fn endless_plain_line_is_cut_off() {
+    let mut f = framer();
+    let mut buf = vec![b'A'; 100];
+    assert_eq!(f.next_line(&mut buf, 50), LineFrame::TooLong);
+    let mut fed = 50usize;
+    let got = loop {
+        buf.extend(std::iter::repeat_n(b'B', 4096));
+        fed += 4096;
+        match f.next_line(&mut buf, 50) {
+            LineFrame::Incomplete => assert!(fed <= MAX_OVERLONG_SKIP + 4096),
+            other => break other,
+        }
+    };
+    assert_eq!(got, LineFrame::Endless);
+    assert!(fed > MAX_OVERLONG_SKIP, "{fed}");
+}
+
+#[test]
+fn a_refused_nonsync_literal_is_skipped_up_to_the_bound_only() {
+    // Up to MAX_OVERLONG_SKIP: BAD [TOOBIG], the octets are skipped, the session goes on.
+    let size = MAX_OVERLONG_SKIP;
+    let mut input = format!("a LOGIN u {{{size}+}}\r\n").into_bytes();
+    input.extend(std::iter::repeat_n(b'p', size));
+    input.extend_from_slice(b"\r\nb NOOP\r\n");
+    let ev = run(&mut framer(), &input, 65536, LiteralMode::Buffer);
+    assert_eq!(ev.len(), 2, "{:?}", &ev[..ev.len().min(3)]);
+    assert!(
+        matches!(&ev[0], Event::Error(e) if e.kind == ErrorKind::LiteralTooBig { sync: false })
+    );
+    assert_eq!(commands(&ev), [&Command::Noop]);
+    // One octet more: BAD [TOOBIG], then the end, and nothing of it is read.
+    let mut f = framer();
+    let mut buf = format!("a LOGIN u {{{}+}}\r\npppp", size + 1).into_bytes();
+    assert!(
+        matches!(f.next_event(&mut buf), Event::Error(e) if e.kind == ErrorKind::LiteralTooBig { sync: false })
+    );
+    assert_eq!(f.next_event(&mut buf), Event::Endless);
+    assert!(buf.is_empty());
+    buf.extend_from_slice(b"b NOOP\r\n");
+    assert_eq!(f.next_event(&mut buf), Event::Incomplete);
 }

@@ -62,6 +62,7 @@
 //!             response::tagged(&mut tx, &req.tag, Status::Ok, None, "APPEND completed");
 //!         }
 //!         Event::Error(e) => e.write_response(&mut tx),
+//!         Event::Endless => break, // say `* BYE` and close the connection
 //!     }
 //! }
 //! assert_eq!(message, b"Hello world");
@@ -71,6 +72,8 @@
 //! # Invariants
 //! - Nothing here panics on input: no `unwrap`, `expect` or unchecked indexing is
 //!   reachable from client bytes; every refusal is a value (STYLE §9).
+//! - A refused over-long line is skipped for at most [`MAX_OVERLONG_SKIP`] octets;
+//!   past that the framer reports [`Event::Endless`] and the session closes.
 //! - Memory is bounded by [`Limits`]: a command holds at most `max_line` octets of
 //!   text plus `max_buffered_literals` octets of literals; a streamed literal is handed
 //!   over as it arrives and never held; the framer takes nothing beyond one command
@@ -87,6 +90,8 @@
 //! - Sequence sets are never expanded: `1:4294967295` is one range.
 //! - Response text never carries CR, LF or other control characters, so client
 //!   strings cannot forge responses; strings the writer cannot quote go as literals.
+
+#![forbid(unsafe_code)]
 
 pub mod append;
 pub mod command;
@@ -115,7 +120,8 @@ pub use error::{CommandError, ErrorKind};
 pub use fetch::{FetchAttr, Partial, Section, SectionText};
 pub use flag::Flag;
 pub use framing::{
-    CommandFramer, Event, Limits, LineFrame, LiteralInfo, LiteralMode, is_idle_done,
+    CommandFramer, Event, Limits, LineFrame, LiteralInfo, LiteralMode, MAX_OVERLONG_SKIP,
+    is_idle_done,
 };
 pub use list::{ListCommand, ListReturn, ListSelect, StatusItem};
 pub use mailbox::Mailbox;

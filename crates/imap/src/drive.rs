@@ -1,4 +1,12 @@
 //! The session loop over one transport: read, frame, dispatch, write.
+//!
+//! Pipelining and memory: the loop reads only when the framer has no whole command
+//! left ([`read_more`]), and [`read_more`] writes out every buffered response first.
+//! Responses to the commands of one read pile up to [`FLUSH_AT`] at most (plus one
+//! command's response) before they are written. So a client that pipelines 200,000
+//! `a NOOP` without reading a response gets its responses until TCP pushes back; the
+//! session then waits in the write (bounded by the idle timeout), reads nothing more,
+//! and holds about `FLUSH_AT + READ_CHUNK` octets, never a queue of responses.
 
 use crate::reply::*;
 use crate::session::{Flow, Outcome, Session};
@@ -9,7 +17,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Bytes asked from the transport per read.
 const READ_CHUNK: usize = 4096;
 
-/// Unparsable commands in a row after which the session is closed.
+/// Invalid commands in a row (unparsable, over-long, or not allowed in the state)
+/// after which the session is closed with `* BYE`, as Dovecot does; any accepted
+/// command starts the count again.
 const MAX_BAD_IN_ROW: u32 = 10;
 
 /// Output is written out once this much is buffered.
@@ -180,6 +190,7 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
     }
     loop {
         let event = framer.next_event(&mut inbuf);
+        let command = matches!(event, Event::Command(_));
         let flow = match event {
             Event::Incomplete => {
                 let wait = if s.account.is_none() {
@@ -195,18 +206,32 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
                     Err(o) => Flow::End(o),
                 }
             }
-            Event::Literal(info) => {
-                s.literal(&mut framer, info, &mut out);
-                Flow::Continue
-            }
+            Event::Literal(info) => s.literal(&mut framer, info, &mut out),
             Event::LiteralChunk(bytes) => {
                 s.spool.chunk(&bytes);
                 Flow::Continue
             }
             Event::LiteralEnd => Flow::Continue,
+            Event::Endless => {
+                // The BAD for the over-long line went out when it passed the limit
+                // and it then went on for MAX_OVERLONG_SKIP more octets, or a refused
+                // non-synchronizing literal announced more than that (RFC 7888 §4:
+                // BYE rather than read it all). RFC 9051 §7.1.5: BYE, then close.
+                s.spool.clear();
+                line(&mut out, "* BYE [TOOBIG] command too long");
+                Flow::End(Outcome::Logout)
+            }
             Event::Error(e) => {
                 s.spool.clear();
                 e.write_response(&mut out);
+                Flow::Refused
+            }
+            Event::Command(req) => s.dispatch(req, &mut out, io).await,
+        };
+        // After ENABLE IMAP4rev2 / UTF8=ACCEPT, names are read as UTF-8.
+        framer.set_text_mode(s.text_mode());
+        let flow = match flow {
+            Flow::Refused => {
                 bad_in_row += 1;
                 if bad_in_row >= MAX_BAD_IN_ROW {
                     // As Dovecot does: a client sending garbage is cut off.
@@ -216,15 +241,16 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
                     Flow::Continue
                 }
             }
-            Event::Command(req) => {
-                bad_in_row = 0;
-                s.dispatch(req, &mut out, io).await
+            other => {
+                // Literal events are parts of a command; only a whole one counts.
+                if command {
+                    bad_in_row = 0;
+                }
+                other
             }
         };
-        // After ENABLE IMAP4rev2 / UTF8=ACCEPT, names are read as UTF-8.
-        framer.set_text_mode(s.text_mode());
         match flow {
-            Flow::Continue => {
+            Flow::Continue | Flow::Refused => {
                 if out.len() >= FLUSH_AT
                     && let Err(o) = flush(io, &mut out, idle).await
                 {
@@ -258,6 +284,10 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
                     LineFrame::TooLong => {
                         bad(&mut out, exchange.tag(), "line too long");
                         break;
+                    }
+                    LineFrame::Endless => {
+                        line(&mut out, "* BYE [TOOBIG] command too long");
+                        return end(io, &mut out, idle, Outcome::Logout).await;
                     }
                     LineFrame::Incomplete => {
                         if let Err(o) =

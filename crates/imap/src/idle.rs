@@ -54,6 +54,10 @@ pub(crate) async fn idle<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
                 bad(out, &tag, "expected DONE");
                 return Ok(());
             }
+            LineFrame::Endless => {
+                line(out, "* BYE [TOOBIG] command too long");
+                return Err(Outcome::Logout);
+            }
             LineFrame::Incomplete => {}
         }
         flush(io, out, idle).await?;

@@ -55,6 +55,8 @@
 //! - Nothing reachable from client input panics (no `unwrap`, `expect`, slice
 //!   indexing on input); a client sending 10 unparsable commands in a row is cut off.
 
+#![forbid(unsafe_code)]
+
 mod cmd;
 mod drive;
 mod fetch_body;

@@ -6,7 +6,7 @@ use crate::reply::*;
 use crate::selected::Selected;
 use buudien_imap_proto::response::{self};
 use buudien_imap_proto::{
-    Command, CommandFramer, LiteralInfo, LiteralMode, Request, Tag, TextMode,
+    Command, CommandFramer, LiteralInfo, LiteralMode, MAX_OVERLONG_SKIP, Request, Tag, TextMode,
 };
 use buudien_store::{AccountId, Flags, MailboxStore};
 use buudien_types::{Address, Uid};
@@ -32,6 +32,10 @@ pub(crate) enum Outcome {
 pub(crate) enum Flow {
     /// Next command.
     Continue,
+    /// The command got `BAD` because the state does not allow it (RFC 9051 §3:
+    /// before authentication, or without a selected mailbox): the next command is read,
+    /// and this one counts towards the invalid commands in a row, like a syntax error.
+    Refused,
     /// End with this outcome after flushing.
     End(Outcome),
     /// An AUTHENTICATE exchange sent a challenge: read the client's next line
@@ -172,19 +176,27 @@ impl<'a, S: MailboxStore> Session<'a, S> {
         framer: &mut CommandFramer,
         info: LiteralInfo,
         out: &mut Vec<u8>,
-    ) {
+    ) -> Flow {
         let how = if info.append.is_some() {
             if self.account.is_none() || info.size > self.shared.config.max_append {
                 framer.reject_literal();
                 let tag = info.tag.as_ref().map_or("*", Tag::as_str);
-                let reply = if self.account.is_none() {
-                    format!("{tag} BAD not authenticated\r\n")
-                } else {
-                    format!("{tag} NO [TOOBIG] message exceeds APPENDLIMIT\r\n")
-                };
-                out.extend_from_slice(reply.as_bytes());
                 self.spool.clear();
-                return;
+                if self.account.is_none() {
+                    out.extend_from_slice(format!("{tag} BAD not authenticated\r\n").as_bytes());
+                    if !info.sync && info.size > MAX_OVERLONG_SKIP as u64 {
+                        // Under LITERAL+ only: a client that has not logged in does
+                        // not get the server to read a large literal it refused
+                        // (RFC 7888 §4, second choice).
+                        line(out, "* BYE [TOOBIG] command too long");
+                        return Flow::End(Outcome::Logout);
+                    }
+                    return Flow::Refused;
+                }
+                out.extend_from_slice(
+                    format!("{tag} NO [TOOBIG] message exceeds APPENDLIMIT\r\n").as_bytes(),
+                );
+                return Flow::Continue;
             }
             self.spool.begin(info.size);
             LiteralMode::Stream
@@ -196,6 +208,7 @@ impl<'a, S: MailboxStore> Session<'a, S> {
             Ok(()) => {}
             Err(e) => e.write_response(out),
         }
+        Flow::Continue
     }
 
     /// Runs one command.
@@ -219,7 +232,7 @@ impl<'a, S: MailboxStore> Session<'a, S> {
         );
         if needs_auth && self.account.is_none() {
             bad(out, &tag, "not authenticated");
-            return Flow::Continue;
+            return Flow::Refused;
         }
         let needs_selected = matches!(
             command,
@@ -236,7 +249,7 @@ impl<'a, S: MailboxStore> Session<'a, S> {
         );
         if needs_selected && self.selected.is_none() {
             bad(out, &tag, "no mailbox selected");
-            return Flow::Continue;
+            return Flow::Refused;
         }
         match command {
             Command::Capability => {

@@ -40,6 +40,8 @@
 //!   for the corpus in `tests/corpus/` (differences are listed there).
 //! - `from_bytes(to_bytes(m)) == m`; `from_bytes` rejects corrupt input with an error.
 
+#![forbid(unsafe_code)]
+
 mod address;
 mod codec;
 mod decode;

@@ -16,6 +16,8 @@
 //!   half-loaded configuration.
 //! - An accept error (for example EMFILE) never ends a listener; it pauses briefly.
 
+#![forbid(unsafe_code)]
+
 pub mod limit;
 pub mod listen;
 pub mod tls;

@@ -78,6 +78,11 @@ impl Command {
     /// Parses one command line (without its CRLF).
     pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
         let line = std::str::from_utf8(line).map_err(|_| ParseError::NotUtf8)?;
+        // RFC 1939 §3: keywords and arguments are printable characters; a NUL or
+        // other control character (a tab aside) is never part of a command.
+        if line.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(ParseError::Control);
+        }
         let (keyword, rest) = match line.split_once(' ') {
             Some((k, r)) => (k, r),
             None => (line, ""),
@@ -157,6 +162,8 @@ pub enum ParseError {
     Empty,
     /// The line is not valid UTF-8 (RFC 6856 §2.2: servers reject it).
     NotUtf8,
+    /// The line holds a NUL or another control character (RFC 1939 §3).
+    Control,
     /// Not a command buudien knows (the first 16 characters of the keyword).
     Unknown(String),
     /// The keyword is known but its arguments are wrong.
@@ -168,6 +175,7 @@ impl fmt::Display for ParseError {
         match self {
             ParseError::Empty => f.write_str("empty command"),
             ParseError::NotUtf8 => f.write_str("command is not valid UTF-8"),
+            ParseError::Control => f.write_str("control characters in the command"),
             ParseError::Unknown(k) => write!(f, "unknown command {}", printable(k)),
             ParseError::Arguments(why) => f.write_str(why),
         }
@@ -307,7 +315,33 @@ mod tests {
 
     #[test]
     fn unknown_keyword_is_cut_and_cleaned() {
-        let e = p("XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX\u{7}").unwrap_err();
+        let e = p("XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX").unwrap_err();
         assert_eq!(e.to_string(), "unknown command XXXXXXXXXXXXXXXX");
+        let e = p("XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX\u{7}").unwrap_err();
+        assert_eq!(e, ParseError::Control);
+    }
+
+    #[test]
+    fn nul_and_control_characters_are_refused() {
+        // RFC 1939 §3: commands are printable characters.
+        for line in [
+            &b"NOOP\0"[..],
+            b"USER a\0b",
+            b"PASS se\0cret",
+            b"\0",
+            b"STAT\x1b[2J",
+            b"LIST 1\x7f",
+        ] {
+            assert_eq!(Command::parse(line), Err(ParseError::Control), "{line:?}");
+        }
+        for line in [&b"USER \xc3"[..], b"\xff\xfe", b"PASS \x80abc"] {
+            assert_eq!(Command::parse(line), Err(ParseError::NotUtf8), "{line:?}");
+        }
+        // A tab inside a password is kept; UTF-8 is fine.
+        assert_eq!(
+            p("PASS a\tb").unwrap(),
+            Command::Pass(Secret::new("a\tb".to_owned()))
+        );
+        assert_eq!(p("USER jöran").unwrap(), Command::User("jöran".to_owned()));
     }
 }

@@ -10,15 +10,29 @@ pub enum Frame {
     /// The current line passed the limit; its bytes are being dropped. Reported once
     /// per over-long line, as soon as the limit is passed.
     TooLong,
+    /// The same over-long line went on for more than [`MAX_OVERLONG_SKIP`] octets
+    /// after it was reported: the peer is not sending commands, and the session must
+    /// close the connection. Reported once; the framer then drops whatever it is given.
+    Endless,
     /// Need more bytes.
     Incomplete,
 }
+
+/// Octets of one over-long line skipped after its [`Frame::TooLong`] before the
+/// framer gives up with [`Frame::Endless`] (1 MiB). A line a little over the limit
+/// costs the client one error and the session goes on; a peer streaming megabytes
+/// without a line end is cut off, so neither memory nor time is spent on it.
+pub const MAX_OVERLONG_SKIP: usize = 1 << 20;
 
 /// Cuts command lines out of a receive buffer, never holding more than `max` bytes of
 /// one line.
 #[derive(Debug)]
 pub struct LineFramer {
     discarding: bool,
+    /// Octets of the current over-long line dropped since it was reported.
+    skipped: usize,
+    /// [`Frame::Endless`] was reported.
+    endless: bool,
 }
 
 impl Default for LineFramer {
@@ -30,7 +44,11 @@ impl Default for LineFramer {
 impl LineFramer {
     /// A framer at the start of a line.
     pub fn new() -> Self {
-        LineFramer { discarding: false }
+        LineFramer {
+            discarding: false,
+            skipped: 0,
+            endless: false,
+        }
     }
 
     /// Takes the next line out of `buf`. `max` counts the line with its CRLF.
@@ -38,6 +56,10 @@ impl LineFramer {
     /// Bytes of an over-long line are removed from `buf` as they arrive, so `buf` never
     /// needs to grow past `max` plus one read.
     pub fn next_frame(&mut self, buf: &mut Vec<u8>, max: usize) -> Frame {
+        if self.endless {
+            buf.clear();
+            return Frame::Incomplete;
+        }
         loop {
             let newline = buf.iter().position(|&b| b == b'\n');
             if self.discarding {
@@ -45,10 +67,16 @@ impl LineFramer {
                     Some(i) => {
                         buf.drain(..=i);
                         self.discarding = false;
+                        self.skipped = 0;
                         continue;
                     }
                     None => {
+                        self.skipped = self.skipped.saturating_add(buf.len());
                         buf.clear();
+                        if self.skipped > MAX_OVERLONG_SKIP {
+                            self.endless = true;
+                            return Frame::Endless;
+                        }
                         return Frame::Incomplete;
                     }
                 }
@@ -67,6 +95,8 @@ impl LineFramer {
                     Frame::TooLong
                 }
                 None if buf.len() >= max => {
+                    // What is past the limit already counts as skipped.
+                    self.skipped = buf.len() - max;
                     buf.clear();
                     self.discarding = true;
                     Frame::TooLong
@@ -115,5 +145,42 @@ mod tests {
         let mut buf = vec![b'A'; 254];
         buf.extend_from_slice(b"\r\n");
         assert_eq!(f.next_frame(&mut buf, 255), Frame::TooLong);
+    }
+    #[test]
+    fn endless_line_is_cut_off_past_the_skip_bound() {
+        let mut f = LineFramer::new();
+        let mut buf = vec![b'A'; 255 + 10];
+        assert_eq!(f.next_frame(&mut buf, 255), Frame::TooLong);
+        let mut fed = 10;
+        let mut got = Frame::Incomplete;
+        while fed <= MAX_OVERLONG_SKIP + 4096 {
+            buf.extend_from_slice(&[b'B'; 4096]);
+            fed += 4096;
+            got = f.next_frame(&mut buf, 255);
+            assert!(buf.is_empty());
+            if got != Frame::Incomplete {
+                break;
+            }
+        }
+        assert_eq!(got, Frame::Endless);
+        assert!(
+            fed > MAX_OVERLONG_SKIP && fed <= MAX_OVERLONG_SKIP + 4096,
+            "{fed}"
+        );
+        // Nothing more is framed, even a whole line.
+        buf.extend_from_slice(b"\r\nQUIT\r\n");
+        assert_eq!(f.next_frame(&mut buf, 255), Frame::Incomplete);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn each_long_line_gets_its_own_skip_allowance() {
+        let mut f = LineFramer::new();
+        for _ in 0..3 {
+            let mut buf = vec![b'A'; MAX_OVERLONG_SKIP];
+            assert_eq!(f.next_frame(&mut buf, 255), Frame::TooLong);
+            buf.extend_from_slice(b"\r\nNOOP\r\n");
+            assert_eq!(f.next_frame(&mut buf, 255), Frame::Line(b"NOOP".to_vec()));
+        }
     }
 }

@@ -14,12 +14,14 @@
 //! - A multi-line body written through [`DotStuffer`] ends `CRLF.CRLF` whatever its last
 //!   bytes were, and every line starting with `.` has it doubled (RFC 1939 §3).
 
+#![forbid(unsafe_code)]
+
 pub mod command;
 pub mod framing;
 pub mod response;
 
 pub use command::{Command, ParseError};
-pub use framing::{Frame, LineFramer};
+pub use framing::{Frame, LineFramer, MAX_OVERLONG_SKIP};
 pub use response::{DotStuffer, RespCode};
 
 /// Longest command line, CRLF included (RFC 2449 §4).

@@ -1,6 +1,13 @@
 //! One transport with its bounded receive buffer, its output buffer and the idle
 //! timeout. Built afresh for every transport, so a swap to TLS starts with an empty
 //! receive buffer.
+//!
+//! Pipelining and memory: [`Conn::read_line`] reads only when no whole line is left,
+//! and writes out every buffered reply first; the session also writes once
+//! [`FLUSH_AT`] octets are buffered. A client that pipelines 200,000 `NOOP` without
+//! reading is answered until TCP pushes back; the session then waits in the write
+//! (bounded by the idle timeout) and reads nothing more, holding at most about
+//! `FLUSH_AT + READ_CHUNK` octets plus one reply.
 
 use buudien_pop3_proto::{Frame, LineFramer};
 use std::time::Duration;
@@ -30,6 +37,10 @@ pub(crate) enum ConnError {
     /// The server is stopping.
     #[error("server shutting down")]
     Shutdown,
+    /// One over-long line went on past its skip allowance
+    /// ([`buudien_pop3_proto::MAX_OVERLONG_SKIP`] octets beyond the line limit): the peer is cut off.
+    #[error("endless line")]
+    Endless,
     /// The transport failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -92,6 +103,7 @@ impl<'io, IO: AsyncRead + AsyncWrite + Unpin> Conn<'io, IO> {
             match self.framer.next_frame(&mut self.inbuf, max) {
                 Frame::Line(line) => return Ok(Input::Line(line)),
                 Frame::TooLong => return Ok(Input::TooLong),
+                Frame::Endless => return Err(ConnError::Endless),
                 Frame::Incomplete => {}
             }
             self.flush().await?;

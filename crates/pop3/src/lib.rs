@@ -41,6 +41,8 @@
 //! [`MAX_COMMAND_LINE`]: buudien_pop3_proto::MAX_COMMAND_LINE
 //! [`MAX_SASL_LINE`]: buudien_pop3_proto::MAX_SASL_LINE
 
+#![forbid(unsafe_code)]
+
 mod cmd;
 mod conn;
 mod gate;

@@ -308,6 +308,14 @@ where
             );
             conn.flush_final().await;
         }
+        ConnError::Endless => {
+            // The `-ERR line too long` went out when the line passed the limit; the
+            // line then went on for a MiB more: a peer not speaking POP3 is cut off
+            // (RFC 1939 §3 bounds commands; nothing obliges reading an endless one).
+            tracing::info!("endless line, closing");
+            response::err(&mut conn.out, None, "line too long, closing connection");
+            conn.flush_final().await;
+        }
         ConnError::Closed => tracing::debug!("client closed the connection"),
         ConnError::Io(e) => tracing::debug!(error = %e, "connection failed"),
     }

@@ -146,8 +146,7 @@ impl Command {
     /// case-insensitive; arguments are separated by one space, extra spaces are
     /// tolerated).
     pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
-        let line = std::str::from_utf8(line)
-            .map_err(|_| ParseError::new(ErrorKind::Unrecognized, "command is not UTF-8"))?;
+        let line = std::str::from_utf8(line).map_err(|_| not_utf8(line))?;
         if line.chars().any(|c| c.is_control() && c != '\t') {
             return Err(ParseError::new(
                 ErrorKind::Unrecognized,
@@ -251,6 +250,35 @@ impl Command {
 
 /// `BDAT SP chunk-size [SP end-marker]` (RFC 3030 §2):
 /// `chunk-size = 1*DIGIT`, `end-marker = "LAST"`.
+/// The refusal of a line that is not UTF-8. Even with SMTPUTF8 the arguments must be
+/// UTF-8 (RFC 6531 §3.3 `UTF8-non-ascii` is RFC 3629 UTF-8), so a known verb gets the
+/// `501` of its argument (RFC 5321 §4.3.2; X.1.7 / X.1.3 for the paths, RFC 3463),
+/// and a line whose verb is unreadable the `500 5.5.2` of RFC 5321 §4.2.4. BDAT keeps
+/// its own kind: its chunk's end is unknown, so the session closes.
+fn not_utf8(line: &[u8]) -> ParseError {
+    let verb = line
+        .split(|&b| b == b' ' || b == b'\t')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    let kind = match verb.as_slice() {
+        b"MAIL" => ErrorKind::BadSender,
+        b"RCPT" => ErrorKind::BadRecipient,
+        b"BDAT" => ErrorKind::BdatSize,
+        b"EHLO" | b"HELO" | b"VRFY" | b"EXPN" | b"HELP" | b"NOOP" | b"AUTH" | b"DATA" | b"RSET"
+        | b"QUIT" | b"STARTTLS" => ErrorKind::Syntax,
+        _ => ErrorKind::Unrecognized,
+    };
+    let message = match kind {
+        ErrorKind::BadSender => "sender address is not valid UTF-8",
+        ErrorKind::BadRecipient => "recipient address is not valid UTF-8",
+        ErrorKind::BdatSize => "BDAT chunk size is not valid",
+        ErrorKind::Syntax => "argument is not valid UTF-8",
+        _ => "command is not UTF-8",
+    };
+    ParseError::new(kind, message)
+}
+
 fn parse_bdat(rest: &str) -> Result<Command, ParseError> {
     let mut words = rest.split([' ', '\t']).filter(|w| !w.is_empty());
     let bad = || ParseError::new(ErrorKind::BdatSize, "syntax: BDAT size [LAST]");
@@ -437,8 +465,40 @@ mod tests {
         assert_eq!(kind("NOOP\r"), ErrorKind::Unrecognized);
         assert_eq!(
             Command::parse(b"NOOP \xff").unwrap_err().kind,
-            ErrorKind::Unrecognized
+            ErrorKind::Syntax
         );
+    }
+
+    #[test]
+    fn bad_bytes() {
+        let k = |b: &[u8]| Command::parse(b).unwrap_err().kind;
+        // NUL or other controls anywhere: 500 5.5.2 (RFC 5321 §4.2.4).
+        assert_eq!(k(b"NOOP\0"), ErrorKind::Unrecognized);
+        assert_eq!(k(b"MAIL FROM:<a\0b@example.org>"), ErrorKind::Unrecognized);
+        assert_eq!(k(b"\0\0\0\0"), ErrorKind::Unrecognized);
+        assert_eq!(k(b"EHLO x\x1b[2J"), ErrorKind::Unrecognized);
+        // Garbage without a verb: 500.
+        assert_eq!(k(b"\xff\xfe\xfd"), ErrorKind::Unrecognized);
+        assert_eq!(k(b"\x80 FROM:<a@b>"), ErrorKind::Unrecognized);
+        // Invalid UTF-8 in a known command's argument, SMTPUTF8 or not: 501.
+        assert_eq!(
+            k(b"MAIL FROM:<j\xf6ran@example.org> SMTPUTF8"),
+            ErrorKind::BadSender
+        );
+        assert_eq!(
+            k(b"rcpt TO:<j\xf6ran@example.org>"),
+            ErrorKind::BadRecipient
+        );
+        assert_eq!(k(b"EHLO b\xfccher.de"), ErrorKind::Syntax);
+        assert_eq!(k(b"BDAT \xff"), ErrorKind::BdatSize);
+        // Valid UTF-8 parses; SMTPUTF8 is then the session's question (RFC 6531 §3.5).
+        let Command::Mail { from, params } =
+            Command::parse("MAIL FROM:<jöran@example.org>".as_bytes()).unwrap()
+        else {
+            panic!("not MAIL");
+        };
+        assert!(!params.smtputf8);
+        assert!(matches!(from, ReversePath::Path(p) if p.mailbox.is_utf8()));
     }
 
     #[test]

@@ -15,7 +15,10 @@
 //! Lines longer than 998 octets are accepted (RFC 5321 §4.5.3.1.6 allows the server
 //! to; Postfix does). Only the total size is bounded: past `max_size`, bytes are
 //! counted but no longer stored, and reading goes on to the terminator so that the
-//! session stays in step with the client.
+//! session stays in step with the client, up to twice the limit
+//! ([`DataReceiver::is_absurd`]): a stream longer than that is no message this server
+//! would take, and reading it to an end that may never come is refused (the session
+//! replies and closes, as for an absurd BDAT chunk size).
 
 /// What [`DataReceiver::feed`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +208,18 @@ impl DataReceiver {
     /// must be refused (`552 5.3.4`).
     pub fn exceeded(&self) -> bool {
         self.overflow
+    }
+
+    /// True once the data has gone on past twice `max_size` (and past
+    /// `max_size` + 1 MiB, for small limits) without its terminator: the session stops
+    /// reading, replies `552 5.3.4` and closes, as for [`crate::ChunkCheck::Absurd`].
+    pub fn is_absurd(&self) -> bool {
+        !self.is_done()
+            && self.size
+                > self.max_size.saturating_mul(2).max(
+                    self.max_size
+                        .saturating_add(crate::MAX_OVERLONG_SKIP as u64),
+                )
     }
 
     /// True when a CR or LF appeared other than as part of a CRLF
@@ -462,5 +477,36 @@ mod tests {
             assert_eq!(consumed, Some(input.len()), "{ending:?}");
             assert_eq!(has_bare_newline(&msg), bare, "{ending:?}");
         }
+    }
+
+    #[test]
+    fn endless_data_becomes_absurd_past_twice_the_limit() {
+        let max = 4 << 20;
+        let mut r = DataReceiver::new(max);
+        let mut out = Vec::new();
+        let line = [b'x'; 1000];
+        let mut fed = 0u64;
+        while !r.is_absurd() {
+            assert_eq!(r.feed(&line, &mut out), DataStatus::More);
+            fed += 1000;
+            assert!(fed <= 2 * max + 1000, "never absurd");
+        }
+        assert!(fed > 2 * max);
+        assert_eq!(out.len() as u64, max);
+        // A small limit still allows MAX_OVERLONG_SKIP past it.
+        let mut r = DataReceiver::new(10);
+        r.feed(&[b'y'; 1 << 20], &mut Vec::new());
+        assert!(!r.is_absurd());
+        r.feed(&[b'y'; 100], &mut Vec::new());
+        assert!(r.is_absurd());
+        // A finished message never is.
+        let mut r = DataReceiver::new(1);
+        let mut out = Vec::new();
+        r.feed(&[b'z'; 3 << 20], &mut out);
+        assert!(matches!(
+            r.feed(b"\r\n.\r\n", &mut out),
+            DataStatus::Done { .. }
+        ));
+        assert!(!r.is_absurd());
     }
 }

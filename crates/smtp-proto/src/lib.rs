@@ -32,6 +32,8 @@
 //! - Reply text never carries a control character and no reply line is longer than
 //!   512 octets, so client-supplied strings cannot forge a reply.
 
+#![forbid(unsafe_code)]
+
 pub mod bdat;
 pub mod command;
 pub mod data;
@@ -43,7 +45,7 @@ pub mod reply;
 pub use bdat::{BdatReceiver, ChunkCheck, check_chunk};
 pub use command::{Command, ErrorKind, ParseError};
 pub use data::{DataReceiver, DataStatus, has_bare_newline};
-pub use framing::{Frame, LineFramer};
+pub use framing::{Frame, LineFramer, MAX_OVERLONG_SKIP};
 pub use params::{Body, MailParams, Notify, ParamError, RcptParams, Ret};
 pub use path::{ForwardPath, Host, Mailbox, Path, PathError, ReversePath};
 pub use reply::{Status, code};

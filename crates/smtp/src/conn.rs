@@ -1,6 +1,14 @@
 //! One transport with its bounded receive buffer, its output buffer and the
 //! RFC 5321 §4.5.3.2 timeouts. Built afresh for every transport, so a swap to TLS
 //! starts with an empty receive buffer (RFC 3207 §4.2).
+//!
+//! Pipelining and memory (RFC 2920 §3.1): [`Conn::read_line`] reads only when no whole
+//! line is left, and writes out every buffered reply first; the session also writes
+//! once [`FLUSH_AT`] octets are buffered. A client that pipelines 200,000 commands
+//! without reading is answered until TCP pushes back; the session then waits in the
+//! write (bounded by the command timeout) and reads nothing more, holding at most
+//! about `FLUSH_AT + READ_CHUNK` octets plus one reply (and NOOP, RSET and the like
+//! end the session after `max_junk_commands`).
 
 use buudien_smtp_proto::{BdatReceiver, DataReceiver, DataStatus, Frame, LineFramer};
 use std::time::Duration;
@@ -9,6 +17,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Bytes asked from the transport per read; the receive buffer never holds more than
 /// the current line limit plus this.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Replies are written out once this much is buffered, even if more pipelined
+/// commands are waiting (RFC 2920 §3.1 lets the server send replies at any time).
+pub(crate) const FLUSH_AT: usize = 64 * 1024;
 
 /// Longest wait for the last words to a client that is going away (the timeout
 /// reply, the shutdown).
@@ -26,6 +38,10 @@ pub(crate) enum ConnError {
     /// The server is stopping.
     #[error("server shutting down")]
     Shutdown,
+    /// One over-long line went on past its skip allowance
+    /// ([`buudien_smtp_proto::MAX_OVERLONG_SKIP`] octets beyond the line limit): the peer is cut off.
+    #[error("endless line")]
+    Endless,
     /// The transport failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -99,6 +115,7 @@ impl<'io, IO: AsyncRead + AsyncWrite + Unpin> Conn<'io, IO> {
             match self.framer.next_frame(&mut self.inbuf, max) {
                 Frame::Line(line) => return Ok(Input::Line(line)),
                 Frame::TooLong => return Ok(Input::TooLong),
+                Frame::Endless => return Err(ConnError::Endless),
                 Frame::Incomplete => {}
             }
             self.flush().await?;
@@ -119,7 +136,8 @@ impl<'io, IO: AsyncRead + AsyncWrite + Unpin> Conn<'io, IO> {
     }
 
     /// Reads message data through `rx` into `msg` up to `<CRLF>.<CRLF>`; bytes after
-    /// the terminator stay buffered for the next command.
+    /// the terminator stay buffered for the next command. Returns early, without the
+    /// terminator, once `rx` [is absurd](DataReceiver::is_absurd).
     pub(crate) async fn read_data(
         &mut self,
         rx: &mut DataReceiver,
@@ -135,6 +153,9 @@ impl<'io, IO: AsyncRead + AsyncWrite + Unpin> Conn<'io, IO> {
             }
         }
         loop {
+            if rx.is_absurd() {
+                return Ok(());
+            }
             let n = self.read_more_data().await?;
             let got = self.chunk.get(..n).unwrap_or_default();
             if let DataStatus::Done { consumed } = rx.feed(got, msg) {
@@ -191,6 +212,15 @@ impl<'io, IO: AsyncRead + AsyncWrite + Unpin> Conn<'io, IO> {
             .map_err(|_| ConnError::Timeout)??;
         self.out.clear();
         Ok(())
+    }
+
+    /// Writes out the buffered replies if there are at least [`FLUSH_AT`] octets.
+    pub(crate) async fn flush_if_large(&mut self) -> Result<(), ConnError> {
+        if self.out.len() >= FLUSH_AT {
+            self.flush().await
+        } else {
+            Ok(())
+        }
     }
 
     /// Best effort to send what is buffered to a client being dropped: a short wait,

@@ -50,6 +50,8 @@
 //! - Nothing reachable from client input panics (no `unwrap`, `expect`, slice
 //!   indexing on input).
 
+#![forbid(unsafe_code)]
+
 mod cmd;
 mod conn;
 mod deliver;

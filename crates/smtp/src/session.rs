@@ -355,6 +355,9 @@ where
                 };
             }
         }
+        if let Err(e) = conn.flush_if_large().await {
+            return connection_lost(session, &mut conn, e).await;
+        }
     }
 }
 
@@ -483,6 +486,19 @@ where
                 &mut conn.out,
                 Status::SHUTTING_DOWN,
                 "service shutting down",
+            );
+            conn.flush_final().await;
+        }
+        ConnError::Endless => {
+            // The `500` for the over-long line went out when it passed the limit
+            // (RFC 5321 §4.5.3.1.4); it then went on for a MiB more. RFC 5321 §3.8:
+            // the server may close with 421 when it must end the session.
+            tracing::info!("endless line, closing");
+            closing(
+                session,
+                &mut conn.out,
+                Status::SECURITY_TEMP,
+                "line too long",
             );
             conn.flush_final().await;
         }

@@ -50,6 +50,18 @@ where
     let Some(txn) = session.txn.take() else {
         return Ok(Flow::Next);
     };
+    if !rx.is_done() {
+        // Twice the size limit and no end: the data may never end (RFC 5321 §3.8
+        // lets the server close; the reply says why).
+        tracing::info!(size = rx.size(), "endless message data, closing");
+        write(
+            &mut conn.out,
+            code::EXCEEDED_STORAGE,
+            Some(Status::TOO_BIG),
+            "message far too big; closing connection",
+        );
+        return Ok(Flow::Close);
+    }
     if rx.exceeded() {
         tracing::info!(size = rx.size(), "message too big");
         too_big(&mut conn.out);
