@@ -15,6 +15,8 @@
 //! - `check`: `buudien check` ([`SqliteStore::check`]): every blob against the index.
 //! - `queue`: the outbound queue ([`QueueStore`]): submission's queue rows, claims
 //!   (leases), per-recipient results.
+//! - `group`: group commit: concurrent deliveries share one transaction (one fsync
+//!   of the log), each in its own savepoint.
 //! - `space`: the free-space reserve new messages may not eat into (deletions may).
 //! - `faults`: fault injection for tests. `BUUDIEN_FAULTS=point:n,…` (read once at
 //!   open) makes the n-th `blob_write`, `blob_fsync`, `blob_rename`, `dir_fsync` or
@@ -48,6 +50,7 @@ mod blobs;
 mod check;
 mod faults;
 mod folders;
+mod group;
 mod mail;
 mod quarantine;
 mod queue;
@@ -96,6 +99,8 @@ pub(crate) struct Inner {
     faults: faults::Faults,
     /// Free space (octets) new messages may not eat into; 0: no reserve.
     min_free: AtomicU64,
+    /// Deliveries waiting to share a transaction (group commit).
+    group: group::Group,
 }
 
 /// Locks a mutex, recovering it if a panicking thread poisoned it (the data is plain
@@ -139,6 +144,7 @@ impl SqliteStore {
             swept: AtomicBool::new(false),
             faults,
             min_free: AtomicU64::new(DEFAULT_MIN_FREE),
+            group: group::Group::default(),
         };
         let mut conn = inner.connect()?;
         schema::migrate(&mut conn)?;

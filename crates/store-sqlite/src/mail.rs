@@ -2,8 +2,7 @@
 //! garbage collection.
 
 use crate::admin::write_tx;
-use crate::faults::Point;
-use crate::{Inner, blobs, db_err, lock, quarantine, queue, space};
+use crate::{Inner, blobs, db_err, group, lock, quarantine, queue, space};
 use buudien_store::{
     AccountId, BlobId, Change, ChangeKind, Delivered, Envelope, Guard, Mailbox, MailboxId,
     Maildrop, MaildropEntry, NewRecipient, Result, SpecialUse, StoreError, Submitted,
@@ -12,7 +11,7 @@ use buudien_types::{Uid, UidValidity};
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub(crate) fn secs(t: SystemTime) -> i64 {
@@ -253,31 +252,37 @@ pub fn store(
         Some(email_meta(parts))
     };
 
-    placing(inner, conn, |conn, placed| {
-        let tx = write_tx(conn)?;
+    // Everything the transaction needs is owned: the group commit's leader may run it
+    // on another thread, together with other deliveries (`group`).
+    let outbound = outbound.map(|(e, r)| (e.clone(), r.to_vec()));
+    let answer: Arc<Mutex<Option<Submitted>>> = Arc::new(Mutex::new(None));
+    let slot = Arc::clone(&answer);
+    let owner = Arc::clone(inner);
+    let work: group::Work = Box::new(move |tx, placed| {
+        let inner = &*owner;
         for &id in &accounts {
-            check_quota(&tx, id, local_size)?;
+            check_quota(tx, id, local_size)?;
         }
         let n_local = i64_of(accounts.len() as u64);
         let shared_blob = remote.is_none() && outbound.is_some();
         let local_blob = match local {
-            Some(b) => Some(b.commit(inner, &tx, n_local + i64::from(shared_blob), placed)?),
+            Some(b) => Some(b.commit(inner, tx, n_local + i64::from(shared_blob), placed)?),
             None => None,
         };
         let remote_blob = match remote {
-            Some(b) => Some(b.commit(inner, &tx, 1, placed)?),
+            Some(b) => Some(b.commit(inner, tx, 1, placed)?),
             None => local_blob,
         };
         let received_secs = secs(received);
         let mut out = Vec::with_capacity(accounts.len());
         if let (Some(blob), Some(em)) = (local_blob, email_meta.as_ref()) {
             for &id in &accounts {
-                out.push(add_to_inbox(&tx, id, &blob, local_size, em, received_secs)?);
+                out.push(add_to_inbox(tx, id, &blob, local_size, em, received_secs)?);
             }
         }
-        let queued = match (outbound, remote_blob) {
+        let queued = match (&outbound, remote_blob) {
             (Some((envelope, rcpts)), Some(blob)) => Some(queue::insert(
-                &tx,
+                tx,
                 &blob,
                 remote_size,
                 received,
@@ -286,13 +291,16 @@ pub fn store(
             )?),
             _ => None,
         };
-        inner.faults.check(Point::Commit)?;
-        tx.commit().map_err(db_err)?;
-        Ok(Submitted {
+        *lock(&slot) = Some(Submitted {
             delivered: out,
             queued,
-        })
-    })
+        });
+        Ok(())
+    });
+    inner.group.commit(inner, conn, work)?;
+    lock(&answer)
+        .take()
+        .ok_or_else(|| StoreError::Database("a committed delivery has no result".into()))
 }
 
 /// The email row of a local copy (with its stored structure); returns its id.
@@ -601,7 +609,11 @@ pub fn remove_orphans(inner: &Arc<Inner>, conn: &mut Connection) -> Result<usize
 
 /// Deletes the files of those of `ids` that have no row, under the write lock (so no
 /// writer is between placing a file and committing its row). Returns how many went.
-fn remove_rowless(inner: &Inner, conn: &mut Connection, ids: &[BlobId]) -> Result<usize> {
+pub(crate) fn remove_rowless(
+    inner: &Inner,
+    conn: &mut Connection,
+    ids: &[BlobId],
+) -> Result<usize> {
     let mut n = 0;
     let tx = write_tx(conn)?;
     for id in ids {

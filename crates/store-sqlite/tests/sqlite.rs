@@ -174,3 +174,53 @@ async fn free_space_reserve_refuses_new_mail_with_a_temporary_error() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// Group commit: concurrent deliveries share transactions, yet each is answered on
+/// its own. 48 deliveries at once to an account that holds 40 messages: exactly 40
+/// succeed (a piece that fails its quota check is rolled back alone), UIDs are 1..40
+/// with no gap, and the account's usage counts 40.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_deliveries_share_commits_and_fail_alone() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let s = SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    s.add_domain(&Domain::parse("a.example").unwrap_or_else(|e| panic!("{e}")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let a = Address::parse("ann@a.example").unwrap_or_else(|e| panic!("{e}"));
+    let id = s
+        .add_account(NewAccount {
+            address: a.clone(),
+            password: pw(),
+            quota: Quota {
+                bytes: None,
+                messages: Some(40),
+            },
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let tasks: Vec<_> = (0..48)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let msg = format!("Subject: {i}\r\n\r\nmessage {i}\r\n");
+                s.deliver(&[id], msg.as_bytes(), SystemTime::now()).await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut over = 0;
+    for t in tasks {
+        match t.await.unwrap_or_else(|e| panic!("{e}")) {
+            Ok(_) => ok += 1,
+            Err(buudien_store::StoreError::OverQuota(_)) => over += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((ok, over), (40, 8));
+    let d = s.open_maildrop(id).await.unwrap_or_else(|e| panic!("{e}"));
+    let uids: Vec<u32> = d.entries.iter().map(|e| e.uid.0).collect();
+    assert_eq!(uids, (1..=40).collect::<Vec<_>>());
+    drop(d);
+    let acct = s.account(&a).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(acct.map(|x| x.used_messages), Some(40));
+}

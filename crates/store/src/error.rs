@@ -4,7 +4,7 @@
 use thiserror::Error;
 
 /// Why a store operation failed.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     /// The named thing does not exist.
     #[error("{0} does not exist")]

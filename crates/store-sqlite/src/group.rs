@@ -1,0 +1,183 @@
+//! Group commit: concurrent message-storing writes share one transaction and so one
+//! `fsync` of SQLite's log, instead of paying one each (DESIGN: "share each fsync
+//! among concurrent deliveries").
+//!
+//! A writer hands its work (a closure over the open transaction) to [`Group::commit`]
+//! and waits. The first writer that finds no leader becomes the leader: it takes every
+//! queued piece of work (at most [`MAX_BATCH`]), opens one `BEGIN IMMEDIATE`
+//! transaction, runs each piece inside its own savepoint (a piece that fails is rolled
+//! back alone and gets its error), commits once, and hands every writer its result.
+//! It then serves the work that queued up meanwhile, for at most [`MAX_TURNS`]
+//! batches, and steps down; a waiting writer takes over.
+//!
+//! Invariants:
+//! - A writer's result is `Ok` only after the `COMMIT` that holds its rows returned
+//!   (`synchronous = FULL`: durable). When `COMMIT` fails, every piece of the batch
+//!   gets the error.
+//! - The pieces of a batch run in the order they were queued, in one transaction, so
+//!   each sees the rows (quota usage, UIDNEXT) of those before it.
+//! - Blob files a failed piece (or a failed batch) put in place are removed again
+//!   under a new write lock when no row refers to them (as `mail::placing` does).
+//! - Work is owned (`'static`): the leader runs it on its own thread.
+
+use crate::admin::write_tx;
+use crate::faults::Point;
+use crate::{Inner, lock};
+use buudien_store::{BlobId, Result, StoreError};
+use rusqlite::{Connection, Transaction};
+use std::collections::HashMap;
+use std::sync::{Condvar, Mutex};
+
+/// Most pieces of work in one transaction.
+pub(crate) const MAX_BATCH: usize = 256;
+/// Batches a leader runs before it steps down, so that its own caller is answered.
+pub(crate) const MAX_TURNS: usize = 4;
+
+/// One piece of work: fills the open transaction, listing in its second argument
+/// every blob file it puts in place (before placing it).
+pub(crate) type Work = Box<dyn FnOnce(&Transaction<'_>, &mut Vec<BlobId>) -> Result<()> + Send>;
+
+/// The queue of work waiting for a leader, and the results not yet collected.
+#[derive(Default)]
+pub(crate) struct Group {
+    state: Mutex<State>,
+    answered: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    queue: Vec<(u64, Work)>,
+    leader: bool,
+    next_id: u64,
+    results: HashMap<u64, Result<()>>,
+}
+
+impl Group {
+    /// Runs `work` in a shared transaction and returns once that transaction has
+    /// committed (or failed). `conn` is used if this caller becomes the leader.
+    pub(crate) fn commit(&self, inner: &Inner, conn: &mut Connection, work: Work) -> Result<()> {
+        let id = {
+            let mut st = lock(&self.state);
+            let id = st.next_id;
+            st.next_id = st.next_id.wrapping_add(1);
+            st.queue.push((id, work));
+            loop {
+                if let Some(r) = st.results.remove(&id) {
+                    return r;
+                }
+                if !st.leader {
+                    st.leader = true;
+                    break;
+                }
+                st = self
+                    .answered
+                    .wait(st)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            id
+        };
+        // The leader: our own work is in the queue, so the first batch answers us.
+        for _ in 0..MAX_TURNS {
+            let batch = {
+                let mut st = lock(&self.state);
+                if st.queue.is_empty() {
+                    break;
+                }
+                let n = st.queue.len().min(MAX_BATCH);
+                st.queue.drain(..n).collect::<Vec<_>>()
+            };
+            let results = run_batch(inner, conn, batch);
+            lock(&self.state).results.extend(results);
+            self.answered.notify_all();
+        }
+        let mut st = lock(&self.state);
+        st.leader = false;
+        // Whoever still waits may lead now.
+        self.answered.notify_all();
+        st.results.remove(&id).unwrap_or_else(|| {
+            Err(StoreError::Database(
+                "group commit lost a result (a bug)".into(),
+            ))
+        })
+    }
+}
+
+/// Runs one batch in one transaction; every piece gets its result.
+fn run_batch(
+    inner: &Inner,
+    conn: &mut Connection,
+    batch: Vec<(u64, Work)>,
+) -> Vec<(u64, Result<()>)> {
+    let mut out = Vec::with_capacity(batch.len());
+    let mut to_clean: Vec<BlobId> = Vec::new();
+    let mut all_placed: Vec<BlobId> = Vec::new();
+    let committed = {
+        let tx = match write_tx(conn) {
+            Ok(tx) => tx,
+            Err(e) => {
+                return batch
+                    .into_iter()
+                    .map(|(id, _)| (id, Err(e.clone())))
+                    .collect();
+            }
+        };
+        // Set when SQLite rolled the whole transaction back by itself (it does on
+        // some errors: SQLITE_FULL, I/O errors): the batch is then over.
+        let mut aborted: Option<StoreError> = None;
+        for (id, work) in batch {
+            if let Some(e) = &aborted {
+                out.push((id, Err(e.clone())));
+                continue;
+            }
+            let mut placed = Vec::new();
+            let r = tx
+                .execute_batch("SAVEPOINT piece")
+                .map_err(crate::db_err)
+                .and_then(|()| work(&tx, &mut placed));
+            let r = match r {
+                Ok(()) => tx.execute_batch("RELEASE piece").map_err(crate::db_err),
+                Err(e) => {
+                    if tx.is_autocommit() {
+                        aborted = Some(e.clone());
+                    } else {
+                        // Undo this piece alone.
+                        let _ = tx.execute_batch("ROLLBACK TO piece; RELEASE piece");
+                    }
+                    Err(e)
+                }
+            };
+            if r.is_err() {
+                to_clean.extend_from_slice(&placed);
+            }
+            all_placed.extend(placed);
+            out.push((id, r));
+        }
+        match aborted {
+            Some(e) => Err(e),
+            // Nothing to keep: the transaction rolls back as it is dropped.
+            None if out.iter().all(|(_, r)| r.is_err()) => Ok(()),
+            None => inner
+                .faults
+                .check(Point::Commit)
+                .map_err(StoreError::from)
+                .and_then(|()| tx.commit().map_err(crate::db_err)),
+        }
+    };
+    if let Err(e) = committed {
+        for (_, r) in &mut out {
+            if r.is_ok() {
+                *r = Err(e.clone());
+            }
+        }
+        to_clean = all_placed;
+    }
+    if !to_clean.is_empty() {
+        match crate::mail::remove_rowless(inner, conn, &to_clean) {
+            Ok(n) => tracing::debug!(removed = n, "blob files of a failed write removed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "blob files of a failed write left for the next start")
+            }
+        }
+    }
+    out
+}
