@@ -1,9 +1,10 @@
 //! Blob files: `blobs/xx/yy/<sha256 hex>` under the data directory. A blob is written
 //! to `tmp/`, fsynced, and renamed into place with its directory fsynced (or the
-//! rename may not survive a crash).
+//! rename may not survive a crash) before any row that refers to it commits; the
+//! directory fsyncs of one transaction run together ([`sync_dirs`]).
 
 use crate::faults::{Faults, Point};
-use buudien_store::{BlobId, Result};
+use buudien_store::{BlobId, Result, StoreError};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,7 +41,17 @@ impl TempBlob {
     /// the rename fails the temporary file is removed; when the directory fsync fails
     /// the placed file stays (the caller removes it if no row took it, see
     /// `mail::placing`).
-    pub fn place(mut self, dir: &Path, faults: &Faults, blob: &BlobId) -> Result<()> {
+    #[cfg(test)]
+    pub fn place(self, dir: &Path, faults: &Faults, blob: &BlobId) -> Result<()> {
+        self.place_unsynced(dir, faults, blob)?;
+        sync_dirs(dir, faults, &[*blob])
+    }
+
+    /// Renames the file to the blob's place (creating its directories, durably) but
+    /// leaves the fsync of its directory to [`sync_dirs`], which the caller must run
+    /// before it commits a row that refers to the blob: several placements then share
+    /// their directory fsyncs. When the rename fails the temporary file is removed.
+    pub fn place_unsynced(mut self, dir: &Path, faults: &Faults, blob: &BlobId) -> Result<()> {
         let dest = path(dir, blob);
         if let Some(parent) = dest.parent() {
             ensure_dir(parent)?;
@@ -49,10 +60,6 @@ impl TempBlob {
             faults.check(Point::BlobRename)?;
             fs::rename(src, &dest)?;
             self.path = None;
-        }
-        if let Some(parent) = dest.parent() {
-            faults.check(Point::DirFsync)?;
-            File::open(parent)?.sync_all()?;
         }
         Ok(())
     }
@@ -64,6 +71,39 @@ impl Drop for TempBlob {
             let _ = fs::remove_file(p);
         }
     }
+}
+
+/// Most directory fsyncs run at once by [`sync_dirs`].
+const SYNC_THREADS: usize = 8;
+
+/// Fsyncs the directories of `placed` blobs (each once), so that their renames survive
+/// a crash. Several directories are synced at once: the file system then commits
+/// their entries together (one journal commit for many, on ext4 and xfs).
+pub fn sync_dirs(dir: &Path, faults: &Faults, placed: &[BlobId]) -> Result<()> {
+    let mut dirs: Vec<PathBuf> = placed
+        .iter()
+        .filter_map(|b| path(dir, b).parent().map(Path::to_path_buf))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for _ in &dirs {
+        faults.check(Point::DirFsync)?;
+    }
+    let sync = |d: &PathBuf| -> Result<()> { Ok(File::open(d)?.sync_all()?) };
+    if dirs.len() <= 1 {
+        return dirs.iter().try_for_each(sync);
+    }
+    let chunk = dirs.len().div_ceil(SYNC_THREADS);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = dirs
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().try_for_each(sync)))
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(StoreError::Io("directory fsync thread failed".into())))
+        })
+    })
 }
 
 /// Creates `dir` (and missing parents), fsyncing each parent whose entry was added.

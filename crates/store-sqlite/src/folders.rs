@@ -488,6 +488,7 @@ pub fn append_many(
                     .ok_or_else(|| StoreError::Database("appended message not found".into()))?,
             );
         }
+        crate::blobs::sync_dirs(&inner.dir, &inner.faults, placed)?;
         inner.faults.check(Point::Commit)?;
         tx.commit().map_err(db_err)?;
         Ok(out)

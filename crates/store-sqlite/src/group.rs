@@ -156,10 +156,9 @@ fn run_batch(
             Some(e) => Err(e),
             // Nothing to keep: the transaction rolls back as it is dropped.
             None if out.iter().all(|(_, r)| r.is_err()) => Ok(()),
-            None => inner
-                .faults
-                .check(Point::Commit)
-                .map_err(StoreError::from)
+            // The renames of the whole batch become durable together, then the rows.
+            None => crate::blobs::sync_dirs(&inner.dir, &inner.faults, &all_placed)
+                .and_then(|()| inner.faults.check(Point::Commit).map_err(StoreError::from))
                 .and_then(|()| tx.commit().map_err(crate::db_err)),
         }
     };

@@ -97,8 +97,9 @@ impl NewBlob {
     }
 
     /// Puts the file in place unless a live copy is there, and adds `refs`
-    /// references. Runs inside the write transaction of [`placing`]; a file it puts
-    /// in place is listed in `placed` first. A quarantined blob is healed: these are
+    /// references. Runs inside the write transaction of [`placing`] or a group
+    /// commit; a file it puts in place is listed in `placed` first, and the caller
+    /// runs [`blobs::sync_dirs`] on `placed` before it commits. A quarantined blob is healed: these are
     /// its exact bytes (the id is their SHA-256), so the file goes back in place and
     /// the quarantine row goes, and every email that refers to it reads again.
     pub(crate) fn commit(
@@ -123,7 +124,8 @@ impl NewBlob {
             // New, or garbage whose file may already be gone: (re)place the file.
             _ => {
                 placed.push(self.id);
-                self.tmp.place(&inner.dir, &inner.faults, &self.id)?
+                self.tmp
+                    .place_unsynced(&inner.dir, &inner.faults, &self.id)?
             }
         }
         if damaged {
