@@ -1,7 +1,7 @@
 //! IDLE (RFC 9051 §6.3.13, RFC 2177): the session waits for `DONE` and meanwhile
 //! reports changes to the selected mailbox as they happen. It wakes on the store's
-//! change counter ([`MailboxStore::watch_changes`], which also sees commits by other
-//! processes such as `buudien deliver`), then reads only the delta of its mailbox.
+//! counter of that mailbox ([`MailboxStore::watch_mailbox`], which also sees commits
+//! by other processes such as `buudien deliver`), then reads only its delta.
 
 use crate::drive::flush;
 use crate::reply::*;
@@ -30,7 +30,12 @@ pub(crate) async fn idle<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), Outcome> {
     let idle = s.shared.config.idle_timeout;
-    let mut changes = s.shared.store.watch_changes();
+    // Without a selected mailbox (IDLE is valid in the authenticated state) there is
+    // nothing to report: a counter nobody bumps.
+    let (_unused, mut changes) = tokio::sync::watch::channel(0u64);
+    if let Some(mailbox) = s.selected.as_ref().map(|m| m.id) {
+        changes = s.shared.store.watch_mailbox(mailbox);
+    }
     changes.borrow_and_update();
     // Changes that happened before IDLE began are reported at once.
     s.sync(out).await;

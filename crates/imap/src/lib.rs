@@ -43,7 +43,7 @@
 //!   APPEND, SELECT), never during FETCH, STORE or SEARCH (RFC 9051 §7.5.1).
 //! - Changes reach a session from the store's delta after the MODSEQ it last
 //!   reported (`MailboxStore::delta`), never by rescanning the mailbox; an IDLE
-//!   session wakes on `MailboxStore::watch_changes`.
+//!   session wakes on `MailboxStore::watch_mailbox` (its own mailbox only).
 //! - A session's memory is its snapshot (24 octets a message), its line buffers and
 //!   at most `spool::MEMORY_BUDGET` octets of APPEND data; larger APPEND literals
 //!   wait in one unnamed temporary file.

@@ -464,8 +464,8 @@ impl MailboxStore for SqliteStore {
         self.run(move |_, c| sync::claim_recent(c, mailbox)).await
     }
 
-    fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        sync::subscribe(&self.inner)
+    fn watch_mailbox(&self, mailbox: MailboxId) -> tokio::sync::watch::Receiver<u64> {
+        sync::subscribe(&self.inner, mailbox)
     }
 
     async fn mailbox(&self, account: AccountId, name: &str) -> Result<Option<Mailbox>> {

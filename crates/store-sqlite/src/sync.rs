@@ -2,10 +2,14 @@
 //! stored message structure, the changes after a MODSEQ (RFC 7162 §3.2.5.2), the
 //! `\Recent` mark (RFC 3501 §2.3.2) and the change counter IDLE waits on.
 //!
-//! The counter is driven by one poller thread per store, alive only while someone
+//! The counters are driven by one poller thread per store, alive only while someone
 //! watches: it asks SQLite's `PRAGMA data_version` every [`POLL`], which changes
 //! whenever another connection (in this process or another, e.g. `buudien deliver`)
-//! committed, so one cheap query serves every IDLE session of the process.
+//! committed. Only then does it read `(UIDNEXT, HIGHESTMODSEQ)` of the watched
+//! mailboxes (every new message, flag change and expunge moves one of them) and bump
+//! the counters of those that moved, so a delivery wakes the IDLE sessions of its own
+//! mailbox, not every idler of the process. A counter's first look always wakes its
+//! watchers (a spurious wake-up costs one delta read; a missed one loses a change).
 
 use crate::admin::write_tx;
 use crate::folders::{ENTRY_QUERY, entry_from, read_entry};
@@ -14,43 +18,57 @@ use crate::{Inner, db_err, lock};
 use buudien_store::{Delta, MailboxId, MessageEntry, Result, StoreError, StoredMeta};
 use buudien_types::Uid;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How often the poller looks for commits by other connections.
 pub(crate) const POLL: Duration = Duration::from_millis(100);
 
-/// The change counter and whether its poller runs.
+/// The watched mailboxes and whether their poller runs.
 pub(crate) struct Watch {
-    sender: tokio::sync::watch::Sender<u64>,
+    mailboxes: Arc<Mutex<HashMap<MailboxId, Watched>>>,
     running: Arc<Mutex<bool>>,
 }
 
+/// One watched mailbox: its counter and what the poller saw last.
+struct Watched {
+    sender: tokio::sync::watch::Sender<u64>,
+    /// `(UIDNEXT, HIGHESTMODSEQ)` at the last look (`Some(None)`: the mailbox is
+    /// gone); `None`: not looked at yet.
+    seen: Option<Option<(i64, i64)>>,
+}
+
 impl Watch {
-    /// A counter at 0 with no poller.
+    /// No watchers, no poller.
     pub(crate) fn new() -> Watch {
         Watch {
-            sender: tokio::sync::watch::Sender::new(0),
+            mailboxes: Arc::new(Mutex::new(HashMap::new())),
             running: Arc::new(Mutex::new(false)),
         }
     }
 }
 
-/// A receiver of the counter, starting the poller if it is not running.
-pub(crate) fn subscribe(inner: &Inner) -> tokio::sync::watch::Receiver<u64> {
+/// A receiver of `mailbox`'s counter, starting the poller if it is not running.
+pub(crate) fn subscribe(inner: &Inner, mailbox: MailboxId) -> tokio::sync::watch::Receiver<u64> {
     let w = &inner.watch;
     let mut running = lock(&w.running);
-    let rx = w.sender.subscribe();
+    let rx = lock(&w.mailboxes)
+        .entry(mailbox)
+        .or_insert_with(|| Watched {
+            sender: tokio::sync::watch::Sender::new(0),
+            seen: None,
+        })
+        .sender
+        .subscribe();
     if !*running {
         match inner.connect() {
             Ok(conn) => {
-                let sender = w.sender.clone();
+                let mailboxes = Arc::clone(&w.mailboxes);
                 let flag = Arc::clone(&w.running);
-                // Read before the caller goes on, so no commit after this call is missed.
-                let first = data_version(&conn);
                 let spawned = std::thread::Builder::new()
                     .name("store-watch".into())
-                    .spawn(move || poll(conn, first, &sender, &flag));
+                    .spawn(move || poll(conn, &mailboxes, &flag));
                 match spawned {
                     Ok(_) => *running = true,
                     Err(e) => tracing::warn!(error = %e, "cannot start the change watcher"),
@@ -67,29 +85,52 @@ fn data_version(c: &Connection) -> Option<i64> {
     c.query_row("PRAGMA data_version", [], |r| r.get(0)).ok()
 }
 
-/// The poller: bumps the counter when `data_version` moves from `last`; ends when
-/// nobody watches.
-fn poll(
-    conn: Connection,
-    mut last: Option<i64>,
-    sender: &tokio::sync::watch::Sender<u64>,
-    running: &Mutex<bool>,
-) {
+/// The poller: when `data_version` moved (or a watcher is new), looks at the watched
+/// mailboxes and bumps the counters of those that changed; ends when nobody watches.
+fn poll(conn: Connection, mailboxes: &Mutex<HashMap<MailboxId, Watched>>, running: &Mutex<bool>) {
+    let mut last = None;
     loop {
         std::thread::sleep(POLL);
-        {
+        let ids: Vec<(MailboxId, bool)> = {
             let mut r = lock(running);
-            if sender.receiver_count() == 0 {
+            let mut m = lock(mailboxes);
+            m.retain(|_, w| w.sender.receiver_count() > 0);
+            if m.is_empty() {
                 *r = false;
                 return;
             }
-        }
+            m.iter().map(|(id, w)| (*id, w.seen.is_none())).collect()
+        };
         let now = data_version(&conn);
-        if now != last {
-            last = now;
-            sender.send_modify(|n| *n = n.wrapping_add(1));
+        let moved = now != last || now.is_none();
+        if !moved && !ids.iter().any(|(_, new)| *new) {
+            continue;
+        }
+        last = now;
+        // Read outside the lock (subscribers never wait on the queries).
+        let states: Vec<(MailboxId, Option<(i64, i64)>)> = ids
+            .iter()
+            .filter(|(_, new)| moved || *new)
+            .map(|(id, _)| (*id, mailbox_state(&conn, *id)))
+            .collect();
+        let mut m = lock(mailboxes);
+        for (id, state) in states {
+            if let Some(w) = m.get_mut(&id)
+                && w.seen != Some(state)
+            {
+                w.seen = Some(state);
+                w.sender.send_modify(|n| *n = n.wrapping_add(1));
+            }
         }
     }
+}
+
+/// `(UIDNEXT, HIGHESTMODSEQ)` of a mailbox; `None` when it is gone (or unreadable).
+fn mailbox_state(conn: &Connection, mailbox: MailboxId) -> Option<(i64, i64)> {
+    conn.prepare_cached("SELECT uidnext, highestmodseq FROM mailboxes WHERE id = ?1")
+        .ok()?
+        .query_row([mailbox], |r| Ok((r.get(0)?, r.get(1)?)))
+        .ok()
 }
 
 /// `emails.meta`, `emails.surrogate_meta`.

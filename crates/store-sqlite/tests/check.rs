@@ -285,18 +285,27 @@ fn check_beside_a_busy_writer_reports_nothing() {
     let writer = s.clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = stop.clone();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let done2 = done.clone();
     let task = rt.spawn(async move {
         let id = ok(writer.account(&ok(Address::parse("ann@a.example"))).await).map_or(0, |a| a.id);
         let mut n = 100;
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
             ok(writer.deliver(&[id], &message(n), SystemTime::now()).await);
             ok(writer.collect_garbage().await);
+            done2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             n += 1;
         }
         n - 100
     });
+    // At least 5 checks, and until the writer has stored a few messages meanwhile.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut rounds = 0;
-    while rounds < 5 {
+    while rounds < 5 || done.load(std::sync::atomic::Ordering::Relaxed) < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never got going"
+        );
         let (report, found) = run_check(&s, false);
         assert!(found.is_empty(), "{found:?}");
         assert!(report.verified >= 20);

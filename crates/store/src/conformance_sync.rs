@@ -139,15 +139,43 @@ async fn recent_goes_to_one_session<S: MailboxStore>(s: Arc<S>) {
 
 async fn watch_wakes_on_commit<S: MailboxStore>(s: Arc<S>) {
     let ann = account(&*s, "ann@s.example", Quota::default()).await;
-    let mut rx = s.watch_changes();
-    let before = *rx.borrow_and_update();
+    let bob = account(&*s, "bob@s.example", Quota::default()).await;
+    let ann_inbox = inbox(&*s, ann).await;
+    let bob_inbox = inbox(&*s, bob).await;
+    let mut rx = s.watch_mailbox(ann_inbox.id);
+    let mut other = s.watch_mailbox(bob_inbox.id);
+    // The first look may wake each watcher once; let it pass.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rx.borrow_and_update();
+    other.borrow_and_update();
     ok(
         s.deliver(&[ann], b"Subject: w\r\n\r\nx\r\n", SystemTime::now())
             .await,
     );
     let woke = tokio::time::timeout(Duration::from_secs(5), rx.changed()).await;
     assert!(matches!(woke, Ok(Ok(()))), "no wake-up after a delivery");
-    assert_ne!(*rx.borrow(), before);
+    // Another mailbox's watcher sleeps on.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !other.has_changed().unwrap_or(true),
+        "a delivery to ann woke bob's watcher"
+    );
+    // A flag change and an expunge wake it too.
+    let uid = ok(s.messages(ann_inbox.id).await)
+        .first()
+        .map(|m| m.uid)
+        .unwrap_or_else(|| panic!("no message"));
+    rx.borrow_and_update();
+    ok(
+        s.store_flags(ann_inbox.id, &[uid], FlagOp::Add, Flags::SEEN, &[], None)
+            .await,
+    );
+    let woke = tokio::time::timeout(Duration::from_secs(5), rx.changed()).await;
+    assert!(matches!(woke, Ok(Ok(()))), "no wake-up after a flag change");
+    rx.borrow_and_update();
+    ok(s.expunge(ann_inbox.id, &[uid]).await);
+    let woke = tokio::time::timeout(Duration::from_secs(5), rx.changed()).await;
+    assert!(matches!(woke, Ok(Ok(()))), "no wake-up after an expunge");
 }
 
 async fn append_many_is_all_or_nothing<S: MailboxStore>(s: Arc<S>) {

@@ -289,10 +289,12 @@ pub trait MailboxStore: MailStore {
     /// §6.3.2, §6.3.10): messages above it are recent.
     fn recent_mark(&self, mailbox: MailboxId) -> impl Future<Output = Result<Uid>> + Send;
 
-    /// A counter that goes up after the store changed (here or, noticed within a
-    /// fraction of a second, in another process on the same store). IDLE waits on
-    /// it, then asks [`MailboxStore::delta`] what changed in its own mailbox.
-    fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// A counter that goes up after `mailbox` changed — a new message, a flag
+    /// change, an expunge, or the mailbox went — here or, noticed within a fraction
+    /// of a second, in another process on the same store. It may also go up when
+    /// nothing changed (a first look), never stays put after a change. IDLE waits
+    /// on it, then asks [`MailboxStore::delta`] what changed.
+    fn watch_mailbox(&self, mailbox: MailboxId) -> tokio::sync::watch::Receiver<u64>;
 
     /// MOVE (RFC 6851): COPY and expunge from `from` in one transaction.
     fn move_messages(
