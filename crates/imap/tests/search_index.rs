@@ -395,3 +395,42 @@ async fn indexed_searches_do_not_read_messages() {
     let r = c.cmd("e", "UID SEARCH BODY quick").await;
     assert!(r.starts_with("e NO"), "{r}");
 }
+
+#[tokio::test]
+async fn a_message_expunged_elsewhere_matches_nothing_either_way() {
+    let env = env().await;
+    for body in ["fox one", "fox two", "dog three"] {
+        env.deliver(&format!("Subject: s\r\n\r\n{body}\r\n")).await;
+    }
+    let server = env.server(ImapConfig::default());
+    let (mut a, _ta) = connect(&server, LOOPBACK);
+    let (mut b, _tb) = connect(&server, LOOPBACK);
+    for (c, t) in [(&mut a, "s"), (&mut b, "t")] {
+        c.login().await;
+        let r = c.cmd(t, "SELECT INBOX").await;
+        assert!(r.contains(&format!("{t} OK")), "{r}");
+    }
+    let r = b.cmd("x", "UID STORE 2 +FLAGS.SILENT (\\Deleted)").await;
+    assert!(r.contains("x OK"), "{r}");
+    let r = b.cmd("y", "EXPUNGE").await;
+    assert!(r.contains("y OK"), "{r}");
+    // The flag change is reported first; the expunge waits (RFC 9051 §7.5.1).
+    let r = a.cmd("a0", "UID SEARCH ALL").await;
+    assert!(
+        r.ends_with("* SEARCH 1 2 3\r\na0 OK UID SEARCH completed\r\n"),
+        "{r}"
+    );
+    for key in [
+        "BODY fox",
+        "NOT BODY fox",
+        "NOT TEXT three",
+        "OR BODY dog DELETED",
+    ] {
+        env.store.set_text_index(true, 100);
+        let indexed = a.cmd("a1", &format!("UID SEARCH {key}")).await;
+        env.store.set_text_index(false, 0);
+        let scanned = a.cmd("a1", &format!("UID SEARCH {key}")).await;
+        assert_eq!(indexed, scanned, "{key}");
+        assert!(!indexed.contains(" 2"), "{key}: {indexed}");
+    }
+}

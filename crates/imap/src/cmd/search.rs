@@ -25,7 +25,8 @@ use buudien_message::MessageMeta;
 use buudien_store::{MailboxStore, MessageEntry, StoreError};
 use buudien_types::{ModSeq, Uid};
 use eval::{
-    Indexed, Level, Msg, Node, beyond_snapshot, compile, eval, level, text_keys, with_answers,
+    Indexed, Level, Msg, Node, beyond_snapshot, compile, eval, level, text_keys, uses_index,
+    with_answers,
 };
 use tokio::io::AsyncReadExt;
 
@@ -56,7 +57,15 @@ impl<S: MailboxStore> Session<'_, S> {
         let Some(sel) = self.selected.as_ref() else {
             return bad(out, tag, "no mailbox selected");
         };
-        let found = match view(&self.shared.store, sel, beyond_snapshot(&program.root)).await {
+        let from_store = beyond_snapshot(&program.root);
+        let found = match view(
+            &self.shared.store,
+            sel,
+            from_store,
+            uses_index(&program.root),
+        )
+        .await
+        {
             Ok(view) => matching(&self.shared.store, sel, &view, &program.root)
                 .await
                 .map(|found| (view, found)),
@@ -207,10 +216,14 @@ async fn indexed<S: MailboxStore>(
 /// The session's messages as SEARCH sees them, by index in the snapshot: the store's
 /// entry with the flags, keywords and MODSEQ the session knows; `None` for a message
 /// another session expunged that this one has not been told of (it matches nothing).
+/// Without `from_store` the snapshot answers alone; `gone_known` then leaves out the
+/// messages known to be expunged (as a read of the store would), for keys the text
+/// index answered from the store (its answer has no such message).
 async fn view<S: MailboxStore>(
     store: &S,
     sel: &Selected,
     from_store: bool,
+    gone_known: bool,
 ) -> Result<Vec<Option<MessageEntry>>, StoreError> {
     if !from_store {
         // Flags, keywords, numbers and MODSEQ only: the snapshot answers alone.
@@ -218,6 +231,9 @@ async fn view<S: MailboxStore>(
             .slots
             .iter()
             .map(|slot| {
+                if gone_known && sel.pending_expunges.binary_search(&slot.uid).is_ok() {
+                    return None;
+                }
                 Some(MessageEntry {
                     uid: slot.uid,
                     blob: buudien_store::BlobId([0; 32]),

@@ -374,13 +374,23 @@ pub(crate) fn beyond_snapshot(n: &Node) -> bool {
         | Node::Internal(..)
         | Node::Sent(..)
         | Node::Header(..)
-        | Node::Text(..)
-        // The index answers from the store as it is, not the snapshot: a message
-        // another session expunged must still match nothing, as for a scan.
-        | Node::Indexed(..) => true,
+        | Node::Text(..) => true,
+        // Messages the index covers are decided by their UID alone.
+        Node::Indexed(ix) => !ix.unknown.is_empty(),
         Node::Not(k) => beyond_snapshot(k),
         Node::Or(a, b) => beyond_snapshot(a) || beyond_snapshot(b),
         Node::And(keys) => keys.iter().any(beyond_snapshot),
+        _ => false,
+    }
+}
+
+/// True when a key is answered by the text index.
+pub(crate) fn uses_index(n: &Node) -> bool {
+    match n {
+        Node::Indexed(_) => true,
+        Node::Not(k) => uses_index(k),
+        Node::Or(a, b) => uses_index(a) || uses_index(b),
+        Node::And(keys) => keys.iter().any(uses_index),
         _ => false,
     }
 }
