@@ -251,3 +251,24 @@ async fn a_version_6_database_gains_the_index() {
     assert_eq!((hits.matched, hits.unknown), (vec![Uid(2)], vec![]));
     assert_eq!(s.text_backlog().await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn the_background_indexer_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, inbox) = setup(dir.path()).await;
+    assert_eq!(s.text_backlog().await.unwrap(), 7);
+    let task = tokio::spawn(s.clone().run_text_indexer());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while s.text_backlog().await.unwrap() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "indexer did not catch up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    task.abort();
+    // Nothing left for a SEARCH to index or scan.
+    s.set_text_index(true, 0);
+    let hits = s.search_text(inbox, "quick", true).await.unwrap().unwrap();
+    assert_eq!((hits.matched, hits.unknown), (vec![Uid(1)], vec![]));
+}
