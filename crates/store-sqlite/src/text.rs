@@ -192,15 +192,36 @@ pub(crate) fn index_pending(inner: &Inner, conn: &mut Connection, limit: usize) 
 
 /// The messages of `mailbox` whose email is not indexed: (UID, email, state).
 fn unindexed(conn: &Connection, mailbox: MailboxId) -> Result<Vec<(u32, i64, i64)>> {
-    // CROSS JOIN keeps the emails (through the partial index of the few unindexed)
-    // as the outer loop: the cost follows them, not the mailbox.
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT me.uid, e.id, e.text_state FROM emails e CROSS JOIN mailbox_entries me
-             ON me.email_id = e.id
-             WHERE e.text_state <> 1 AND me.mailbox_id = ?1",
+    let size: i64 = conn
+        .query_row(
+            "SELECT messages FROM mailboxes WHERE id = ?1",
+            [mailbox],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err)?
+        .unwrap_or(0);
+    // Unindexed emails are few once the indexer has caught up: start from them
+    // (through the partial index), so the cost follows them, not the mailbox. While
+    // there are more of them (across all accounts) than the mailbox has messages,
+    // as after an upgrade, start from the mailbox instead.
+    let pending: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM (SELECT 1 FROM emails WHERE text_state <> 1 LIMIT ?1)",
+            [size.saturating_add(1)],
+            |r| r.get(0),
         )
         .map_err(db_err)?;
+    let sql = if pending <= size {
+        "SELECT me.uid, e.id, e.text_state FROM emails e CROSS JOIN mailbox_entries me
+         ON me.email_id = e.id
+         WHERE e.text_state <> 1 AND me.mailbox_id = ?1"
+    } else {
+        "SELECT me.uid, e.id, e.text_state FROM mailbox_entries me CROSS JOIN emails e
+         ON e.id = me.email_id
+         WHERE me.mailbox_id = ?1 AND e.text_state <> 1"
+    };
+    let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
     let rows = stmt
         .query_map([mailbox], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .map_err(db_err)?;

@@ -165,7 +165,20 @@ async fn unindexed_messages_are_reported_and_indexed_later() {
     assert!(hits.matched.is_empty());
     assert_eq!(hits.unknown, all);
     assert_eq!(s.text_backlog().await.unwrap(), 7);
+    // More unindexed emails than the mailbox has messages: looked up from the mailbox.
+    let acct = s
+        .account(&Address::parse("ann@a.example").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let small = s.create_mailbox(acct, "Small", None).await.unwrap().id;
+    s.copy(inbox, &[Uid(1)], small).await.unwrap();
+    let hits = s.search_text(small, "quick", true).await.unwrap().unwrap();
+    assert_eq!((hits.matched, hits.unknown), (vec![], vec![Uid(1)]));
     assert_eq!(s.index_text(2).await.unwrap(), 2);
+    let hits = s.search_text(small, "quick", true).await.unwrap().unwrap();
+    assert_eq!((hits.matched, hits.unknown), (vec![Uid(1)], vec![]));
     let hits = s.search_text(inbox, "quick", true).await.unwrap().unwrap();
     assert_eq!(hits.matched, vec![Uid(1)]);
     assert_eq!(hits.unknown, all[2..].to_vec());
@@ -174,12 +187,6 @@ async fn unindexed_messages_are_reported_and_indexed_later() {
     let hits = s.search_text(inbox, "inner", true).await.unwrap().unwrap();
     assert_eq!((hits.matched, hits.unknown), (vec![Uid(5)], vec![]));
     // A copy in another mailbox shares the email and its entry.
-    let acct = s
-        .account(&Address::parse("ann@a.example").unwrap())
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
     let other = s.create_mailbox(acct, "Other", None).await.unwrap().id;
     s.copy(inbox, &[Uid(5), Uid(1)], other).await.unwrap();
     let hits = s.search_text(other, "inner", true).await.unwrap().unwrap();
