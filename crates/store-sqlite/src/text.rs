@@ -51,8 +51,13 @@
 //!
 //! # Cost
 //! A lookup costs the FTS5 phrase query (over every account's emails: the index is
-//! per server, a needle common in other accounts costs their matches too), one
-//! probe per matching email, and one per email not yet indexed anywhere.
+//! per server, so a needle common in other accounts costs their matches too), then
+//! one probe per matching email (or one pass over the mailbox when the matches are
+//! many), and one probe per email not yet indexed anywhere (or one pass over the
+//! mailbox while those outnumber its messages, as right after an upgrade). A needle
+//! made of trigrams that occur everywhere reads long position lists: on 100,000
+//! messages written from 26 words, 70-95 ms; a selective needle takes well under
+//! 1 ms (see `examples/search_bench.rs`).
 
 use crate::admin::write_tx;
 use crate::mail::{blob_from, u64_of};
