@@ -265,6 +265,9 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
     }
     let gc_store = store.clone();
     let gc = tokio::spawn(async move { collect_garbage(gc_store).await });
+    // New emails enter SEARCH's text index in the background (buudien_store_sqlite's
+    // `text` module); a SEARCH scans what it has not reached yet.
+    let indexer = tokio::spawn(store.clone().run_text_indexer());
 
     wait_for_stop(tls.as_deref()).await;
     tracing::info!("stopping: no new connections; waiting up to {DRAIN:?} for sessions");
@@ -272,6 +275,7 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
         t.abort();
     }
     gc.abort();
+    indexer.abort();
     servers.pop3.stop();
     servers.imap.stop();
     servers.smtp.stop();

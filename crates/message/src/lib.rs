@@ -61,7 +61,10 @@ pub use downgrade::{downgrade, needs_downgrade};
 pub use header::{RawField, fields, filter_header};
 pub use meta::{Address, Body, Envelope, MessageMeta, MimeFields, Param, Part, limits};
 pub use render::{render_bodystructure, render_envelope};
-pub use search::{SentDate, header_value_matches, parse_date, sent_date, text_matches};
+pub use search::{
+    PIECE_SEPARATOR, SearchableText, SentDate, fold_needle, for_each_piece, header_value_matches,
+    parse_date, searchable_text, sent_date, text_matches,
+};
 pub use section::{Section, section_range};
 
 /// Returns `raw` with every bare LF turned into CRLF and a CRLF added at the end if the

@@ -17,6 +17,9 @@
 //!   (leases), per-recipient results.
 //! - `group`: group commit: concurrent deliveries share one transaction (one fsync
 //!   of the log), each in its own savepoint.
+//! - `text`: the text index behind SEARCH BODY / TEXT (an FTS5 trigram table of each
+//!   email's decoded, folded text, indexed in the background and on demand; see
+//!   that module for the design and [`SqliteStore::set_text_index`]).
 //! - `space`: the free-space reserve new messages may not eat into (deletions may).
 //! - `faults`: fault injection for tests. `BUUDIEN_FAULTS=point:n,…` (read once at
 //!   open) makes the n-th `blob_write`, `blob_fsync`, `blob_rename`, `dir_fsync` or
@@ -57,15 +60,17 @@ mod queue;
 mod schema;
 mod space;
 mod sync;
+mod text;
 
 pub use check::{CheckOptions, CheckReport, Problem, ProblemKind};
+pub use text::{DEFAULT_ON_DEMAND, READ_LIMIT, TEXT_LIMIT};
 
 use buudien_store::*;
 use buudien_types::{Address, Domain, Uid};
 use rusqlite::{Connection, ErrorCode};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -101,6 +106,10 @@ pub(crate) struct Inner {
     min_free: AtomicU64,
     /// Deliveries waiting to share a transaction (group commit).
     group: group::Group,
+    /// SEARCH uses the text index (see `text`).
+    text_enabled: AtomicBool,
+    /// Unindexed emails a SEARCH indexes before it answers.
+    text_on_demand: AtomicUsize,
 }
 
 /// Locks a mutex, recovering it if a panicking thread poisoned it (the data is plain
@@ -145,6 +154,8 @@ impl SqliteStore {
             faults,
             min_free: AtomicU64::new(DEFAULT_MIN_FREE),
             group: group::Group::default(),
+            text_enabled: AtomicBool::new(true),
+            text_on_demand: AtomicUsize::new(text::DEFAULT_ON_DEMAND),
         };
         let mut conn = inner.connect()?;
         schema::migrate(&mut conn)?;
@@ -553,6 +564,15 @@ impl MailboxStore for SqliteStore {
         let uids = uids.to_vec();
         self.run(move |_, c| folders::copy(c, from, &uids, to))
             .await
+    }
+
+    async fn search_text(
+        &self,
+        mailbox: MailboxId,
+        needle: &str,
+        body_only: bool,
+    ) -> Result<Option<TextHits>> {
+        self.search_text_index(mailbox, needle, body_only).await
     }
 
     async fn move_messages(

@@ -154,7 +154,27 @@ CREATE TABLE quarantine (
 );
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+/// V7: the text index for SEARCH BODY / TEXT (see `text`). `emails.text_state` says
+/// whether an email's text is in `email_text` (0 not yet, 1 indexed, 2 left to a
+/// scan: too large or unreadable); the FTS5 table is contentless (the text is not
+/// kept twice) with deletes, keyed by `emails.id`, and folded by buudien before it
+/// is indexed (`case_sensitive 1`). A trigger drops an email's entry when the email
+/// row goes, so no writer has to know of the index. Existing emails start unindexed
+/// and are indexed in the background.
+const V7: &str = "
+ALTER TABLE emails ADD COLUMN text_state INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX emails_text_pending ON emails(id) WHERE text_state <> 1;
+CREATE VIRTUAL TABLE email_text USING fts5(
+    header, body,
+    tokenize = 'trigram case_sensitive 1',
+    content = '', contentless_delete = 1
+);
+CREATE TRIGGER email_text_drop AFTER DELETE ON emails WHEN old.text_state = 1 BEGIN
+    DELETE FROM email_text WHERE rowid = old.id;
+END;
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// Brings the database to the newest schema.
 pub fn migrate(conn: &mut Connection) -> Result<()> {

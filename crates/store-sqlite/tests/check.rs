@@ -244,14 +244,18 @@ fn a_version_5_database_gains_the_quarantine_table() {
     let db = ok(rusqlite::Connection::open(
         dir.path().join("buudien.sqlite"),
     ));
-    ok(db.execute_batch("DROP TABLE quarantine; PRAGMA user_version = 5;"));
+    ok(db.execute_batch(
+        "DROP TABLE quarantine; DROP TRIGGER email_text_drop; DROP TABLE email_text;
+         DROP INDEX emails_text_pending; ALTER TABLE emails DROP COLUMN text_state;
+         PRAGMA user_version = 5;",
+    ));
     drop(db);
     drop(ok(SqliteStore::open(dir.path())));
     let db = ok(rusqlite::Connection::open(
         dir.path().join("buudien.sqlite"),
     ));
     let v: i64 = ok(db.query_row("PRAGMA user_version", [], |r| r.get(0)));
-    assert_eq!(v, 6);
+    assert_eq!(v, 7);
     let n: i64 = ok(db.query_row("SELECT count(*) FROM quarantine", [], |r| r.get(0)));
     assert_eq!(n, 0);
 }

@@ -41,6 +41,7 @@ where
     case!(append_and_store_flags);
     case!(copy_and_move_share_emails);
     case!(append_respects_quota);
+    case!(search_text_is_exact_where_it_answers);
 }
 
 async fn create_delete_rename_subscribe<S: MailboxStore>(s: Arc<S>) {
@@ -341,4 +342,62 @@ async fn append_respects_quota<S: MailboxStore>(s: Arc<S>) {
         .await;
     assert!(matches!(r, Err(StoreError::OverQuota(_))), "{r:?}");
     assert_eq!(ok(s.messages(sent.id).await).len(), 1);
+}
+
+/// [`MailboxStore::search_text`] may decline (`None`), but where it answers, every
+/// message containing the string (ASCII here, any case) is matched or left to a
+/// scan, no other message is matched, and nothing of another mailbox or account
+/// shows.
+async fn search_text_is_exact_where_it_answers<S: MailboxStore>(s: Arc<S>) {
+    let ann = account(&*s, "ann@f.example", Quota::default()).await;
+    let bob = account(&*s, "bob@f.example", Quota::default()).await;
+    let bodies = [
+        "Subject: one\r\n\r\nThe Quick brown fox\r\n",
+        "Subject: two\r\n\r\nlazy dog\r\n",
+        "Subject: quick\r\n\r\nnothing\r\n",
+    ];
+    for b in bodies {
+        ok(s.deliver(&[ann], b.as_bytes(), SystemTime::now()).await);
+    }
+    ok(s.deliver(&[bob], bodies[0].as_bytes(), SystemTime::now())
+        .await);
+    let inbox = named(&*s, ann, "INBOX").await;
+    let archive = named(&*s, ann, "Archive").await;
+    ok(s.copy(inbox.id, &[Uid(2)], archive.id).await);
+    for (needle, body_only, want) in [
+        ("quick", true, vec![Uid(1)]),
+        ("QUICK", false, vec![Uid(1), Uid(3)]),
+        ("lazy dog", true, vec![Uid(2)]),
+        ("absent", false, vec![]),
+    ] {
+        let Some(hits) = ok(s.search_text(inbox.id, needle, body_only).await) else {
+            continue;
+        };
+        for uid in [Uid(1), Uid(2), Uid(3)] {
+            let matched = hits.matched.contains(&uid);
+            let unknown = hits.unknown.contains(&uid);
+            assert!(!(matched && unknown), "{needle}: {hits:?}");
+            if want.contains(&uid) {
+                assert!(matched || unknown, "{needle}: {uid:?} missed: {hits:?}");
+            } else {
+                assert!(!matched, "{needle}: {uid:?} is no match: {hits:?}");
+            }
+        }
+        assert!(
+            hits.matched.iter().chain(&hits.unknown).all(|u| u.0 <= 3),
+            "{hits:?}"
+        );
+    }
+    if let Some(hits) = ok(s.search_text(archive.id, "lazy", true).await) {
+        assert!(
+            hits.matched
+                .iter()
+                .chain(&hits.unknown)
+                .all(|&u| u == Uid(1))
+        );
+        assert!(
+            !hits.matched.is_empty() || !hits.unknown.is_empty(),
+            "{hits:?}"
+        );
+    }
 }

@@ -41,7 +41,7 @@ pub use error::StoreError;
 pub use guard::Guard;
 pub use mailbox::{
     Delta, FlagOp, Flags, FlagsStored, MailboxStore, MessageEntry, MessageSource, NewMessage,
-    StoredMeta,
+    StoredMeta, TextHits,
 };
 pub use model::*;
 pub use queue::{

@@ -160,6 +160,16 @@ pub struct Delta {
     pub expunged: Vec<Uid>,
 }
 
+/// What a text index answers for a BODY or TEXT search key (RFC 9051 §6.4.4).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TextHits {
+    /// Messages whose indexed text contains the string, ascending.
+    pub matched: Vec<Uid>,
+    /// Messages the index does not cover (not indexed yet, or too large to index),
+    /// ascending: the caller scans them. Any other message does not match.
+    pub unknown: Vec<Uid>,
+}
+
 /// The mailbox operations of IMAP. Names are full paths with `/` as the delimiter;
 /// `INBOX` matches case-insensitively.
 pub trait MailboxStore: MailStore {
@@ -295,6 +305,21 @@ pub trait MailboxStore: MailStore {
     /// nothing changed (a first look), never stays put after a change. IDLE waits
     /// on it, then asks [`MailboxStore::delta`] what changed.
     fn watch_mailbox(&self, mailbox: MailboxId) -> tokio::sync::watch::Receiver<u64>;
+
+    /// BODY (`body_only`) or TEXT `needle` (RFC 9051 §6.4.4) answered from a text
+    /// index: the same messages as `buudien_message::text_matches` finds by reading
+    /// them, for those the index covers. `None` when the index cannot answer (no
+    /// index, or a needle it cannot look up, such as one under three characters):
+    /// the caller scans every message. The default has no index.
+    fn search_text(
+        &self,
+        mailbox: MailboxId,
+        needle: &str,
+        body_only: bool,
+    ) -> impl Future<Output = Result<Option<TextHits>>> + Send {
+        let _ = (mailbox, needle, body_only);
+        async { Ok(None) }
+    }
 
     /// MOVE (RFC 6851): COPY and expunge from `from` in one transaction.
     fn move_messages(

@@ -6,6 +6,12 @@
 //! only those whose answer still depends on their contents get their metadata read
 //! (in batches), then their header section, then — for BODY / TEXT — the whole
 //! message, one message at a time (bounded by its recorded size).
+//!
+//! BODY and TEXT keys are first put to the store's text index
+//! ([`MailboxStore::search_text`]): where it answers, the key becomes a set of UIDs
+//! (plus the messages the index does not cover, still read and scanned), so AND, OR
+//! and NOT combine it like any other key; where it does not (no index, a needle under
+//! three characters, a store error), the key is scanned as before.
 
 mod eval;
 
@@ -18,7 +24,10 @@ use buudien_imap_proto::{SearchReturn, SequenceSet, Tag};
 use buudien_message::MessageMeta;
 use buudien_store::{MailboxStore, MessageEntry, StoreError};
 use buudien_types::{ModSeq, Uid};
-use eval::{Level, Msg, Node, beyond_snapshot, compile, eval, level};
+use eval::{
+    Indexed, Level, Msg, Node, beyond_snapshot, compile, eval, level, text_keys, uses_index,
+    with_answers,
+};
 use tokio::io::AsyncReadExt;
 
 /// Messages whose metadata is read in one store call.
@@ -39,7 +48,8 @@ impl<S: MailboxStore> Session<'_, S> {
         let Some(sel) = self.selected.as_ref() else {
             return bad(out, tag, "no mailbox selected");
         };
-        let program = compile(&cmd.key, sel);
+        let mut program = compile(&cmd.key, sel);
+        program.root = indexed(&self.shared.store, sel.id, program.root).await;
         if program.uses_modseq && !self.condstore {
             // RFC 7162 §3.1: a MODSEQ search criterion enables CONDSTORE.
             self.enable_condstore(out);
@@ -47,7 +57,15 @@ impl<S: MailboxStore> Session<'_, S> {
         let Some(sel) = self.selected.as_ref() else {
             return bad(out, tag, "no mailbox selected");
         };
-        let found = match view(&self.shared.store, sel, beyond_snapshot(&program.root)).await {
+        let from_store = beyond_snapshot(&program.root);
+        let found = match view(
+            &self.shared.store,
+            sel,
+            from_store,
+            uses_index(&program.root),
+        )
+        .await
+        {
             Ok(view) => matching(&self.shared.store, sel, &view, &program.root)
                 .await
                 .map(|found| (view, found)),
@@ -160,13 +178,52 @@ impl<S: MailboxStore> Session<'_, S> {
     }
 }
 
+/// `root` with the BODY / TEXT keys the store's text index can answer replaced by
+/// its answers. A key it cannot answer, or a failed lookup, is left to the scan.
+async fn indexed<S: MailboxStore>(
+    store: &S,
+    mailbox: buudien_store::MailboxId,
+    root: Node,
+) -> Node {
+    let mut keys = Vec::new();
+    text_keys(&root, &mut keys);
+    let mut answers = Vec::with_capacity(keys.len());
+    for (needle, body_only) in keys {
+        match store.search_text(mailbox, &needle, body_only).await {
+            Ok(Some(found)) => {
+                let sorted = |uids: Vec<buudien_types::Uid>| {
+                    let mut v: Vec<u32> = uids.into_iter().map(|u| u.0).collect();
+                    v.sort_unstable();
+                    v
+                };
+                answers.push(Indexed {
+                    needle,
+                    body_only,
+                    hits: sorted(found.matched),
+                    unknown: sorted(found.unknown),
+                });
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("text index lookup failed, scanning instead: {e}"),
+        }
+    }
+    if answers.is_empty() {
+        return root;
+    }
+    with_answers(root, &answers)
+}
+
 /// The session's messages as SEARCH sees them, by index in the snapshot: the store's
 /// entry with the flags, keywords and MODSEQ the session knows; `None` for a message
 /// another session expunged that this one has not been told of (it matches nothing).
+/// Without `from_store` the snapshot answers alone; `gone_known` then leaves out the
+/// messages known to be expunged (as a read of the store would), for keys the text
+/// index answered from the store (its answer has no such message).
 async fn view<S: MailboxStore>(
     store: &S,
     sel: &Selected,
     from_store: bool,
+    gone_known: bool,
 ) -> Result<Vec<Option<MessageEntry>>, StoreError> {
     if !from_store {
         // Flags, keywords, numbers and MODSEQ only: the snapshot answers alone.
@@ -174,6 +231,9 @@ async fn view<S: MailboxStore>(
             .slots
             .iter()
             .map(|slot| {
+                if gone_known && sel.pending_expunges.binary_search(&slot.uid).is_ok() {
+                    return None;
+                }
                 Some(MessageEntry {
                     uid: slot.uid,
                     blob: buudien_store::BlobId([0; 32]),

@@ -80,12 +80,70 @@ pub(crate) enum Node {
     Header(String, String),
     /// BODY (`true`) or TEXT (`false`) contains the string.
     Text(String, bool),
+    /// A BODY / TEXT key the store's text index answered ([`Indexed`]).
+    Indexed(Box<Indexed>),
     /// All must match.
     And(Vec<Node>),
     /// Either matches.
     Or(Box<Node>, Box<Node>),
     /// Does not match.
     Not(Box<Node>),
+}
+
+/// A BODY / TEXT key answered by the store's text index: the messages it found and
+/// those it does not cover, which are read and scanned as for [`Node::Text`]. Any
+/// other message does not match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Indexed {
+    /// The string.
+    pub(crate) needle: String,
+    /// BODY (`true`) or TEXT (`false`).
+    pub(crate) body_only: bool,
+    /// UIDs of the messages containing it, ascending.
+    pub(crate) hits: Vec<u32>,
+    /// UIDs of the messages the index does not cover, ascending.
+    pub(crate) unknown: Vec<u32>,
+}
+
+/// The distinct BODY / TEXT keys of `n`, for the text index to answer.
+pub(crate) fn text_keys(n: &Node, out: &mut Vec<(String, bool)>) {
+    match n {
+        Node::Text(needle, body_only)
+            if !out.iter().any(|(s, b)| s == needle && b == body_only) =>
+        {
+            out.push((needle.clone(), *body_only));
+        }
+        Node::Not(k) => text_keys(k, out),
+        Node::Or(a, b) => {
+            text_keys(a, out);
+            text_keys(b, out);
+        }
+        Node::And(keys) => keys.iter().for_each(|k| text_keys(k, out)),
+        _ => {}
+    }
+}
+
+/// `n` with each BODY / TEXT key the index answered (in `answers`) replaced by its
+/// answer; the others stay, to be scanned.
+pub(crate) fn with_answers(n: Node, answers: &[Indexed]) -> Node {
+    match n {
+        Node::Text(needle, body_only) => {
+            match answers
+                .iter()
+                .find(|a| a.needle == needle && a.body_only == body_only)
+            {
+                Some(a) => Node::Indexed(Box::new(a.clone())),
+                None => Node::Text(needle, body_only),
+            }
+        }
+        Node::Not(k) => Node::Not(Box::new(with_answers(*k, answers))),
+        Node::Or(a, b) => Node::Or(
+            Box::new(with_answers(*a, answers)),
+            Box::new(with_answers(*b, answers)),
+        ),
+        Node::And(keys) => Node::And(keys.into_iter().map(|k| with_answers(k, answers)).collect()),
+        other => other,
+    }
 }
 
 /// A compiled search program.
@@ -250,6 +308,14 @@ pub(crate) fn eval(n: &Node, m: &Msg<'_>) -> Option<bool> {
                     .is_some_and(|meta| address_matches(meta, field, needle))
         }
         Node::Text(needle, body_only) => text_matches(m.whole?, m.meta?, needle, *body_only),
+        Node::Indexed(ix) => {
+            let uid = m.entry.uid.0;
+            if ix.unknown.binary_search(&uid).is_ok() {
+                text_matches(m.whole?, m.meta?, &ix.needle, ix.body_only)
+            } else {
+                ix.hits.binary_search(&uid).is_ok()
+            }
+        }
         Node::Not(k) => !eval(k, m)?,
         Node::Or(a, b) => match (eval(a, m), eval(b, m)) {
             (Some(true), _) | (_, Some(true)) => true,
@@ -309,9 +375,22 @@ pub(crate) fn beyond_snapshot(n: &Node) -> bool {
         | Node::Sent(..)
         | Node::Header(..)
         | Node::Text(..) => true,
+        // Messages the index covers are decided by their UID alone.
+        Node::Indexed(ix) => !ix.unknown.is_empty(),
         Node::Not(k) => beyond_snapshot(k),
         Node::Or(a, b) => beyond_snapshot(a) || beyond_snapshot(b),
         Node::And(keys) => keys.iter().any(beyond_snapshot),
+        _ => false,
+    }
+}
+
+/// True when a key is answered by the text index.
+pub(crate) fn uses_index(n: &Node) -> bool {
+    match n {
+        Node::Indexed(_) => true,
+        Node::Not(k) => uses_index(k),
+        Node::Or(a, b) => uses_index(a) || uses_index(b),
+        Node::And(keys) => keys.iter().any(uses_index),
         _ => false,
     }
 }
@@ -322,6 +401,7 @@ pub(crate) fn level(n: &Node) -> Level {
         Node::Sent(..) => Level::Meta,
         Node::Header(..) => Level::Header,
         Node::Text(..) => Level::Text,
+        Node::Indexed(ix) if !ix.unknown.is_empty() => Level::Text,
         Node::Not(k) => level(k),
         Node::Or(a, b) => level(a).max(level(b)),
         Node::And(keys) => keys.iter().map(level).max().unwrap_or(Level::Entry),
@@ -448,5 +528,44 @@ mod tests {
         );
         assert!(p.uses_modseq);
         assert_eq!(p.root, Node::ModSeq(40));
+    }
+
+    #[test]
+    fn indexed_keys_answer_without_the_message() {
+        let all = messages();
+        let at = |i: usize| Msg {
+            seq: u32::try_from(i).unwrap() + 1,
+            entry: &all[i],
+            recent: false,
+            meta: None,
+            header: None,
+            whole: None,
+        };
+        let ix = Node::Indexed(Box::new(Indexed {
+            needle: "fox".into(),
+            body_only: true,
+            hits: vec![3],
+            unknown: vec![9],
+        }));
+        assert_eq!(eval(&ix, &at(0)), Some(true));
+        assert_eq!(eval(&ix, &at(1)), Some(false));
+        assert_eq!(eval(&ix, &at(2)), None, "not indexed: needs the message");
+        let not = Node::Not(Box::new(ix.clone()));
+        assert_eq!(eval(&not, &at(1)), Some(true));
+        assert_eq!(level(&not), Level::Text);
+        let root = Node::And(vec![
+            Node::Text("fox".into(), true),
+            Node::Not(Box::new(Node::Text("dog".into(), false))),
+            Node::Text("fox".into(), true),
+        ]);
+        let mut keys = Vec::new();
+        text_keys(&root, &mut keys);
+        assert_eq!(keys, vec![("fox".into(), true), ("dog".into(), false)]);
+        let Node::Indexed(answer) = ix else { panic!() };
+        let swapped = with_answers(root, &[*answer]);
+        assert!(
+            matches!(&swapped, Node::And(k) if matches!(k[0], Node::Indexed(_))
+            && matches!(&k[1], Node::Not(t) if matches!(**t, Node::Text(..))))
+        );
     }
 }
