@@ -249,6 +249,7 @@ pub async fn worker(t: Arc<Target>, common: Arc<Common>, id: usize, op: Op, size
             Ok(c) => c,
             Err(e) => {
                 st.error(format!("connect: {e}"));
+                t.budget.fail();
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -293,6 +294,7 @@ pub async fn worker(t: Arc<Target>, common: Arc<Common>, id: usize, op: Op, size
         .await;
         if let Err(e) = r {
             st.error(e);
+            t.budget.fail();
         }
     }
     st

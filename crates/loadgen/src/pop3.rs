@@ -97,12 +97,14 @@ pub async fn worker(
             Ok(c) => c,
             Err(e) => {
                 st.error(format!("connect: {e}"));
+                t.budget.fail();
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };
         if let Err(e) = one_round(&mut c, &mut st, &t, &user, &pass, mode, rounds > 0).await {
             st.error(e);
+            t.budget.fail();
             continue;
         }
         let _ = c.send(b"QUIT\r\n").await;

@@ -122,12 +122,14 @@ pub async fn worker(t: Arc<Target>, common: Arc<Common>, id: usize, size: usize)
             Ok(c) => c,
             Err(e) => {
                 st.error(format!("connect: {e}"));
+                t.budget.fail();
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };
         if let Err(e) = hello(&mut c).await {
             st.error(e);
+            t.budget.fail();
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         }
@@ -176,6 +178,33 @@ mod tests {
         );
         b.write_all(b"hello\r\n").await.unwrap();
         assert!(read_reply(&mut c).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_dead_server_ends_a_counted_run_with_errors() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let budget = crate::stats::Budget::Count(std::sync::atomic::AtomicU64::new(3));
+        let t = Arc::new(Target {
+            addr,
+            sources: vec![],
+            budget,
+        });
+        let common = Arc::new(Common {
+            users: vec![("u".into(), "p".into())],
+            rcpt: "r%d@x.test".into(),
+            first: 1,
+            rcpt_count: 1,
+            from: "s@x.test".into(),
+        });
+        let st = worker(t, common, 0, 1000).await;
+        assert_eq!((st.ops, st.errors), (0, 3));
+        assert!(
+            st.first_errors[0].starts_with("connect:"),
+            "{:?}",
+            st.first_errors
+        );
     }
 
     #[test]

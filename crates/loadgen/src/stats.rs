@@ -154,6 +154,13 @@ impl Budget {
         }
     }
 
+    /// Uses up one unit of a count budget for a failed connection or session, so a
+    /// dead or refusing server cannot keep a counted run going for ever (a timed run
+    /// ends at its deadline anyway).
+    pub fn fail(&self) {
+        let _ = self.take();
+    }
+
     /// True when no more work is left (without claiming any).
     pub fn done(&self) -> bool {
         match self {
