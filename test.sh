@@ -2,9 +2,11 @@
 # The whole test run, as CI does it (.ci/run calls this):
 #   1. installs the Debian packages the real-client tests use, if missing
 #      (fetchmail, curl, openssl, postfix, dnsmasq, swaks, dig, mbsync, offlineimap,
-#      mutt, python3-pytest);
+#      mutt, python3-pytest, and for the benchmark dovecot-imapd, dovecot-pop3d);
 #   2. cargo fmt --check, clippy -D warnings, cargo test (main workspace; fuzz/ targets are clippy'd);
-#   3. builds the buudien binary and runs tests/e2e (pytest) against it.
+#   3. builds the buudien binary and runs tests/e2e (pytest) against it;
+#   4. runs the benchmark harness in smoke mode (bench/run --smoke: buudien against
+#      Dovecot and Postfix for a few seconds, so the harness never rots).
 # Extra arguments go to pytest, e.g. `./test.sh -k fetchmail`.
 set -euo pipefail
 
@@ -45,6 +47,9 @@ for pair in fetchmail:fetchmail curl:curl openssl:openssl postfix:postfix \
     offlineimap:offlineimap3 mutt:mutt; do
     have "${pair%%:*}" || missing+=("${pair#*:}")
 done
+# The benchmark's reference servers (bench/run): Dovecot's IMAP and POP3 daemons.
+[[ -x /usr/lib/dovecot/imap ]] || missing+=(dovecot-imapd)
+[[ -x /usr/lib/dovecot/pop3 ]] || missing+=(dovecot-pop3d)
 # swaks speaks TLS (--tls, --tlsc) only with IO::Socket::SSL, a mere Recommends.
 perl -MIO::Socket::SSL -e 1 >/dev/null 2>&1 || missing+=(libio-socket-ssl-perl)
 find_python >/dev/null || missing+=(python3-pytest)
@@ -84,7 +89,7 @@ if ((${#missing[@]})); then
         "${SUDO[@]}" /usr/sbin/postfix stop || true
     fi
 else
-    echo "fetchmail, curl, openssl, postfix, dnsmasq, swaks, dig, mbsync, offlineimap, mutt and pytest are present"
+    echo "fetchmail, curl, openssl, postfix, dnsmasq, swaks, dig, mbsync, offlineimap, mutt, dovecot and pytest are present"
 fi
 PYTHON=$(find_python) || die "python3 with pytest still not found after installing python3-pytest"
 echo "fetchmail: $(fetchmail --version 2>/dev/null | head -n1 || true)"
@@ -95,6 +100,7 @@ echo "swaks:     $(swaks --version 2>/dev/null | head -n1 || true)"
 echo "mbsync:    $(mbsync --version 2>/dev/null | head -n1 || true)"
 echo "offlineimap: $(offlineimap --version 2>/dev/null | head -n1 || true)"
 echo "mutt:      $(mutt -v 2>/dev/null | head -n1 || true)"
+echo "dovecot:   $(/usr/sbin/dovecot --version 2>/dev/null || echo ?)"
 echo "python:    $PYTHON ($("$PYTHON" -c 'import pytest, sys; print(sys.version.split()[0], "pytest", pytest.__version__)'))"
 
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs)"
@@ -122,5 +128,10 @@ BUUDIEN_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/buudien"
 section "real clients: pytest tests/e2e (poplib, imaplib, curl, fetchmail, mbsync, offlineimap, mutt, smtplib, swaks, postfix)"
 BUUDIEN_BIN="$BUUDIEN_BIN" BUUDIEN_E2E_REQUIRE_CLIENTS=1 \
     "$PYTHON" -m pytest -q tests/e2e "$@"
+
+section "benchmark harness: bench/run --smoke (debug binaries, small counts)"
+cargo build -p loadgen
+BUUDIEN_BIN="$BUUDIEN_BIN" LOADGEN_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/loadgen" \
+    "$PYTHON" bench/run --smoke --debug
 
 section "all passed in $((SECONDS - START)) s"

@@ -1,0 +1,195 @@
+//! The POP3 client (RFC 1939): USER/PASS, STAT, UIDL, then RETR of every message
+//! (mode `retr`), or LIST only (mode `list`, for the growth workload). Nothing is
+//! deleted, so every round sees the same maildrop.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::conn::{Conn, protocol_err};
+use crate::smtp::show;
+use crate::stats::Stats;
+use crate::{Common, Target};
+
+/// Reads a one-line status; an error unless it is `+OK`.
+pub async fn status<S: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut Conn<S>,
+    what: &str,
+) -> io::Result<Vec<u8>> {
+    let line = c.line().await?;
+    if !line.starts_with(b"+OK") {
+        return Err(protocol_err(format!("{what}: {}", show(&line))));
+    }
+    Ok(line)
+}
+
+/// Reads a multi-line body up to the terminating `.` line (RFC 1939 §3); returns
+/// the number of lines and their bytes (dot-stuffing included).
+pub async fn multiline<S: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut Conn<S>,
+) -> io::Result<(u64, u64)> {
+    let (mut lines, mut bytes) = (0u64, 0u64);
+    loop {
+        let line = c.line().await?;
+        if line == b".\r\n" || line == b".\n" {
+            return Ok((lines, bytes));
+        }
+        lines += 1;
+        bytes += line.len() as u64;
+    }
+}
+
+/// Logs in with USER/PASS after reading the greeting.
+pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut Conn<S>,
+    user: &str,
+    pass: &str,
+) -> io::Result<()> {
+    status(c, "greeting").await?;
+    c.send(format!("USER {user}\r\n").as_bytes()).await?;
+    status(c, "USER").await?;
+    c.send(format!("PASS {pass}\r\n").as_bytes()).await?;
+    status(c, "PASS").await?;
+    Ok(())
+}
+
+/// STAT: the message count.
+pub async fn stat<S: AsyncRead + AsyncWrite + Unpin>(c: &mut Conn<S>) -> io::Result<u64> {
+    c.send(b"STAT\r\n").await?;
+    let line = status(c, "STAT").await?;
+    let text = show(&line);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| protocol_err(format!("STAT: {text}")))
+}
+
+/// What one POP3 client does.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Mode {
+    /// UIDL, then RETR every message (each RETR is one operation).
+    Retr,
+    /// LIST (each LIST is one operation), repeated.
+    List,
+}
+
+/// One client: logs in as user `id`, and per round runs the mode on the maildrop.
+/// `rounds` > 0 runs exactly that many rounds (ignoring the budget).
+pub async fn worker(
+    t: Arc<Target>,
+    common: Arc<Common>,
+    id: usize,
+    mode: Mode,
+    rounds: u64,
+) -> Stats {
+    let mut st = Stats::new();
+    let (user, pass) = common.user(id);
+    let mut round = 0u64;
+    while if rounds > 0 {
+        round < rounds
+    } else {
+        !t.budget.done()
+    } {
+        round += 1;
+        let mut c = match crate::conn::connect(t.addr, t.source(id)).await {
+            Ok(c) => c,
+            Err(e) => {
+                st.error(format!("connect: {e}"));
+                t.budget.fail();
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if let Err(e) = one_round(&mut c, &mut st, &t, &user, &pass, mode, rounds > 0).await {
+            st.error(e);
+            t.budget.fail();
+            continue;
+        }
+        let _ = c.send(b"QUIT\r\n").await;
+        let _ = c.line().await;
+    }
+    st
+}
+
+async fn one_round<S: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut Conn<S>,
+    st: &mut Stats,
+    t: &Target,
+    user: &str,
+    pass: &str,
+    mode: Mode,
+    whole: bool,
+) -> io::Result<()> {
+    login(c, user, pass).await?;
+    let n = stat(c).await?;
+    match mode {
+        Mode::List => {
+            while t.budget.take() {
+                let t0 = Instant::now();
+                c.send(b"LIST\r\n").await?;
+                status(c, "LIST").await?;
+                let (lines, _) = multiline(c).await?;
+                if lines != n {
+                    return Err(protocol_err(format!("LIST gave {lines} lines, STAT {n}")));
+                }
+                st.record(t0.elapsed());
+                if whole {
+                    break;
+                }
+            }
+        }
+        Mode::Retr => {
+            c.send(b"UIDL\r\n").await?;
+            status(c, "UIDL").await?;
+            let (lines, _) = multiline(c).await?;
+            if lines != n {
+                return Err(protocol_err(format!("UIDL gave {lines} lines, STAT {n}")));
+            }
+            for i in 1..=n {
+                if !whole && !t.budget.take() {
+                    break;
+                }
+                let t0 = Instant::now();
+                c.send(format!("RETR {i}\r\n").as_bytes()).await?;
+                status(c, "RETR").await?;
+                let (_, bytes) = multiline(c).await?;
+                st.record(t0.elapsed());
+                st.bytes += bytes;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn multiline_stops_at_the_dot_and_counts() {
+        let (a, mut b) = tokio::io::duplex(1024);
+        let mut c = Conn::new(a);
+        b.write_all(b"+OK 2 messages\r\n1 abc\r\n..2 stuffed\r\n.\r\n+OK next\r\n")
+            .await
+            .unwrap();
+        status(&mut c, "x").await.unwrap();
+        assert_eq!(multiline(&mut c).await.unwrap(), (2, 20));
+        status(&mut c, "x").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn err_status_and_bad_stat_are_errors() {
+        let (a, mut b) = tokio::io::duplex(1024);
+        let mut c = Conn::new(a);
+        b.write_all(b"-ERR [AUTH] no\r\n+OK 7 1234\r\n+OK\r\n")
+            .await
+            .unwrap();
+        let e = status(&mut c, "PASS").await.unwrap_err();
+        assert!(e.to_string().contains("PASS: -ERR [AUTH] no"), "{e}");
+        assert_eq!(stat(&mut c).await.unwrap(), 7);
+        assert!(stat(&mut c).await.is_err());
+    }
+}
