@@ -2,7 +2,7 @@
 //! another process), two handles on one directory see each other's writes, and stale
 //! temporary files are cleaned while fresh ones are kept.
 
-use buudien_store::{MailStore, NewAccount, PasswordRecord, Quota};
+use buudien_store::{AccountId, MailStore, NewAccount, PasswordRecord, Quota};
 use buudien_store_sqlite::SqliteStore;
 use buudien_types::{Address, Domain};
 use std::time::SystemTime;
@@ -12,6 +12,24 @@ fn pw() -> PasswordRecord {
         hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
         scram_sha256: "SCRAM-SHA-256$4096:c2FsdA==$a2V5:a2V5".into(),
     }
+}
+
+/// A store in a temporary directory with a.example and ann@a.example (`quota`).
+async fn store_with_ann(quota: Quota) -> (tempfile::TempDir, SqliteStore, AccountId) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let s = SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    s.add_domain(&Domain::parse("a.example").unwrap_or_else(|e| panic!("{e}")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let id = s
+        .add_account(NewAccount {
+            address: Address::parse("ann@a.example").unwrap_or_else(|e| panic!("{e}")),
+            password: pw(),
+            quota,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    (dir, s, id)
 }
 
 #[tokio::test]
@@ -77,19 +95,7 @@ fn clean_tmp_keeps_fresh_files() {
 /// only it (a referenced blob and files that are not blobs stay).
 #[tokio::test]
 async fn first_gc_removes_blob_files_without_rows() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let s = SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-    s.add_domain(&Domain::parse("a.example").unwrap_or_else(|e| panic!("{e}")))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let id = s
-        .add_account(NewAccount {
-            address: Address::parse("ann@a.example").unwrap_or_else(|e| panic!("{e}")),
-            password: pw(),
-            quota: Quota::default(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (dir, s, id) = store_with_ann(Quota::default()).await;
     s.deliver(&[id], b"Subject: kept\r\n\r\ny\r\n", SystemTime::now())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -138,19 +144,7 @@ async fn first_gc_removes_blob_files_without_rows() {
 /// `Full` error and leaves nothing behind; a reserve of 0 turns the check off.
 #[tokio::test]
 async fn free_space_reserve_refuses_new_mail_with_a_temporary_error() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let s = SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-    s.add_domain(&Domain::parse("a.example").unwrap_or_else(|e| panic!("{e}")))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let id = s
-        .add_account(NewAccount {
-            address: Address::parse("ann@a.example").unwrap_or_else(|e| panic!("{e}")),
-            password: pw(),
-            quota: Quota::default(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (dir, s, id) = store_with_ann(Quota::default()).await;
     // More than any test machine has free.
     s.set_min_free_space(u64::MAX / 4);
     let e = s
@@ -181,23 +175,12 @@ async fn free_space_reserve_refuses_new_mail_with_a_temporary_error() {
 /// with no gap, and the account's usage counts 40.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_deliveries_share_commits_and_fail_alone() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let s = SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-    s.add_domain(&Domain::parse("a.example").unwrap_or_else(|e| panic!("{e}")))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (_dir, s, id) = store_with_ann(Quota {
+        bytes: None,
+        messages: Some(40),
+    })
+    .await;
     let a = Address::parse("ann@a.example").unwrap_or_else(|e| panic!("{e}"));
-    let id = s
-        .add_account(NewAccount {
-            address: a.clone(),
-            password: pw(),
-            quota: Quota {
-                bytes: None,
-                messages: Some(40),
-            },
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
     let tasks: Vec<_> = (0..48)
         .map(|i| {
             let s = s.clone();
