@@ -23,8 +23,8 @@ pub struct Stats {
     pub errors: u64,
     /// The first few error messages, for the report.
     pub first_errors: Vec<String>,
-    /// Per-command counts, for mixed workloads.
-    pub per_op: BTreeMap<&'static str, u64>,
+    /// Per-command latencies (microseconds), for mixed workloads.
+    pub per_op: BTreeMap<&'static str, Histogram<u64>>,
 }
 
 impl Default for Stats {
@@ -62,7 +62,15 @@ impl Stats {
     /// Records one completed operation of kind `name`.
     pub fn record_op(&mut self, name: &'static str, d: Duration) {
         self.record(d);
-        *self.per_op.entry(name).or_insert(0) += 1;
+        let us = u64::try_from(d.as_micros())
+            .unwrap_or(MAX_US)
+            .clamp(1, MAX_US);
+        if let Some(h) = self.per_op.get_mut(name) {
+            h.saturating_record(us);
+        } else if let Ok(mut h) = Histogram::new_with_bounds(1, MAX_US, 3) {
+            h.saturating_record(us);
+            self.per_op.insert(name, h);
+        }
     }
 
     /// Counts an error, keeping the first five messages.
@@ -89,7 +97,14 @@ impl Stats {
             }
         }
         for (k, v) in other.per_op {
-            *self.per_op.entry(k).or_insert(0) += v;
+            match self.per_op.get_mut(k) {
+                Some(h) => {
+                    let _ = h.add(&v);
+                }
+                None => {
+                    self.per_op.insert(k, v);
+                }
+            }
         }
     }
 
@@ -121,7 +136,22 @@ impl Stats {
         if !self.per_op.is_empty()
             && let Some(map) = v.as_object_mut()
         {
-            map.insert("per_op".into(), serde_json::json!(self.per_op));
+            // Each command's count and latency percentiles.
+            let per: serde_json::Map<String, serde_json::Value> = self
+                .per_op
+                .iter()
+                .map(|(k, h)| {
+                    let q = |q: f64| round3(h.value_at_quantile(q) as f64 / 1000.0);
+                    let v = serde_json::json!({
+                        "ops": h.len(),
+                        "p50_ms": q(0.5),
+                        "p99_ms": q(0.99),
+                        "max_ms": round3(h.max() as f64 / 1000.0),
+                    });
+                    (k.to_string(), v)
+                })
+                .collect();
+            map.insert("per_op".into(), serde_json::Value::Object(per));
         }
         if let (Some(map), serde_json::Value::Object(more)) = (v.as_object_mut(), extra) {
             map.extend(more);
@@ -203,5 +233,22 @@ mod tests {
         assert!((v["p50_ms"].as_f64().unwrap() - 1.0).abs() < 0.01);
         assert!(v["p99_ms"].as_f64().unwrap() < 2.0, "99 of 100 took 1 ms");
         assert!(v["max_ms"].as_f64().unwrap() > 499.0);
+    }
+
+    #[test]
+    fn per_op_latencies_are_kept_apart() {
+        let mut a = Stats::new();
+        a.record_op("fast", Duration::from_millis(1));
+        let mut b = Stats::new();
+        b.record_op("slow", Duration::from_millis(300));
+        b.record_op("fast", Duration::from_millis(2));
+        a.merge(b);
+        let v: serde_json::Value =
+            serde_json::from_str(&a.json("x", Duration::from_secs(1), serde_json::json!({})))
+                .unwrap();
+        assert_eq!(v["per_op"]["fast"]["ops"], 2);
+        assert_eq!(v["per_op"]["slow"]["ops"], 1);
+        assert!(v["per_op"]["fast"]["p99_ms"].as_f64().unwrap() < 3.0);
+        assert!(v["per_op"]["slow"]["p50_ms"].as_f64().unwrap() > 299.0);
     }
 }

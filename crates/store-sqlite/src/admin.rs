@@ -1,12 +1,13 @@
 //! Domains, accounts and aliases. Every write is one `BEGIN IMMEDIATE` transaction.
 
+use crate::cached::Cached;
 use crate::db_err;
 use buudien_store::{
     Account, AccountId, Alias, AuthRecord, DEFAULT_MAILBOXES, MAX_ALIAS_DEPTH, NewAccount,
     PasswordRecord, Quota, Result, StoreError,
 };
 use buudien_types::{Address, Domain, Secret};
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,9 +19,17 @@ pub(crate) fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-pub(crate) fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>> {
-    conn.transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db_err)
+/// A `BEGIN IMMEDIATE` transaction, entered through the process's write gate (see
+/// `gate`), waiting at most the busy timeout; durable when its commit returns.
+pub(crate) fn write_tx(conn: &mut Connection) -> Result<crate::gate::WriteTx<'_>> {
+    crate::gate::begin(conn, crate::BUSY_TIMEOUT, crate::gate::Sync::Full)
+}
+
+/// Like [`write_tx`], for changes that may wait for the next durable commit to reach
+/// the disk ([`crate::gate::Sync::Light`]): flags, `\Recent`, expunges, the text
+/// index. Never for a write that stores a message or that a delivery depends on.
+pub(crate) fn write_tx_light(conn: &mut Connection) -> Result<crate::gate::WriteTx<'_>> {
+    crate::gate::begin(conn, crate::BUSY_TIMEOUT, crate::gate::Sync::Light)
 }
 
 fn to_u64(v: Option<i64>) -> Option<u64> {
@@ -32,7 +41,7 @@ fn to_i64(v: Option<u64>) -> Option<i64> {
 }
 
 fn domain_exists(tx: &Connection, domain: &str) -> Result<bool> {
-    tx.query_row(
+    tx.row_c(
         "SELECT 1 FROM domains WHERE name = ?1",
         [domain],
         |_| Ok(()),
@@ -43,7 +52,7 @@ fn domain_exists(tx: &Connection, domain: &str) -> Result<bool> {
 }
 
 fn account_id(tx: &Connection, address: &Address) -> Result<Option<AccountId>> {
-    tx.query_row(
+    tx.row_c(
         "SELECT id FROM accounts WHERE address = ?1",
         [address.as_str()],
         |r| r.get(0),
@@ -58,7 +67,7 @@ pub fn add_domain(conn: &mut Connection, domain: &Domain) -> Result<()> {
     if domain_exists(&tx, domain.as_str())? {
         return Err(StoreError::Exists(format!("domain {domain}")));
     }
-    tx.execute(
+    tx.exec_c(
         "INSERT INTO domains (name, created_at) VALUES (?1, ?2)",
         params![domain.as_str(), unix_now()],
     )
@@ -73,7 +82,7 @@ pub fn remove_domain(conn: &mut Connection, domain: &Domain) -> Result<()> {
         return Err(StoreError::NotFound(format!("domain {domain}")));
     }
     let users: i64 = tx
-        .query_row(
+        .row_c(
             "SELECT (SELECT count(*) FROM accounts WHERE domain = ?1)
                   + (SELECT count(*) FROM aliases WHERE domain = ?1)",
             [domain.as_str()],
@@ -85,7 +94,7 @@ pub fn remove_domain(conn: &mut Connection, domain: &Domain) -> Result<()> {
             "domain {domain} still has {users} accounts or aliases; remove them first"
         )));
     }
-    tx.execute("DELETE FROM domains WHERE name = ?1", [domain.as_str()])
+    tx.exec_c("DELETE FROM domains WHERE name = ?1", [domain.as_str()])
         .map_err(db_err)?;
     tx.commit().map_err(db_err)
 }
@@ -120,7 +129,7 @@ pub fn add_account(conn: &mut Connection, new: &NewAccount) -> Result<AccountId>
         return Err(StoreError::Exists(format!("alias {}", new.address)));
     }
     let now = unix_now();
-    tx.execute(
+    tx.exec_c(
         "INSERT INTO accounts (address, domain, password_hash, scram_sha256, quota_bytes,
                                quota_messages, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -139,7 +148,7 @@ pub fn add_account(conn: &mut Connection, new: &NewAccount) -> Result<AccountId>
     // UIDVALIDITY: the creation time, so a re-created account gets a new one.
     let uidvalidity = u32::try_from(now).unwrap_or(u32::MAX).max(1);
     for (name, special) in DEFAULT_MAILBOXES {
-        tx.execute(
+        tx.exec_c(
             "INSERT INTO mailboxes (account_id, name, special_use, uidvalidity)
              VALUES (?1, ?2, ?3, ?4)",
             params![id, name, special.map(|s| s.as_str()), uidvalidity],
@@ -209,29 +218,29 @@ pub fn remove_account(conn: &mut Connection, address: &Address) -> Result<()> {
     let Some(id) = account_id(&tx, address)? else {
         return Err(StoreError::NotFound(format!("account {address}")));
     };
-    tx.execute(
+    tx.exec_c(
         "UPDATE blobs SET refcount = refcount - (
              SELECT count(*) FROM emails WHERE emails.blob_id = blobs.id AND account_id = ?1)
          WHERE id IN (SELECT blob_id FROM emails WHERE account_id = ?1)",
         [id],
     )
     .map_err(db_err)?;
-    tx.execute(
+    tx.exec_c(
         "DELETE FROM changes WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE account_id = ?1)",
         [id],
     )
     .map_err(db_err)?;
-    tx.execute(
+    tx.exec_c(
         "DELETE FROM mailbox_entries
          WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE account_id = ?1)",
         [id],
     )
     .map_err(db_err)?;
-    tx.execute("DELETE FROM emails WHERE account_id = ?1", [id])
+    tx.exec_c("DELETE FROM emails WHERE account_id = ?1", [id])
         .map_err(db_err)?;
-    tx.execute("DELETE FROM mailboxes WHERE account_id = ?1", [id])
+    tx.exec_c("DELETE FROM mailboxes WHERE account_id = ?1", [id])
         .map_err(db_err)?;
-    tx.execute("DELETE FROM accounts WHERE id = ?1", [id])
+    tx.exec_c("DELETE FROM accounts WHERE id = ?1", [id])
         .map_err(db_err)?;
     tx.commit().map_err(db_err)
 }
@@ -297,7 +306,7 @@ pub fn account(conn: &mut Connection, address: &Address) -> Result<Option<Accoun
 /// What a login checks.
 pub fn auth_record(conn: &mut Connection, address: &Address) -> Result<Option<AuthRecord>> {
     let row: Option<(i64, String, String, String, Option<String>)> = conn
-        .query_row(
+        .row_c(
             "SELECT id, address, password_hash, scram_sha256, apop_secret
              FROM accounts WHERE address = ?1",
             [address.as_str()],
@@ -321,7 +330,7 @@ pub fn auth_record(conn: &mut Connection, address: &Address) -> Result<Option<Au
 
 fn alias_targets(conn: &Connection, address: &Address) -> Result<Option<Vec<String>>> {
     let t: Option<String> = conn
-        .query_row(
+        .row_c(
             "SELECT targets FROM aliases WHERE address = ?1",
             [address.as_str()],
             |r| r.get(0),
@@ -351,7 +360,7 @@ pub fn add_alias(conn: &mut Connection, address: &Address, targets: &[Address]) 
         .map(Address::as_str)
         .collect::<Vec<_>>()
         .join("\n");
-    tx.execute(
+    tx.exec_c(
         "INSERT INTO aliases (address, domain, targets) VALUES (?1, ?2, ?3)
          ON CONFLICT (address) DO UPDATE SET targets = excluded.targets",
         params![address.as_str(), domain, joined],
@@ -364,7 +373,7 @@ pub fn add_alias(conn: &mut Connection, address: &Address, targets: &[Address]) 
 pub fn remove_alias(conn: &mut Connection, address: &Address) -> Result<()> {
     let tx = write_tx(conn)?;
     let n = tx
-        .execute("DELETE FROM aliases WHERE address = ?1", [address.as_str()])
+        .exec_c("DELETE FROM aliases WHERE address = ?1", [address.as_str()])
         .map_err(db_err)?;
     if n == 0 {
         return Err(StoreError::NotFound(format!("alias {address}")));

@@ -39,8 +39,8 @@ impl TempBlob {
 
     /// Renames the file to the blob's place and fsyncs the directories touched. When
     /// the rename fails the temporary file is removed; when the directory fsync fails
-    /// the placed file stays (the caller removes it if no row took it, see
-    /// `mail::placing`).
+    /// the placed file stays (the caller removes it if no row took it, as the group
+    /// commit does, see `group`).
     #[cfg(test)]
     pub fn place(self, dir: &Path, faults: &Faults, blob: &BlobId) -> Result<()> {
         self.place_unsynced(dir, faults, blob)?;

@@ -16,6 +16,7 @@
 //! locked step.
 
 use crate::admin::write_tx;
+use crate::cached::Cached;
 use crate::quarantine::{self, Found};
 use crate::{Inner, SqliteStore, blobs, db_err, mail};
 use buudien_store::{BlobId, Result};
@@ -331,7 +332,7 @@ fn owners(conn: &Connection, blob: &BlobId) -> Result<Vec<String>> {
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(db_err)?;
     let queued: bool = conn
-        .query_row(
+        .row_c(
             "SELECT 1 FROM queue WHERE blob_id = ?1 LIMIT 1",
             [&blob.0[..]],
             |_| Ok(true),
@@ -425,7 +426,7 @@ fn orphan_pass(
 ) -> Result<()> {
     let known = |c: &Connection, id: &BlobId| -> Result<bool> {
         Ok(
-            c.query_row("SELECT 1 FROM blobs WHERE id = ?1", [&id.0[..]], |_| Ok(()))
+            c.row_c("SELECT 1 FROM blobs WHERE id = ?1", [&id.0[..]], |_| Ok(()))
                 .optional()
                 .map_err(db_err)?
                 .is_some(),

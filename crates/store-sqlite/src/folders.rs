@@ -4,7 +4,8 @@
 //! transaction and is written to the change log (RFC 7162 §3.1).
 
 use crate::admin::{unix_now, write_tx};
-use crate::faults::Point;
+use crate::cached::Cached;
+use crate::gate::Sync;
 use crate::mail::{
     MAILBOX_COLUMNS, NewBlob, Parts, blob_from, check_quota, email_meta, expunge_in, i64_of,
     insert_email, mailbox_row, secs, u64_of,
@@ -70,7 +71,7 @@ pub fn mailbox(conn: &mut Connection, account: AccountId, name: &str) -> Result<
 fn new_uidvalidity(tx: &Connection, account: AccountId) -> Result<u32> {
     let now = i64::from(u32::try_from(unix_now()).unwrap_or(u32::MAX).max(1));
     let next: i64 = tx
-        .query_row(
+        .row_c(
             "UPDATE accounts SET last_uidvalidity = max(?2, last_uidvalidity + 1,
                  coalesce((SELECT max(uidvalidity) FROM mailboxes WHERE account_id = ?1), 0) + 1)
              WHERE id = ?1 RETURNING last_uidvalidity",
@@ -93,12 +94,12 @@ fn insert_mailbox(
 ) -> Result<()> {
     let uidvalidity = new_uidvalidity(tx, account)?;
     let orphan = tx
-        .execute(
+        .exec_c(
             "DELETE FROM orphan_subscriptions WHERE account_id = ?1 AND name = ?2",
             params![account, name],
         )
         .map_err(db_err)?;
-    tx.execute(
+    tx.exec_c(
         "INSERT INTO mailboxes (account_id, name, special_use, uidvalidity, subscribed)
          VALUES (?1, ?2, ?3, ?4, ?5)",
         params![
@@ -160,7 +161,7 @@ fn uids_of(tx: &Connection, mailbox: MailboxId) -> Result<Vec<Uid>> {
 }
 
 fn has_inferiors(tx: &Connection, account: AccountId, name: &str) -> Result<bool> {
-    tx.query_row(
+    tx.row_c(
         "SELECT EXISTS (SELECT 1 FROM mailboxes WHERE account_id = ?1
                         AND substr(name, 1, length(?2) + 1) = ?2 || '/')",
         params![account, name],
@@ -188,15 +189,15 @@ pub fn delete(conn: &mut Connection, account: AccountId, name: &str) -> Result<(
     expunge_in(&tx, mb.id, &uids)?;
     if mb.subscribed {
         // RFC 9051 §6.3.7: the subscription outlives the mailbox.
-        tx.execute(
+        tx.exec_c(
             "INSERT OR IGNORE INTO orphan_subscriptions (account_id, name) VALUES (?1, ?2)",
             params![account, name],
         )
         .map_err(db_err)?;
     }
-    tx.execute("DELETE FROM changes WHERE mailbox_id = ?1", [mb.id])
+    tx.exec_c("DELETE FROM changes WHERE mailbox_id = ?1", [mb.id])
         .map_err(db_err)?;
-    tx.execute("DELETE FROM mailboxes WHERE id = ?1", [mb.id])
+    tx.exec_c("DELETE FROM mailboxes WHERE id = ?1", [mb.id])
         .map_err(db_err)?;
     tx.commit().map_err(db_err)
 }
@@ -228,7 +229,7 @@ pub fn rename(conn: &mut Connection, account: AccountId, from: &str, to: &str) -
                 "cannot rename {from} into its own inferior {to}"
             )));
         }
-        tx.execute(
+        tx.exec_c(
             "UPDATE mailboxes SET name = ?3 || substr(name, length(?2) + 1)
              WHERE account_id = ?1
                AND (name = ?2 OR substr(name, 1, length(?2) + 1) = ?2 || '/')",
@@ -250,7 +251,7 @@ pub fn subscribe(
     check_name(name)?;
     let tx = write_tx(conn)?;
     let n = tx
-        .execute(
+        .exec_c(
             "UPDATE mailboxes SET subscribed = ?3 WHERE account_id = ?1 AND name = ?2",
             params![account, name, subscribed],
         )
@@ -258,7 +259,7 @@ pub fn subscribe(
     if n == 0 {
         // No such mailbox: the subscription is kept by name (RFC 9051 §6.3.7).
         if subscribed {
-            tx.execute(
+            tx.exec_c(
                 "INSERT OR IGNORE INTO orphan_subscriptions (account_id, name) VALUES (?1, ?2)",
                 params![account, name],
             )
@@ -272,7 +273,7 @@ pub fn subscribe(
 
 /// Forgets the subscription kept for a name without mailbox.
 fn unorphan(tx: &Connection, account: AccountId, name: &str) -> Result<()> {
-    tx.execute(
+    tx.exec_c(
         "DELETE FROM orphan_subscriptions WHERE account_id = ?1 AND name = ?2",
         params![account, name],
     )
@@ -364,7 +365,7 @@ pub fn messages(conn: &mut Connection, mailbox: MailboxId) -> Result<Vec<Message
 /// Gives the next UID and a new MODSEQ of `mailbox` (and counts one message more).
 fn allocate(tx: &Connection, mailbox: MailboxId) -> Result<(AccountId, u32, i64)> {
     let (account, uid, modseq): (i64, i64, i64) = tx
-        .query_row(
+        .row_c(
             "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1,
                                   messages = messages + 1
              WHERE id = ?1 RETURNING account_id, uidnext - 1, highestmodseq",
@@ -446,10 +447,13 @@ pub fn append_many(
             received: m.received,
         });
     }
-    crate::mail::placing(inner, conn, |conn, placed| {
-        let tx = write_tx(conn)?;
+    // A durable commit in a group (`group`), like a delivery: the leader places the
+    // files and makes the renames durable for the whole batch.
+    let owner = Arc::clone(inner);
+    inner.group.run(inner, conn, Sync::Full, move |tx, placed| {
+        let inner = &*owner;
         let account: AccountId = tx
-            .query_row(
+            .row_c(
                 "SELECT account_id FROM mailboxes WHERE id = ?1",
                 [mailbox],
                 |r| r.get(0),
@@ -460,11 +464,11 @@ pub fn append_many(
         let mut out = Vec::with_capacity(prepared.len());
         for p in prepared {
             // Usage grows with each insert, so the check covers the messages before it.
-            check_quota(&tx, account, p.size)?;
-            let blob = p.blob.commit(inner, &tx, 1, placed)?;
-            let email = insert_email(&tx, account, &blob, p.size, &p.em, secs(p.received))?;
-            let (_, uid, modseq) = allocate(&tx, mailbox)?;
-            tx.execute(
+            check_quota(tx, account, p.size)?;
+            let blob = p.blob.commit(inner, tx, 1, placed)?;
+            let email = insert_email(tx, account, &blob, p.size, &p.em, secs(p.received))?;
+            let (_, uid, modseq) = allocate(tx, mailbox)?;
+            tx.exec_c(
                 "INSERT INTO mailbox_entries (mailbox_id, uid, email_id, flags, keywords, modseq)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
@@ -477,41 +481,64 @@ pub fn append_many(
                 ],
             )
             .map_err(db_err)?;
-            tx.execute(
+            tx.exec_c(
                 "UPDATE accounts SET used_bytes = used_bytes + ?1, used_messages = used_messages + 1
                  WHERE id = ?2",
                 params![p.size, account],
             )
             .map_err(db_err)?;
             out.push(
-                entry(&tx, mailbox, uid)?
+                entry(tx, mailbox, uid)?
                     .ok_or_else(|| StoreError::Database("appended message not found".into()))?,
             );
         }
-        crate::blobs::sync_dirs(&inner.dir, &inner.faults, placed)?;
-        inner.faults.check(Point::Commit)?;
-        tx.commit().map_err(db_err)?;
         Ok(out)
     })
 }
 
-/// STORE. One new MODSEQ for every message this command changes.
+/// What a STORE changes: the messages, how, and the CONDSTORE condition.
+pub struct StoreFlags {
+    /// The messages (UIDs gone meanwhile are skipped).
+    pub uids: Vec<Uid>,
+    /// Replace, add or remove.
+    pub op: FlagOp,
+    /// The system flags.
+    pub flags: Flags,
+    /// The keywords.
+    pub keywords: Vec<String>,
+    /// UNCHANGEDSINCE (RFC 7162 §3.1.3).
+    pub unchanged_since: Option<u64>,
+}
+
+/// STORE. One new MODSEQ for every message this command changes. A light commit in
+/// a group (`group`, `gate::Sync::Light`): a flag change reaches the disk with the
+/// next durable commit.
 pub fn store_flags(
+    inner: &Inner,
     conn: &mut Connection,
     mailbox: MailboxId,
-    uids: &[Uid],
-    op: FlagOp,
-    flags: Flags,
-    keywords: &[String],
-    unchanged_since: Option<u64>,
+    s: StoreFlags,
 ) -> Result<FlagsStored> {
+    inner.group.run(inner, conn, Sync::Light, move |tx, _| {
+        store_flags_in(tx, mailbox, s)
+    })
+}
+
+/// The body of [`store_flags`], inside the caller's transaction.
+fn store_flags_in(tx: &Connection, mailbox: MailboxId, s: StoreFlags) -> Result<FlagsStored> {
+    let StoreFlags {
+        uids,
+        op,
+        flags,
+        keywords,
+        unchanged_since,
+    } = s;
     let wanted: BTreeSet<u32> = uids.iter().map(|u| u.0).collect();
     let given: BTreeSet<String> = keywords.iter().cloned().collect();
-    let tx = write_tx(conn)?;
     let mut out = FlagsStored::default();
     let mut modseq: Option<i64> = None;
     for uid in wanted {
-        let Some(cur) = entry(&tx, mailbox, uid)? else {
+        let Some(cur) = entry(tx, mailbox, uid)? else {
             continue;
         };
         if unchanged_since.is_some_and(|u| cur.modseq > u) {
@@ -541,7 +568,7 @@ pub fn store_flags(
             Some(m) => m,
             None => {
                 let m: i64 = tx
-                    .query_row(
+                    .row_c(
                         "UPDATE mailboxes SET highestmodseq = highestmodseq + 1
                          WHERE id = ?1 RETURNING highestmodseq",
                         [mailbox],
@@ -552,19 +579,19 @@ pub fn store_flags(
                 m
             }
         };
-        tx.execute(
+        tx.exec_c(
             "UPDATE mailbox_entries SET flags = ?3, keywords = ?4, modseq = ?5
              WHERE mailbox_id = ?1 AND uid = ?2",
             params![mailbox, uid, new_flags.0, keywords_text(&kw), m],
         )
         .map_err(db_err)?;
         // The log keeps only a message's latest flag change: bounded by the mailbox.
-        tx.execute(
+        tx.exec_c(
             "DELETE FROM changes WHERE mailbox_id = ?1 AND uid = ?2 AND kind = 1",
             params![mailbox, uid],
         )
         .map_err(db_err)?;
-        tx.execute(
+        tx.exec_c(
             "INSERT INTO changes (mailbox_id, modseq, uid, kind) VALUES (?1, ?2, ?3, 1)",
             params![mailbox, m, uid],
         )
@@ -576,7 +603,6 @@ pub fn store_flags(
             ..cur
         });
     }
-    tx.commit().map_err(db_err)?;
     Ok(out)
 }
 
@@ -590,7 +616,7 @@ fn copy_in(
     let accounts: Vec<AccountId> = [from, to]
         .iter()
         .map(|m| {
-            tx.query_row("SELECT account_id FROM mailboxes WHERE id = ?1", [m], |r| {
+            tx.row_c("SELECT account_id FROM mailboxes WHERE id = ?1", [m], |r| {
                 r.get(0)
             })
             .optional()
@@ -607,7 +633,7 @@ fn copy_in(
     let mut out = Vec::new();
     for uid in wanted {
         let row: Option<(i64, i64, String)> = tx
-            .query_row(
+            .row_c(
                 "SELECT email_id, flags, keywords FROM mailbox_entries
                  WHERE mailbox_id = ?1 AND uid = ?2",
                 params![from, uid],
@@ -619,7 +645,7 @@ fn copy_in(
             continue;
         };
         let (_, new_uid, modseq) = allocate(tx, to)?;
-        tx.execute(
+        tx.exec_c(
             "INSERT INTO mailbox_entries (mailbox_id, uid, email_id, flags, keywords, modseq)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![to, new_uid, email, flags, keywords, modseq],

@@ -1,6 +1,8 @@
-//! Group commit: concurrent message-storing writes share one transaction and so one
-//! `fsync` of SQLite's log, instead of paying one each (DESIGN: "share each fsync
-//! among concurrent deliveries").
+//! Group commit: concurrent writes share one transaction and so one `fsync` of
+//! SQLite's log, instead of paying one each (DESIGN: "share each fsync among
+//! concurrent deliveries"): deliveries, APPEND, and the hot small writes of IMAP and
+//! POP3 sessions (STORE, EXPUNGE, the `\Recent` claim), which then also share the
+//! log pages a commit writes (the mailbox and account rows most of them touch).
 //!
 //! A writer hands its work (a closure over the open transaction) to [`Group::commit`]
 //! and waits. The first writer that finds no leader becomes the leader: it takes every
@@ -11,17 +13,18 @@
 //! batches, and steps down; a waiting writer takes over.
 //!
 //! Invariants:
-//! - A writer's result is `Ok` only after the `COMMIT` that holds its rows returned
-//!   (`synchronous = FULL`: durable). When `COMMIT` fails, every piece of the batch
+//! - A writer's result is `Ok` only after the `COMMIT` that holds its rows returned,
+//!   and that commit is `Full` (durable) when any piece of the batch asked for it
+//!   (see `gate::Sync`). When `COMMIT` fails, every piece of the batch
 //!   gets the error.
 //! - The pieces of a batch run in the order they were queued, in one transaction, so
 //!   each sees the rows (quota usage, UIDNEXT) of those before it.
 //! - Blob files a failed piece (or a failed batch) put in place are removed again
-//!   under a new write lock when no row refers to them (as `mail::placing` does).
+//!   under a new write lock when no row refers to them (`mail::remove_rowless`).
 //! - Work is owned (`'static`): the leader runs it on its own thread.
 
-use crate::admin::write_tx;
 use crate::faults::Point;
+use crate::gate::Sync;
 use crate::{Inner, lock};
 use buudien_store::{BlobId, Result, StoreError};
 use rusqlite::{Connection, Transaction};
@@ -46,21 +49,55 @@ pub(crate) struct Group {
 
 #[derive(Default)]
 struct State {
-    queue: Vec<(u64, Work)>,
+    queue: Vec<(u64, Sync, Work)>,
     leader: bool,
     next_id: u64,
     results: HashMap<u64, Result<()>>,
 }
 
 impl Group {
+    /// Runs `f` in a shared transaction and returns its value once that transaction
+    /// has committed as `sync` asks (a batch commits `Full` when any of its pieces
+    /// asks for it). `f` lists every blob file it puts in place in its second
+    /// argument.
+    pub(crate) fn run<T, F>(
+        &self,
+        inner: &Inner,
+        conn: &mut Connection,
+        sync: Sync,
+        f: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, &mut Vec<BlobId>) -> Result<T> + Send + 'static,
+    {
+        let answer: std::sync::Arc<Mutex<Option<T>>> = std::sync::Arc::new(Mutex::new(None));
+        let slot = std::sync::Arc::clone(&answer);
+        let work: Work = Box::new(move |tx, placed| {
+            let v = f(tx, placed)?;
+            *lock(&slot) = Some(v);
+            Ok(())
+        });
+        self.commit(inner, conn, sync, work)?;
+        lock(&answer)
+            .take()
+            .ok_or_else(|| StoreError::Database("a committed write has no result".into()))
+    }
+
     /// Runs `work` in a shared transaction and returns once that transaction has
     /// committed (or failed). `conn` is used if this caller becomes the leader.
-    pub(crate) fn commit(&self, inner: &Inner, conn: &mut Connection, work: Work) -> Result<()> {
+    pub(crate) fn commit(
+        &self,
+        inner: &Inner,
+        conn: &mut Connection,
+        sync: Sync,
+        work: Work,
+    ) -> Result<()> {
         let id = {
             let mut st = lock(&self.state);
             let id = st.next_id;
             st.next_id = st.next_id.wrapping_add(1);
-            st.queue.push((id, work));
+            st.queue.push((id, sync, work));
             loop {
                 if let Some(r) = st.results.remove(&id) {
                     return r;
@@ -106,25 +143,30 @@ impl Group {
 fn run_batch(
     inner: &Inner,
     conn: &mut Connection,
-    batch: Vec<(u64, Work)>,
+    batch: Vec<(u64, Sync, Work)>,
 ) -> Vec<(u64, Result<()>)> {
     let mut out = Vec::with_capacity(batch.len());
     let mut to_clean: Vec<BlobId> = Vec::new();
     let mut all_placed: Vec<BlobId> = Vec::new();
+    let sync = if batch.iter().any(|(_, s, _)| *s == Sync::Full) {
+        Sync::Full
+    } else {
+        Sync::Light
+    };
     let committed = {
-        let tx = match write_tx(conn) {
+        let tx = match crate::gate::begin(conn, crate::BUSY_TIMEOUT, sync) {
             Ok(tx) => tx,
             Err(e) => {
                 return batch
                     .into_iter()
-                    .map(|(id, _)| (id, Err(e.clone())))
+                    .map(|(id, _, _)| (id, Err(e.clone())))
                     .collect();
             }
         };
         // Set when SQLite rolled the whole transaction back by itself (it does on
         // some errors: SQLITE_FULL, I/O errors): the batch is then over.
         let mut aborted: Option<StoreError> = None;
-        for (id, work) in batch {
+        for (id, _, work) in batch {
             if let Some(e) = &aborted {
                 out.push((id, Err(e.clone())));
                 continue;
@@ -157,8 +199,12 @@ fn run_batch(
             // Nothing to keep: the transaction rolls back as it is dropped.
             None if out.iter().all(|(_, r)| r.is_err()) => Ok(()),
             // The renames of the whole batch become durable together, then the rows.
+            // (The `commit` fault point counts message-storing, durable commits.)
             None => crate::blobs::sync_dirs(&inner.dir, &inner.faults, &all_placed)
-                .and_then(|()| inner.faults.check(Point::Commit).map_err(StoreError::from))
+                .and_then(|()| match sync {
+                    Sync::Full => inner.faults.check(Point::Commit).map_err(StoreError::from),
+                    Sync::Light => Ok(()),
+                })
                 .and_then(|()| tx.commit().map_err(crate::db_err)),
         }
     };

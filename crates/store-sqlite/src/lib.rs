@@ -20,6 +20,9 @@
 //! - `text`: the text index behind SEARCH BODY / TEXT (an FTS5 trigram table of each
 //!   email's decoded, folded text, indexed in the background and on demand; see
 //!   that module for the design and [`SqliteStore::set_text_index`]).
+//! - `cached`: `execute`/`query_row` through each connection's statement cache.
+//! - `gate`: the in-process write gate writers queue at before `BEGIN IMMEDIATE`
+//!   (SQLite's busy handler sleeps; the gate wakes the next writer at once).
 //! - `space`: the free-space reserve new messages may not eat into (deletions may).
 //! - `faults`: fault injection for tests. `BUUDIEN_FAULTS=point:n,…` (read once at
 //!   open) makes the n-th `blob_write`, `blob_fsync`, `blob_rename`, `dir_fsync` or
@@ -28,14 +31,21 @@
 //!
 //! # Invariants
 //! - Every write runs in one `BEGIN IMMEDIATE` transaction, so concurrent sessions and
-//!   CLI processes serialise on SQLite's write lock; `synchronous = FULL` makes a commit
-//!   durable before it returns.
+//!   CLI processes serialise on SQLite's write lock; threads of one process queue at
+//!   the write gate first (`gate`). A write that stores a message or that anything is
+//!   acknowledged on commits `synchronous = FULL` (durable before it returns); flag
+//!   changes, `\Recent` marks, expunges and the text index commit light (`NORMAL`:
+//!   durable with the next full commit, lost only to a power cut before it), and
+//!   garbage collection makes them durable before it unlinks a file they freed.
+//! - Deliveries, APPEND, STORE, EXPUNGE and the `\Recent` claim go through the group
+//!   commit (`group`): concurrent ones share one transaction, each in its savepoint.
 //! - A blob file is renamed into place (and its directory fsynced) while the write lock
-//!   is held, before the rows that reference it commit; garbage collection unlinks
-//!   files under the same lock and skips blobs pinned by a live [`Maildrop`]. So a
+//!   is held, before the rows that reference it commit; garbage collection deletes
+//!   the rows durably, then unlinks those files still without a row under the lock,
+//!   and skips blobs pinned by a live [`Maildrop`]. So a
 //!   committed reference always has its file, and a pinned blob survives expunges.
 //!   A write that fails after placing files deletes those without a row under a new
-//!   write lock (`mail::placing`); a file placed by a writer that died before its
+//!   write lock (`group`, `mail::remove_rowless`); a file placed by a writer that died before its
 //!   commit has no row, and the first garbage collection of a process removes such
 //!   files (under the lock). A temporary file is removed when its write fails.
 //! - UIDNEXT/HIGHESTMODSEQ are bumped with `UPDATE … RETURNING` in the transaction
@@ -50,9 +60,11 @@
 
 mod admin;
 mod blobs;
+mod cached;
 mod check;
 mod faults;
 mod folders;
+mod gate;
 mod group;
 mod mail;
 mod quarantine;
@@ -65,6 +77,7 @@ mod text;
 pub use check::{CheckOptions, CheckReport, Problem, ProblemKind};
 pub use text::{DEFAULT_ON_DEMAND, READ_LIMIT, TEXT_LIMIT};
 
+use crate::cached::Cached;
 use buudien_store::*;
 use buudien_types::{Address, Domain, Uid};
 use rusqlite::{Connection, ErrorCode};
@@ -75,11 +88,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 /// How long a writer waits for SQLite's lock before the operation fails as busy.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default free-space reserve: 64 MiB.
 pub const DEFAULT_MIN_FREE: u64 = 64 << 20;
 /// Idle connections kept for reuse.
-const POOL_IDLE: usize = 8;
+const POOL_IDLE: usize = 64;
 
 /// The embedded SQLite + blob-file store.
 #[derive(Clone)]
@@ -178,7 +191,7 @@ impl SqliteStore {
     pub async fn clear_leases(&self) -> Result<usize> {
         self.run(|_, c| {
             let n = c
-                .execute("UPDATE queue SET lease_until = 0 WHERE lease_until > 0", [])
+                .exec_c("UPDATE queue SET lease_until = 0 WHERE lease_until > 0", [])
                 .map_err(db_err)?;
             Ok(n)
         })
@@ -221,6 +234,7 @@ impl Inner {
     fn connect(&self) -> Result<Connection> {
         let conn = Connection::open(&self.db_path).map_err(db_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
+        conn.set_prepared_statement_cache_capacity(cached::CAPACITY);
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
@@ -351,7 +365,8 @@ impl MailStore for SqliteStore {
 
     async fn expunge(&self, mailbox: MailboxId, uids: &[Uid]) -> Result<usize> {
         let uids = uids.to_vec();
-        self.run(move |_, c| mail::expunge(c, mailbox, &uids)).await
+        self.run(move |inner, c| mail::expunge(inner, c, mailbox, uids))
+            .await
     }
 
     async fn lock_maildrop(&self, account: AccountId) -> Result<Option<Guard>> {
@@ -472,7 +487,8 @@ impl MailboxStore for SqliteStore {
     }
 
     async fn claim_recent(&self, mailbox: MailboxId) -> Result<Uid> {
-        self.run(move |_, c| sync::claim_recent(c, mailbox)).await
+        self.run(move |inner, c| sync::claim_recent(inner, c, mailbox))
+            .await
     }
 
     fn watch_mailbox(&self, mailbox: MailboxId) -> tokio::sync::watch::Receiver<u64> {
@@ -552,12 +568,15 @@ impl MailboxStore for SqliteStore {
         keywords: &[String],
         unchanged_since: Option<u64>,
     ) -> Result<FlagsStored> {
-        let uids = uids.to_vec();
-        let keywords = keywords.to_vec();
-        self.run(move |_, c| {
-            folders::store_flags(c, mailbox, &uids, op, flags, &keywords, unchanged_since)
-        })
-        .await
+        let s = folders::StoreFlags {
+            uids: uids.to_vec(),
+            op,
+            flags,
+            keywords: keywords.to_vec(),
+            unchanged_since,
+        };
+        self.run(move |inner, c| folders::store_flags(inner, c, mailbox, s))
+            .await
     }
 
     async fn copy(&self, from: MailboxId, uids: &[Uid], to: MailboxId) -> Result<Vec<(Uid, Uid)>> {

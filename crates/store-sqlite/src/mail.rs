@@ -2,6 +2,7 @@
 //! garbage collection.
 
 use crate::admin::write_tx;
+use crate::cached::Cached;
 use crate::{Inner, blobs, db_err, group, lock, quarantine, queue, space};
 use buudien_store::{
     AccountId, BlobId, Change, ChangeKind, Delivered, Envelope, Guard, Mailbox, MailboxId,
@@ -97,9 +98,9 @@ impl NewBlob {
     }
 
     /// Puts the file in place unless a live copy is there, and adds `refs`
-    /// references. Runs inside the write transaction of [`placing`] or a group
-    /// commit; a file it puts in place is listed in `placed` first, and the caller
-    /// runs [`blobs::sync_dirs`] on `placed` before it commits. A quarantined blob is healed: these are
+    /// references. Runs inside a piece of a group commit (`group`); a file it puts
+    /// in place is listed in `placed` first, and the group's leader runs
+    /// [`blobs::sync_dirs`] on every piece's `placed` before it commits. A quarantined blob is healed: these are
     /// its exact bytes (the id is their SHA-256), so the file goes back in place and
     /// the quarantine row goes, and every email that refers to it reads again.
     pub(crate) fn commit(
@@ -110,7 +111,7 @@ impl NewBlob {
         placed: &mut Vec<BlobId>,
     ) -> Result<BlobId> {
         let live: Option<i64> = tx
-            .query_row(
+            .row_c(
                 "SELECT refcount FROM blobs WHERE id = ?1",
                 [&self.id.0[..]],
                 |r| r.get(0),
@@ -129,7 +130,7 @@ impl NewBlob {
             }
         }
         if damaged {
-            tx.execute(
+            tx.exec_c(
                 "DELETE FROM quarantine WHERE blob_id = ?1",
                 [&self.id.0[..]],
             )
@@ -139,7 +140,7 @@ impl NewBlob {
                 "a quarantined blob was delivered again: its file is back in place"
             );
         }
-        tx.execute(
+        tx.exec_c(
             "INSERT INTO blobs (id, size, refcount) VALUES (?1, ?2, ?3)
              ON CONFLICT (id) DO UPDATE SET refcount = max(refcount, 0) + excluded.refcount",
             params![&self.id.0[..], self.size, refs],
@@ -152,7 +153,7 @@ impl NewBlob {
 /// [`StoreError::OverQuota`] when one more message of `size` octets would not fit.
 pub(crate) fn check_quota(tx: &Connection, account: AccountId, size: i64) -> Result<()> {
     let row: Option<QuotaRow> = tx
-        .query_row(
+        .row_c(
             "SELECT address, quota_bytes, quota_messages, used_bytes, used_messages
              FROM accounts WHERE id = ?1",
             [account],
@@ -299,7 +300,9 @@ pub fn store(
         });
         Ok(())
     });
-    inner.group.commit(inner, conn, work)?;
+    inner
+        .group
+        .commit(inner, conn, crate::gate::Sync::Full, work)?;
     lock(&answer)
         .take()
         .ok_or_else(|| StoreError::Database("a committed delivery has no result".into()))
@@ -314,7 +317,7 @@ pub(crate) fn insert_email(
     em: &EmailMeta,
     received_secs: i64,
 ) -> Result<i64> {
-    tx.execute(
+    tx.exec_c(
         "INSERT INTO emails (account_id, blob_id, size, surrogate_size, received_at, meta,
                              surrogate_meta)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -345,7 +348,7 @@ fn add_to_inbox(
 ) -> Result<Delivered> {
     let email = insert_email(tx, account, blob, size, em, received_secs)?;
     let (mailbox, uid, modseq): (i64, i64, i64) = tx
-        .query_row(
+        .row_c(
             "UPDATE mailboxes SET uidnext = uidnext + 1,
                                   highestmodseq = highestmodseq + 1,
                                   messages = messages + 1
@@ -357,13 +360,13 @@ fn add_to_inbox(
         .optional()
         .map_err(db_err)?
         .ok_or_else(|| StoreError::Database(format!("account #{account} has no INBOX")))?;
-    tx.execute(
+    tx.exec_c(
         "INSERT INTO mailbox_entries (mailbox_id, uid, email_id, modseq)
          VALUES (?1, ?2, ?3, ?4)",
         params![mailbox, uid, email, modseq],
     )
     .map_err(db_err)?;
-    tx.execute(
+    tx.exec_c(
         "UPDATE accounts SET used_bytes = used_bytes + ?1, used_messages = used_messages + 1
          WHERE id = ?2",
         params![size, account],
@@ -422,7 +425,7 @@ pub fn open_maildrop(
     let mut pins = lock(&inner.pins);
     let tx = conn.transaction().map_err(db_err)?;
     let (mailbox, uidvalidity): (i64, u32) = tx
-        .query_row(
+        .row_c(
             "SELECT id, uidvalidity FROM mailboxes WHERE account_id = ?1 AND name = 'INBOX'",
             [account],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -479,11 +482,19 @@ pub fn open_maildrop(
 
 /// Expunges UIDs from a mailbox in one transaction with one new MODSEQ; UIDs already
 /// gone are skipped. An email left in no mailbox is deleted and its quota freed.
-pub fn expunge(conn: &mut Connection, mailbox: MailboxId, uids: &[Uid]) -> Result<usize> {
-    let tx = write_tx(conn)?;
-    let n = expunge_in(&tx, mailbox, uids)?;
-    tx.commit().map_err(db_err)?;
-    Ok(n)
+/// A light commit in a group (`group`, `gate::Sync::Light`): garbage collection
+/// makes it durable before it unlinks a blob it freed.
+pub fn expunge(
+    inner: &Inner,
+    conn: &mut Connection,
+    mailbox: MailboxId,
+    uids: Vec<Uid>,
+) -> Result<usize> {
+    inner
+        .group
+        .run(inner, conn, crate::gate::Sync::Light, move |tx, _| {
+            expunge_in(tx, mailbox, &uids)
+        })
 }
 
 /// The body of [`expunge`], inside the caller's write transaction.
@@ -511,7 +522,7 @@ pub(crate) fn expunge_in(tx: &Connection, mailbox: MailboxId, uids: &[Uid]) -> R
     }
     let k = i64_of(present.len() as u64);
     let (modseq, account): (i64, i64) = tx
-        .query_row(
+        .row_c(
             "UPDATE mailboxes SET highestmodseq = highestmodseq + 1, messages = messages - ?1
              WHERE id = ?2 RETURNING highestmodseq, account_id",
             params![k, mailbox],
@@ -519,18 +530,18 @@ pub(crate) fn expunge_in(tx: &Connection, mailbox: MailboxId, uids: &[Uid]) -> R
         )
         .map_err(db_err)?;
     for (uid, email) in &present {
-        tx.execute(
+        tx.exec_c(
             "DELETE FROM mailbox_entries WHERE mailbox_id = ?1 AND uid = ?2",
             params![mailbox, uid],
         )
         .map_err(db_err)?;
-        tx.execute(
+        tx.exec_c(
             "INSERT INTO changes (mailbox_id, modseq, uid, kind) VALUES (?1, ?2, ?3, 2)",
             params![mailbox, modseq, uid],
         )
         .map_err(db_err)?;
         let still_used: bool = tx
-            .query_row(
+            .row_c(
                 "SELECT EXISTS (SELECT 1 FROM mailbox_entries WHERE email_id = ?1)",
                 [email],
                 |r| r.get(0),
@@ -540,18 +551,18 @@ pub(crate) fn expunge_in(tx: &Connection, mailbox: MailboxId, uids: &[Uid]) -> R
             continue;
         }
         let (blob, size): (Vec<u8>, i64) = tx
-            .query_row(
+            .row_c(
                 "DELETE FROM emails WHERE id = ?1 RETURNING blob_id, size",
                 [email],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(db_err)?;
-        tx.execute(
+        tx.exec_c(
             "UPDATE blobs SET refcount = refcount - 1 WHERE id = ?1",
             [&blob],
         )
         .map_err(db_err)?;
-        tx.execute(
+        tx.exec_c(
             "UPDATE accounts SET used_bytes = max(used_bytes - ?1, 0),
                                  used_messages = max(used_messages - 1, 0)
              WHERE id = ?2",
@@ -620,7 +631,7 @@ pub(crate) fn remove_rowless(
     let tx = write_tx(conn)?;
     for id in ids {
         let known = tx
-            .query_row("SELECT 1 FROM blobs WHERE id = ?1", [&id.0[..]], |_| Ok(()))
+            .row_c("SELECT 1 FROM blobs WHERE id = ?1", [&id.0[..]], |_| Ok(()))
             .optional()
             .map_err(db_err)?
             .is_some();
@@ -633,33 +644,14 @@ pub(crate) fn remove_rowless(
     Ok(n)
 }
 
-/// Runs `rows`, which opens, fills and commits one write transaction that may put
-/// blob files in place (listing each in its second argument before placing it, see
-/// [`NewBlob::commit`]). When it fails, its transaction has rolled back (or, when
-/// `COMMIT` itself failed, may have committed after all), so the files it placed are
-/// looked at again under a new write lock and those without a row are deleted: a
-/// failed write leaves no file behind, and a file a concurrent writer (or the
-/// committed transaction) references stays. If even that fails (the disk is gone),
-/// the files are left to the sweep of the next process start (`remove_orphans`).
-pub(crate) fn placing<T>(
-    inner: &Inner,
-    conn: &mut Connection,
-    rows: impl FnOnce(&mut Connection, &mut Vec<BlobId>) -> Result<T>,
-) -> Result<T> {
-    let mut placed = Vec::new();
-    let r = rows(conn, &mut placed);
-    if r.is_err() && !placed.is_empty() {
-        match remove_rowless(inner, conn, &placed) {
-            Ok(n) => tracing::debug!(removed = n, "blob files of a failed write removed"),
-            Err(e) => {
-                tracing::warn!(error = %e, "blob files of a failed write left for the next start")
-            }
-        }
-    }
-    r
-}
-
-/// Deletes unreferenced, unpinned blobs (file, then row, under the write lock).
+/// Deletes unreferenced, unpinned blobs, in two steps so that a blob freed by a
+/// light commit (an expunge whose commit is not on disk yet, see `gate::Sync`) is
+/// never unlinked before that commit is durable: first the garbage rows go in a
+/// durable transaction, whose fsync of the log carries every earlier commit; then,
+/// under a new write lock, the files of those that still have no row are unlinked
+/// ([`remove_rowless`]: a writer may have stored the same bytes again in between).
+/// A crash between the two leaves files without rows, which the first collection
+/// of the next process removes. Pinned blobs are skipped throughout.
 pub fn collect_garbage(inner: &Arc<Inner>, conn: &mut Connection) -> Result<usize> {
     let pins = lock(&inner.pins);
     let tx = write_tx(conn)?;
@@ -672,18 +664,21 @@ pub fn collect_garbage(inner: &Arc<Inner>, conn: &mut Connection) -> Result<usiz
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(db_err)?
     };
-    let mut n = 0;
+    let mut freed = Vec::with_capacity(garbage.len());
     for raw in garbage {
         let blob = blob_from(raw)?;
         if pins.contains_key(&blob) {
             continue;
         }
-        blobs::remove(&inner.dir, &blob)?;
-        tx.execute("DELETE FROM blobs WHERE id = ?1", [&blob.0[..]])
+        tx.exec_c("DELETE FROM blobs WHERE id = ?1", [&blob.0[..]])
             .map_err(db_err)?;
-        n += 1;
+        freed.push(blob);
+    }
+    if freed.is_empty() {
+        return Ok(0);
     }
     tx.commit().map_err(db_err)?;
+    let n = remove_rowless(inner, conn, &freed)?;
     drop(pins);
     Ok(n)
 }

@@ -13,6 +13,7 @@
 //! contents is found by `buudien check` alone.
 
 use crate::admin::write_tx;
+use crate::cached::Cached;
 use crate::mail::secs;
 use crate::{Inner, blobs, db_err};
 use buudien_store::{BlobId, Result, StoreError};
@@ -52,7 +53,7 @@ pub(crate) fn examine(inner: &Inner, blob: &BlobId, size: u64) -> Result<Found> 
 
 /// The indexed size and reference count of a blob, if it has a row.
 pub(crate) fn indexed(conn: &Connection, blob: &BlobId) -> Result<Option<(u64, i64)>> {
-    conn.query_row(
+    conn.row_c(
         "SELECT size, refcount FROM blobs WHERE id = ?1",
         [&blob.0[..]],
         |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
@@ -64,7 +65,7 @@ pub(crate) fn indexed(conn: &Connection, blob: &BlobId) -> Result<Option<(u64, i
 
 /// What was recorded when `blob` was quarantined, if it was.
 pub(crate) fn recorded(conn: &Connection, blob: &BlobId) -> Result<Option<String>> {
-    conn.query_row(
+    conn.row_c(
         "SELECT problem FROM quarantine WHERE blob_id = ?1",
         [&blob.0[..]],
         |r| r.get(0),
@@ -147,7 +148,7 @@ pub(crate) fn set_aside(
         Err(e) if e.kind() == ErrorKind::NotFound => None,
         Err(e) => return Err(e.into()),
     };
-    tx.execute(
+    tx.exec_c(
         "INSERT INTO quarantine (blob_id, size, problem, file, found_at)
          VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (blob_id) DO UPDATE SET problem = excluded.problem,

@@ -6,6 +6,7 @@
 //! message at once, and a crashed worker's claim simply runs out.
 
 use crate::admin::write_tx;
+use crate::cached::Cached;
 use crate::db_err;
 use crate::mail::{blob_from, i64_of, u64_of};
 use buudien_store::{
@@ -70,7 +71,7 @@ pub fn insert(
     rcpts: &[NewRecipient],
 ) -> Result<QueueId> {
     let at = millis(received);
-    tx.execute(
+    tx.exec_c(
         "INSERT INTO queue (sender, envid, ret, eight_bit, smtputf8, blob_id, size, queued_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
@@ -256,13 +257,13 @@ pub fn claim(
     };
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        tx.execute(
+        tx.exec_c(
             "UPDATE queue SET lease_until = ?1 WHERE id = ?2",
             params![until, id],
         )
         .map_err(db_err)?;
         // A flush before this claim is served by this very attempt.
-        tx.execute(
+        tx.exec_c(
             "UPDATE queue_rcpts SET next_attempt = 0 WHERE queue_id = ?1 AND next_attempt < 0",
             [id],
         )
@@ -274,7 +275,7 @@ pub fn claim(
 }
 
 fn exists(conn: &Connection, id: QueueId) -> Result<bool> {
-    conn.query_row("SELECT 1 FROM queue WHERE id = ?1", [id], |_| Ok(()))
+    conn.row_c("SELECT 1 FROM queue WHERE id = ?1", [id], |_| Ok(()))
         .optional()
         .map(|r| r.is_some())
         .map_err(db_err)
@@ -296,7 +297,7 @@ pub fn record(conn: &mut Connection, id: QueueId, results: &[(u32, Outcome)]) ->
         };
         // A flush that came while this attempt ran (next_attempt < 0) wins over the
         // deferral's retry time: the recipient stays due now.
-        tx.execute(
+        tx.exec_c(
             "UPDATE queue_rcpts SET state = ?1, last_reply = ?2, relayed = ?3,
                     attempts = attempts + 1,
                     next_attempt = CASE WHEN next_attempt < 0 THEN 0
@@ -313,7 +314,7 @@ pub fn record(conn: &mut Connection, id: QueueId, results: &[(u32, Outcome)]) ->
 pub fn mark_reported(conn: &mut Connection, id: QueueId, indexes: &[u32]) -> Result<()> {
     let tx = write_tx(conn)?;
     for idx in indexes {
-        tx.execute(
+        tx.exec_c(
             "UPDATE queue_rcpts SET reported = 1 WHERE queue_id = ?1 AND idx = ?2",
             params![id, idx],
         )
@@ -325,7 +326,7 @@ pub fn mark_reported(conn: &mut Connection, id: QueueId, indexes: &[u32]) -> Res
 /// Deletes a message's rows and drops its blob reference (inside `tx`).
 fn delete(tx: &Transaction<'_>, id: QueueId) -> Result<bool> {
     let blob: Option<Vec<u8>> = tx
-        .query_row("SELECT blob_id FROM queue WHERE id = ?1", [id], |r| {
+        .row_c("SELECT blob_id FROM queue WHERE id = ?1", [id], |r| {
             r.get(0)
         })
         .optional()
@@ -333,11 +334,11 @@ fn delete(tx: &Transaction<'_>, id: QueueId) -> Result<bool> {
     let Some(blob) = blob else {
         return Ok(false);
     };
-    tx.execute("DELETE FROM queue_rcpts WHERE queue_id = ?1", [id])
+    tx.exec_c("DELETE FROM queue_rcpts WHERE queue_id = ?1", [id])
         .map_err(db_err)?;
-    tx.execute("DELETE FROM queue WHERE id = ?1", [id])
+    tx.exec_c("DELETE FROM queue WHERE id = ?1", [id])
         .map_err(db_err)?;
-    tx.execute(
+    tx.exec_c(
         "UPDATE blobs SET refcount = refcount - 1 WHERE id = ?1",
         [&blob],
     )
@@ -349,7 +350,7 @@ fn delete(tx: &Transaction<'_>, id: QueueId) -> Result<bool> {
 pub fn release(conn: &mut Connection, id: QueueId) -> Result<()> {
     let tx = write_tx(conn)?;
     let open: bool = tx
-        .query_row(
+        .row_c(
             "SELECT EXISTS (SELECT 1 FROM queue_rcpts
                             WHERE queue_id = ?1 AND (state = 0 OR reported = 0))",
             [id],
@@ -357,7 +358,7 @@ pub fn release(conn: &mut Connection, id: QueueId) -> Result<()> {
         )
         .map_err(db_err)?;
     if open {
-        tx.execute("UPDATE queue SET lease_until = 0 WHERE id = ?1", [id])
+        tx.exec_c("UPDATE queue SET lease_until = 0 WHERE id = ?1", [id])
             .map_err(db_err)?;
     } else {
         delete(&tx, id)?;
@@ -382,12 +383,12 @@ pub fn flush(conn: &mut Connection, id: Option<QueueId>) -> Result<usize> {
             if !exists(&tx, id)? {
                 return Err(StoreError::NotFound(format!("queued message {id}")));
             }
-            tx.execute(
+            tx.exec_c(
                 "UPDATE queue_rcpts SET next_attempt = -1 WHERE queue_id = ?1 AND state = 0",
                 [id],
             )
         }
-        None => tx.execute(
+        None => tx.exec_c(
             "UPDATE queue_rcpts SET next_attempt = -1 WHERE state = 0",
             [],
         ),
@@ -414,7 +415,7 @@ pub fn bounce(conn: &mut Connection, id: QueueId, reason: &str) -> Result<usize>
         return Err(StoreError::NotFound(format!("queued message {id}")));
     }
     let n = tx
-        .execute(
+        .exec_c(
             "UPDATE queue_rcpts SET state = 2, last_reply = ?1 WHERE queue_id = ?2 AND state = 0",
             params![reason, id],
         )

@@ -11,7 +11,7 @@
 //! mailbox, not every idler of the process. A counter's first look always wakes its
 //! watchers (a spurious wake-up costs one delta read; a missed one loses a change).
 
-use crate::admin::write_tx;
+use crate::cached::Cached;
 use crate::folders::{ENTRY_QUERY, entry_from, read_entry};
 use crate::mail::u64_of;
 use crate::{Inner, db_err, lock};
@@ -82,7 +82,7 @@ pub(crate) fn subscribe(inner: &Inner, mailbox: MailboxId) -> tokio::sync::watch
 
 /// SQLite's count of commits by other connections, as this connection sees it.
 fn data_version(c: &Connection) -> Option<i64> {
-    c.query_row("PRAGMA data_version", [], |r| r.get(0)).ok()
+    c.row_c("PRAGMA data_version", [], |r| r.get(0)).ok()
 }
 
 /// The poller: when `data_version` moved (or a watcher is new), looks at the watched
@@ -207,7 +207,7 @@ pub fn delta(conn: &mut Connection, mailbox: MailboxId, since: u64) -> Result<De
         .transaction_with_behavior(TransactionBehavior::Deferred)
         .map_err(db_err)?;
     let (highestmodseq, uidnext): (i64, i64) = tx
-        .query_row(
+        .row_c(
             "SELECT highestmodseq, uidnext FROM mailboxes WHERE id = ?1",
             [mailbox],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -250,7 +250,7 @@ pub fn delta(conn: &mut Connection, mailbox: MailboxId, since: u64) -> Result<De
 /// Where the `\Recent` mark is.
 pub fn recent_mark(conn: &mut Connection, mailbox: MailboxId) -> Result<Uid> {
     let mark: i64 = conn
-        .query_row(
+        .row_c(
             "SELECT recent_uid FROM mailboxes WHERE id = ?1",
             [mailbox],
             |r| r.get(0),
@@ -261,11 +261,20 @@ pub fn recent_mark(conn: &mut Connection, mailbox: MailboxId) -> Result<Uid> {
     Ok(Uid(u32::try_from(mark).unwrap_or(0)))
 }
 
-/// Moves the `\Recent` mark to the newest message; returns where it was.
-pub fn claim_recent(conn: &mut Connection, mailbox: MailboxId) -> Result<Uid> {
-    let tx = write_tx(conn)?;
+/// Moves the `\Recent` mark to the newest message; returns where it was. A light
+/// commit in a group (`group`, `gate::Sync::Light`); nothing is written when the
+/// mark is already there.
+pub fn claim_recent(inner: &Inner, conn: &mut Connection, mailbox: MailboxId) -> Result<Uid> {
+    inner
+        .group
+        .run(inner, conn, crate::gate::Sync::Light, move |tx, _| {
+            claim_recent_in(tx, mailbox)
+        })
+}
+
+fn claim_recent_in(tx: &Connection, mailbox: MailboxId) -> Result<Uid> {
     let old: i64 = tx
-        .query_row(
+        .row_c(
             "SELECT recent_uid FROM mailboxes WHERE id = ?1",
             [mailbox],
             |r| r.get(0),
@@ -273,11 +282,11 @@ pub fn claim_recent(conn: &mut Connection, mailbox: MailboxId) -> Result<Uid> {
         .optional()
         .map_err(db_err)?
         .ok_or_else(|| StoreError::NotFound(format!("mailbox #{mailbox}")))?;
-    tx.execute(
-        "UPDATE mailboxes SET recent_uid = uidnext - 1 WHERE id = ?1",
+    tx.exec_c(
+        "UPDATE mailboxes SET recent_uid = uidnext - 1
+         WHERE id = ?1 AND recent_uid <> uidnext - 1",
         [mailbox],
     )
     .map_err(db_err)?;
-    tx.commit().map_err(db_err)?;
     Ok(Uid(u32::try_from(old).unwrap_or(0)))
 }

@@ -59,7 +59,8 @@
 //! messages written from 26 words, 70-95 ms; a selective needle takes well under
 //! 1 ms (see `examples/search_bench.rs`).
 
-use crate::admin::write_tx;
+use crate::admin::write_tx_light;
+use crate::cached::Cached;
 use crate::mail::{blob_from, u64_of};
 use crate::{Inner, SqliteStore, db_err, quarantine};
 use buudien_message::{MessageMeta, PIECE_SEPARATOR, fold_needle, searchable_text};
@@ -99,7 +100,7 @@ enum Extract {
 
 fn extract(inner: &Inner, conn: &mut Connection, id: i64) -> Result<Extract> {
     let row: Option<(Vec<u8>, i64, Option<Vec<u8>>)> = conn
-        .query_row(
+        .row_c(
             "SELECT blob_id, size, meta FROM emails WHERE id = ?1 AND text_state = 0",
             [id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -149,7 +150,7 @@ pub(crate) fn index_emails(inner: &Inner, conn: &mut Connection, ids: &[i64]) ->
     if done.is_empty() {
         return Ok(0);
     }
-    let tx = write_tx(conn)?;
+    let tx = write_tx_light(conn)?;
     let mut n = 0;
     {
         let mut mark = tx
@@ -198,7 +199,7 @@ pub(crate) fn index_pending(inner: &Inner, conn: &mut Connection, limit: usize) 
 /// The messages of `mailbox` whose email is not indexed: (UID, email, state).
 fn unindexed(conn: &Connection, mailbox: MailboxId) -> Result<Vec<(u32, i64, i64)>> {
     let size: i64 = conn
-        .query_row(
+        .row_c(
             "SELECT messages FROM mailboxes WHERE id = ?1",
             [mailbox],
             |r| r.get(0),
@@ -211,7 +212,7 @@ fn unindexed(conn: &Connection, mailbox: MailboxId) -> Result<Vec<(u32, i64, i64
     // there are more of them (across all accounts) than the mailbox has messages,
     // as after an upgrade, start from the mailbox instead.
     let pending: i64 = conn
-        .query_row(
+        .row_c(
             "SELECT count(*) FROM (SELECT 1 FROM emails WHERE text_state <> 1 LIMIT ?1)",
             [size.saturating_add(1)],
             |r| r.get(0),
@@ -286,7 +287,7 @@ pub(crate) fn search(
         rows.collect::<rusqlite::Result<_>>().map_err(db_err)?
     };
     let size: i64 = tx
-        .query_row(
+        .row_c(
             "SELECT messages FROM mailboxes WHERE id = ?1",
             [mailbox],
             |r| r.get(0),
@@ -354,7 +355,7 @@ impl SqliteStore {
     /// Emails not yet in the text index (those left to scans not counted).
     pub async fn text_backlog(&self) -> Result<u64> {
         self.run(|_, c| {
-            c.query_row(
+            c.row_c(
                 "SELECT count(*) FROM emails WHERE text_state <> 1 AND text_state = 0",
                 [],
                 |r| r.get::<_, i64>(0),
