@@ -268,6 +268,8 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
     // New emails enter SEARCH's text index in the background (buudien_store_sqlite's
     // `text` module); a SEARCH scans what it has not reached yet.
     let indexer = tokio::spawn(store.clone().run_text_indexer());
+    // The log is copied into the database in the background, not inside commits.
+    let checkpointer = tokio::spawn(store.clone().run_checkpointer());
 
     wait_for_stop(tls.as_deref()).await;
     tracing::info!("stopping: no new connections; waiting up to {DRAIN:?} for sessions");
@@ -276,6 +278,7 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
     }
     gc.abort();
     indexer.abort();
+    checkpointer.abort();
     servers.pop3.stop();
     servers.imap.stop();
     servers.smtp.stop();

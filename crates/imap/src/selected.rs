@@ -124,6 +124,38 @@ impl Selected {
         sel
     }
 
+    /// Brings the snapshot of a mailbox selected again up to date with `delta` (the
+    /// changes since its MODSEQ), silently, and resets what a new SELECT resets:
+    /// read-only or not, the saved search result (RFC 5182 §2.1), pending expunges
+    /// (applied now), and the announced keywords (those in use). It is then what
+    /// [`Selected::new`] gives for a fresh read of the mailbox; `recent` is the
+    /// caller's to set.
+    pub(crate) fn refresh(&mut self, delta: Delta, read_only: bool) {
+        let how = Report {
+            expunges: true,
+            ..Report::default()
+        };
+        self.apply(delta, &[], how, &mut Vec::new());
+        self.read_only = read_only;
+        self.saved.clear();
+        self.recent.clear();
+        let mut in_use: Vec<u32> = self.slots.iter().map(|s| s.kw).collect();
+        in_use.sort_unstable();
+        in_use.dedup();
+        let mut kw: Vec<String> = in_use
+            .into_iter()
+            .flat_map(|i| self.keywords.get(i).to_vec())
+            .collect();
+        kw.sort();
+        kw.dedup();
+        self.announced = kw;
+    }
+
+    /// The UIDs of the snapshot, ascending.
+    pub(crate) fn all_uids(&self) -> impl Iterator<Item = Uid> + '_ {
+        self.slots.iter().map(|s| s.uid)
+    }
+
     /// `* FLAGS (...)` and `* OK [PERMANENTFLAGS (...)]` with the system flags and
     /// the keywords in use (RFC 9051 §7.3.5, §7.1): at SELECT, and again whenever a
     /// keyword new to the client shows up.

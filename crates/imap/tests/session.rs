@@ -278,3 +278,57 @@ async fn stop_and_idle_timeout_say_bye() {
     assert_eq!(c.line().await, "* BYE autologout, idle too long\r\n");
     task.await.unwrap();
 }
+
+/// SELECT of the mailbox already selected brings the session's snapshot up to date
+/// from the change log: it answers exactly as a fresh session's SELECT does, after
+/// another session changed flags, expunged, and new mail came.
+#[tokio::test]
+async fn reselect_answers_as_a_fresh_select() {
+    let env = env().await;
+    for _ in 0..3 {
+        env.deliver(MSG1).await;
+    }
+    let server = env.server(ImapConfig::default());
+    let (mut a, _ta) = connect(&server, LOOPBACK);
+    a.login().await;
+    let r = a.cmd("a1", "SELECT INBOX").await;
+    assert!(r.contains("* 3 EXISTS"), "{r}");
+    let r = a.cmd("a2", "STORE 1 +FLAGS (\\Seen)").await;
+    assert!(r.ends_with("a2 OK STORE completed\r\n"), "{r}");
+
+    let (mut b, _tb) = connect(&server, LOOPBACK);
+    b.login().await;
+    b.cmd("b1", "SELECT INBOX").await;
+    let r = b.cmd("b2", "STORE 2 +FLAGS ($Junk \\Flagged)").await;
+    assert!(r.ends_with("b2 OK STORE completed\r\n"), "{r}");
+    let r = b.cmd("b3", "STORE 1 +FLAGS.SILENT (\\Deleted)").await;
+    assert!(r.ends_with("b3 OK STORE completed\r\n"), "{r}");
+    let r = b.cmd("b4", "EXPUNGE").await;
+    assert!(r.contains("* 1 EXPUNGE"), "{r}");
+    env.deliver(MSG2).await;
+
+    let again = a.cmd("t", "SELECT INBOX").await;
+    let (mut c, _tc) = connect(&server, LOOPBACK);
+    c.login().await;
+    let fresh = c.cmd("t", "SELECT INBOX").await;
+    // The new message is \Recent in the session that selected first (RFC 3501
+    // §2.3.2), and only there.
+    assert!(
+        again.contains("* 1 RECENT") && fresh.contains("* 0 RECENT"),
+        "{again}"
+    );
+    assert_eq!(again.replace("* 1 RECENT", "* 0 RECENT"), fresh);
+    assert!(
+        again.contains("* 3 EXISTS") && again.contains(" $Junk"),
+        "{again}"
+    );
+    // The re-selected snapshot serves commands like a fresh one.
+    let r = a.cmd("a3", "FETCH 1:* (UID FLAGS)").await;
+    let f = c.cmd("a3", "FETCH 1:* (UID FLAGS)").await;
+    assert_eq!(r.replace(" (\\Recent)", " ()"), f);
+    assert!(
+        r.contains("* 1 FETCH (UID 2 FLAGS (\\Flagged $Junk))"),
+        "{r}"
+    );
+    assert!(r.contains("* 3 FETCH (UID 4 FLAGS (\\Recent))"), "{r}");
+}

@@ -91,6 +91,12 @@ use std::time::{Duration, SystemTime};
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default free-space reserve: 64 MiB.
 pub const DEFAULT_MIN_FREE: u64 = 64 << 20;
+/// Log pages after which a committing writer checkpoints by itself (SQLite's default
+/// is 1,000): a safety net only, since [`SqliteStore::run_checkpointer`] checkpoints
+/// in the background, outside the write gate, long before.
+const AUTOCHECKPOINT_PAGES: u32 = 16_384;
+/// How often the background checkpointer runs.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// Idle connections kept for reuse.
 const POOL_IDLE: usize = 64;
 
@@ -198,6 +204,26 @@ impl SqliteStore {
         .await
     }
 
+    /// Copies the log into the database file every [`CHECKPOINT_EVERY`], for ever (a
+    /// task of `buudien serve`). A passive checkpoint runs beside readers and writers
+    /// and holds no write lock, so commits no longer stop for one: a writer that
+    /// crossed SQLite's threshold would checkpoint inside its commit, holding every
+    /// other writer up for tens of milliseconds.
+    pub async fn run_checkpointer(self) {
+        loop {
+            tokio::time::sleep(CHECKPOINT_EVERY).await;
+            let r = self
+                .run(|_, c| {
+                    c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                        .map_err(db_err)
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::warn!("checkpoint failed: {e}");
+            }
+        }
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.inner.dir
@@ -241,6 +267,8 @@ impl Inner {
              PRAGMA foreign_keys = ON;",
         )
         .map_err(db_err)?;
+        conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES)
+            .map_err(db_err)?;
         Ok(conn)
     }
 }

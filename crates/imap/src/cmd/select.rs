@@ -41,7 +41,8 @@ impl<S: MailboxStore> Session<'_, S> {
         read_only: bool,
         out: &mut Vec<u8>,
     ) {
-        if self.selected.take().is_some() && self.qresync {
+        let previous = self.selected.take();
+        if previous.is_some() && self.qresync {
             // RFC 7162 §3.2.11: the old mailbox is closed before the new one opens.
             line(out, "* OK [CLOSED] previous mailbox closed");
         }
@@ -58,9 +59,25 @@ impl<S: MailboxStore> Session<'_, S> {
             Ok(None) => return nonexistent(out, tag),
             Err(e) => return store_error(out, tag, &e),
         };
-        let messages = match store.messages(mb.id).await {
-            Ok(m) => m,
-            Err(e) => return store_error(out, tag, &e),
+        // SELECT of the mailbox already selected (clients re-select to resynchronise):
+        // the session's snapshot brought up to date from the change log is the same
+        // view as a fresh read, without reading every message again.
+        let reused = match previous.filter(|p| p.id == mb.id) {
+            Some(mut p) => match store.delta(mb.id, p.modseq).await {
+                Ok(delta) => {
+                    p.refresh(delta, read_only);
+                    Some(p)
+                }
+                Err(e) => return store_error(out, tag, &e),
+            },
+            None => None,
+        };
+        let messages = match reused {
+            Some(_) => Vec::new(),
+            None => match store.messages(mb.id).await {
+                Ok(m) => m,
+                Err(e) => return store_error(out, tag, &e),
+            },
         };
         // \Recent exists in IMAP4rev1 only (RFC 9051 Appendix E item 7).
         let recent_from = if self.rev2 {
@@ -77,29 +94,41 @@ impl<S: MailboxStore> Session<'_, S> {
                 Err(e) => return store_error(out, tag, &e),
             }
         };
-        // The list was read after the mailbox row: never report less than it shows.
-        let uidnext = messages.last().map_or(mb.uidnext.0, |m| {
-            mb.uidnext.0.max(m.uid.0.saturating_add(1))
-        });
-        let modseq = messages
-            .iter()
-            .map(|m| m.modseq)
-            .fold(mb.highestmodseq, u64::max);
-        let recent: Vec<Uid> = match recent_from {
-            Some(from) => messages
-                .iter()
-                .filter(|m| m.uid > from)
-                .map(|m| m.uid)
-                .collect(),
-            None => Vec::new(),
+        let sel = match reused {
+            Some(mut sel) => {
+                sel.modseq = sel.modseq.max(mb.highestmodseq);
+                sel.recent = match recent_from {
+                    Some(from) => sel.all_uids().filter(|u| *u > from).collect(),
+                    None => Vec::new(),
+                };
+                sel
+            }
+            None => {
+                // The list was read after the mailbox row: never report less than it
+                // shows.
+                let modseq = messages
+                    .iter()
+                    .map(|m| m.modseq)
+                    .fold(mb.highestmodseq, u64::max);
+                let recent: Vec<Uid> = match recent_from {
+                    Some(from) => messages
+                        .iter()
+                        .filter(|m| m.uid > from)
+                        .map(|m| m.uid)
+                        .collect(),
+                    None => Vec::new(),
+                };
+                let mut sel = Selected::new(mb.id, read_only, &messages, modseq, recent);
+                drop(messages);
+                // Re-home the snapshot now that the full list is freed: built while
+                // that list was alive, it would pin a hole the allocator cannot hand
+                // to the next session's list, and idle sessions would cost the full
+                // list, not 24 octets a message.
+                sel.slots = sel.slots.clone();
+                sel
+            }
         };
-        let mut sel = Selected::new(mb.id, read_only, &messages, modseq, recent);
-        drop(messages);
-        // Re-home the snapshot now that the full list is freed: built while that list
-        // was alive, it would pin a hole the allocator cannot hand to the next
-        // session's list, and idle sessions would cost the full list, not 24 octets
-        // a message.
-        sel.slots = sel.slots.clone();
+        let uidnext = mb.uidnext.0.max(sel.max_uid().saturating_add(1));
         sel.write_flags_responses(out);
         line(out, &format!("* {} EXISTS", sel.len()));
         if !self.rev2 {
@@ -118,7 +147,7 @@ impl<S: MailboxStore> Session<'_, S> {
             &format!("* OK [UIDVALIDITY {}] UIDs valid", mb.uidvalidity.0),
         );
         line(out, &format!("* OK [UIDNEXT {uidnext}] next UID"));
-        line(out, &format!("* OK [HIGHESTMODSEQ {modseq}] modseq"));
+        line(out, &format!("* OK [HIGHESTMODSEQ {}] modseq", sel.modseq));
         if self.rev2 {
             // RFC 9051 §6.3.2: a LIST response with the mailbox's canonical name.
             response::list(
