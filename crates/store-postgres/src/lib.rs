@@ -13,6 +13,7 @@
 //! - `sync`: entries, metadata, delta, `\Recent`, and the change watch (LISTEN/NOTIFY
 //!   with polling as the fallback).
 //! - `queue`: the outbound queue (claims with `FOR UPDATE SKIP LOCKED` and leases).
+//! - `text`: the text index behind SEARCH BODY / TEXT (`pg_trgm`, when available).
 //! - `lease`: the POP3 maildrop lock as an expiring lease row, and releases of
 //!   guards dropped outside async code.
 //!
@@ -39,12 +40,15 @@ mod mail;
 mod queue;
 mod schema;
 mod sync;
+mod text;
 
 pub use schema::CODE_VERSION;
+pub use text::{DEFAULT_ON_DEMAND, READ_LIMIT, TEXT_LIMIT};
 
 use buudien_store::*;
 use buudien_types::{Address, Domain, Uid};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use tokio_postgres::NoTls;
@@ -67,6 +71,7 @@ pub(crate) struct Inner {
     runtime: tokio::runtime::Handle,
     watch: sync::Watch,
     leases: lease::Leases,
+    text: text::TextSettings,
 }
 
 /// Locks a mutex, recovering it if a panicking thread poisoned it.
@@ -177,6 +182,7 @@ macro_rules! in_tx {
         }
     }};
 }
+pub(crate) use in_tx;
 
 /// The pause before retry `attempt`: 2, 4, 8 … ms plus up to as much again at random.
 pub(crate) fn backoff(attempt: u32) -> Duration {
@@ -228,8 +234,15 @@ impl PgStore {
             runtime,
             watch: sync::Watch::new(),
             leases: lease::Leases::default(),
+            text: text::TextSettings::new(),
         };
         schema::migrate_as(&inner, code).await?;
+        let trgm = text::available(&inner).await?;
+        inner.text.available.store(trgm, Ordering::Relaxed);
+        inner.text.enabled.store(trgm, Ordering::Relaxed);
+        if !trgm {
+            tracing::info!("pg_trgm is not available: SEARCH BODY/TEXT reads the messages");
+        }
         Ok(PgStore {
             inner: Arc::new(inner),
         })
@@ -553,6 +566,15 @@ impl MailboxStore for PgStore {
 
     fn watch_mailbox(&self, mailbox: MailboxId) -> tokio::sync::watch::Receiver<u64> {
         sync::subscribe(&self.inner, mailbox)
+    }
+
+    async fn search_text(
+        &self,
+        mailbox: MailboxId,
+        needle: &str,
+        body_only: bool,
+    ) -> Result<Option<TextHits>> {
+        self.search_text_index(mailbox, needle, body_only).await
     }
 
     async fn move_messages(

@@ -167,11 +167,44 @@ CREATE TRIGGER mailbox_changed
     FOR EACH ROW EXECUTE FUNCTION buudien_mailbox_changed();
 "#;
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    min_code: 1,
-    sql: V1,
-}];
+/// V2: the text index behind SEARCH BODY / TEXT (see `text`): each email's folded
+/// searchable text in `email_text`, `emails.text_state` (0 not yet, 1 indexed, 2 left
+/// to a scan), and trigram indexes when the `pg_trgm` extension can be had (it is a
+/// trusted extension: the database owner may create it). Without it the index is not
+/// used and SEARCH scans. Only adds: code of version 1 runs on it.
+const V2: &str = r#"
+ALTER TABLE emails ADD COLUMN text_state smallint NOT NULL DEFAULT 0;
+CREATE INDEX emails_text_pending ON emails(id) WHERE text_state = 0;
+CREATE TABLE email_text (
+    email_id  bigint PRIMARY KEY REFERENCES emails(id) ON DELETE CASCADE,
+    header    text NOT NULL,
+    body      text NOT NULL
+);
+DO $$ BEGIN
+    CREATE EXTENSION IF NOT EXISTS pg_trgm;
+EXCEPTION WHEN OTHERS THEN
+    RAISE NOTICE 'pg_trgm is not available: SEARCH BODY/TEXT reads the messages';
+END $$;
+DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm') THEN
+        CREATE INDEX email_text_header_trgm ON email_text USING gin (header gin_trgm_ops);
+        CREATE INDEX email_text_body_trgm ON email_text USING gin (body gin_trgm_ops);
+    END IF;
+END $$;
+"#;
+
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        min_code: 1,
+        sql: V1,
+    },
+    Migration {
+        version: 2,
+        min_code: 1,
+        sql: V2,
+    },
+];
 
 /// The newest schema version this code knows.
 pub fn latest() -> i64 {
