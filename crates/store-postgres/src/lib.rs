@@ -59,6 +59,11 @@ use tokio_postgres::types::{FromSql, ToSql};
 /// again before the operation fails as busy.
 pub const RETRIES: u32 = 8;
 
+/// How long an operation waits for a pooled connection before it fails as busy.
+pub const POOL_WAIT: Duration = Duration::from_secs(30);
+/// How long opening (or checking) a connection may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The PostgreSQL store.
 #[derive(Clone)]
 pub struct PgStore {
@@ -193,10 +198,13 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
 impl Inner {
     /// A pooled connection.
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Database(format!("PostgreSQL connection: {e}")))
+        self.pool.get().await.map_err(|e| match e {
+            // Every connection busy for POOL_WAIT: the store is busy (retry later).
+            deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
+                StoreError::Busy
+            }
+            e => StoreError::Database(format!("PostgreSQL connection: {e}")),
+        })
     }
 }
 
@@ -211,9 +219,15 @@ impl PgStore {
 
     /// [`PgStore::connect`] as if this were code version `code` (for upgrade tests).
     pub async fn connect_as(url: &str, pool_size: usize, code: i64) -> Result<PgStore> {
-        let config: tokio_postgres::Config = url
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Refused(format!("bad PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("buudien");
+        }
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -224,6 +238,9 @@ impl PgStore {
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
             .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Database(format!("PostgreSQL pool: {e}")))?;
         let runtime = tokio::runtime::Handle::try_current()
