@@ -5,10 +5,15 @@
 //!
 //! A blob's chunks are written by the transaction that creates its row; a blob whose
 //! row exists has all its chunks. `refcount` counts emails and queued messages;
-//! a blob at 0 is garbage unless a live snapshot (a POP3 maildrop) pins it.
+//! a blob at 0 is garbage unless a live snapshot (a POP3 maildrop) pins it. Reading
+//! streams the chunks ([`open`]).
 
-use crate::{Tx, exec, get, row_opt, rows};
-use buudien_store::{BlobId, Result, StoreError};
+use crate::{Inner, Tx, exec, get, in_tx, pg_err, row_opt, rows};
+use buudien_store::{BlobId, BlobReader, Result, StoreError};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, ReadBuf};
 
 /// Octets per chunk (1 MiB).
 pub const CHUNK: usize = 1 << 20;
@@ -65,6 +70,145 @@ pub(crate) async fn unref(tx: &Tx<'_>, id: &[u8]) -> Result<()> {
     )
     .await?;
     Ok(())
+}
+
+/// The queue between a blob's chunk fetcher and its reader: chunks, then `None`
+/// at the end (a channel closed without it is an error, never a short read).
+type ChunkRx = tokio::sync::mpsc::Receiver<std::io::Result<Option<Vec<u8>>>>;
+
+/// Chunks fetched ahead of the reader, at most (so a reader holds about 3 MiB).
+const READ_AHEAD: usize = 2;
+
+/// Opens a blob for reading: its size and first chunk are read at once (so a missing
+/// blob fails here), the other chunks one at a time by a task, at most
+/// [`READ_AHEAD`] ahead of the reader: a large message is never held whole.
+pub(crate) async fn open(inner: &Arc<Inner>, blob: &BlobId) -> Result<BlobReader> {
+    let (size, first) = in_tx!(inner, |tx| async move {
+        let Some(r) = row_opt(tx, "SELECT size FROM blobs WHERE id = $1", &[&&blob.0[..]]).await?
+        else {
+            return Err(StoreError::NotFound(format!("blob {}", blob.to_hex())));
+        };
+        let size = u64::try_from(get::<i64>(&r, 0)?).unwrap_or(0);
+        let first = row_opt(
+            tx,
+            "SELECT data FROM blob_chunks WHERE blob_id = $1 AND seq = 0",
+            &[&&blob.0[..]],
+        )
+        .await?;
+        let first: Vec<u8> = match first {
+            Some(r) => get(&r, 0)?,
+            None => Vec::new(),
+        };
+        Ok((size, first))
+    })?;
+    let id = *blob;
+    let damaged = move |got: u64| {
+        StoreError::Damaged(format!(
+            "blob {} has {got} octets in its chunks, its row says {size}",
+            id.to_hex()
+        ))
+    };
+    let got = first.len() as u64;
+    if got >= size {
+        if got != size {
+            return Err(damaged(got));
+        }
+        return Ok(Box::pin(std::io::Cursor::new(first)));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+    let owner = Arc::clone(inner);
+    inner.runtime.spawn(async move {
+        let mut got = got;
+        if tx.send(Ok(Some(first))).await.is_err() {
+            return;
+        }
+        let mut seq = 1i32;
+        let end = loop {
+            let chunk = match owner.client().await {
+                Ok(c) => c
+                    .query_opt(
+                        "SELECT data FROM blob_chunks WHERE blob_id = $1 AND seq = $2",
+                        &[&&id.0[..], &seq],
+                    )
+                    .await
+                    .map_err(pg_err),
+                Err(e) => Err(e),
+            };
+            let data: Vec<u8> = match chunk {
+                Ok(Some(r)) => match r.try_get(0) {
+                    Ok(d) => d,
+                    Err(e) => break Err(pg_err(e)),
+                },
+                Ok(None) if got == size => break Ok(()),
+                Ok(None) => break Err(damaged(got)),
+                Err(e) => break Err(e),
+            };
+            got = got.saturating_add(data.len() as u64);
+            if got > size {
+                break Err(damaged(got));
+            }
+            if tx.send(Ok(Some(data))).await.is_err() {
+                return;
+            }
+            seq = seq.saturating_add(1);
+        };
+        let last = match end {
+            Ok(()) => Ok(None),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
+        let _ = tx.send(last).await;
+    });
+    Ok(Box::pin(ChunkReader {
+        rx,
+        buf: Vec::new(),
+        pos: 0,
+        done: false,
+    }))
+}
+
+/// Reads the chunks a fetcher task sends.
+struct ChunkReader {
+    rx: ChunkRx,
+    buf: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl AsyncRead for ChunkReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            let this = &mut *self;
+            if let Some(rest) = this.buf.get(this.pos..)
+                && !rest.is_empty()
+            {
+                let n = rest.len().min(out.remaining());
+                out.put_slice(rest.get(..n).unwrap_or_default());
+                this.pos += n;
+                return Poll::Ready(Ok(()));
+            }
+            if this.done {
+                return Poll::Ready(Ok(()));
+            }
+            match this.rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(Some(chunk)))) => {
+                    this.buf = chunk;
+                    this.pos = 0;
+                }
+                Poll::Ready(Some(Ok(None))) => this.done = true,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(None) => {
+                    return Poll::Ready(Err(std::io::Error::other(
+                        "reading a blob from PostgreSQL ended early",
+                    )));
+                }
+            }
+        }
+    }
 }
 
 /// A blob's bytes. [`StoreError::NotFound`] when it does not exist (collected), and

@@ -399,8 +399,7 @@ impl MailStore for PgStore {
     }
 
     async fn read_blob(&self, blob: &BlobId) -> Result<BlobReader> {
-        let bytes = in_tx!(self.inner, |tx| blobs::read(tx, blob))?;
-        Ok(Box::pin(std::io::Cursor::new(bytes)))
+        blobs::open(&self.inner, blob).await
     }
 
     async fn expunge(&self, mailbox: MailboxId, uids: &[Uid]) -> Result<usize> {

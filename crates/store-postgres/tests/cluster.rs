@@ -374,3 +374,26 @@ async fn without_notifications_polling_still_wakes_watchers() {
     );
     eprintln!("wake-up by polling alone: {:?}", t.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_missing_a_chunk_reads_as_an_error_not_short() {
+    let (url, n) = nodes(1).await;
+    let s = &n[0];
+    let ann = account(s, "ann@c.example").await;
+    let mut m = b"Subject: big\r\n\r\n".to_vec();
+    while m.len() < 2 * (1 << 20) + 100 {
+        m.extend_from_slice(b"the same line again and again\r\n");
+    }
+    ok(s.deliver(&[ann], &m, SystemTime::now()).await);
+    let d = ok(s.open_maildrop(ann).await);
+    sql(&url, "DELETE FROM blob_chunks WHERE seq = 1").await;
+    let mut r = ok(s.read_blob(&d.entries[0].blob).await);
+    let mut got = Vec::new();
+    let e = r.read_to_end(&mut got).await;
+    assert!(
+        e.is_err(),
+        "read {} of {} octets without an error",
+        got.len(),
+        m.len()
+    );
+}
