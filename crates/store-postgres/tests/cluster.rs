@@ -102,7 +102,8 @@ async fn maildrop_lease_is_exclusive_across_nodes_and_lapses() {
     let (url, n) = nodes(2).await;
     let (a, b) = (&n[0], &n[1]);
     let ann = account(a, "ann@c.example").await;
-    a.set_leases(Duration::from_millis(900), Duration::from_secs(300));
+    // Renewed every 500 ms: two renewals may be late by a second before it lapses.
+    a.set_leases(Duration::from_millis(1500), Duration::from_secs(300));
     let g = ok(a.lock_maildrop(ann).await).expect("first lock");
     assert!(ok(b.lock_maildrop(ann).await).is_none(), "in use on node A");
     // Renewed by its holder well past its length.
