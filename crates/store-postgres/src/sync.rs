@@ -27,6 +27,8 @@ use tokio_postgres::AsyncMessage;
 pub(crate) const POLL: Duration = Duration::from_millis(100);
 /// How often they are read while notifications arrive (a safety net only).
 pub(crate) const POLL_LISTENING: Duration = Duration::from_secs(2);
+/// How long after a failed LISTEN the watcher tries again (it polls meanwhile).
+const RELISTEN: Duration = Duration::from_secs(10);
 /// Notified mailbox ids remembered between two reads, at most; beyond it every
 /// watched mailbox is read.
 const MAX_DIRTY: usize = 4096;
@@ -144,6 +146,7 @@ async fn listen(inner: &Inner) -> Option<Listener> {
 async fn watcher(weak: Weak<Inner>) {
     use std::sync::atomic::Ordering;
     let mut listener: Option<Listener> = None;
+    let mut next_listen = tokio::time::Instant::now();
     loop {
         let Some(inner) = weak.upgrade() else {
             return;
@@ -163,8 +166,13 @@ async fn watcher(weak: Weak<Inner>) {
         let listening = listener
             .as_ref()
             .is_some_and(|l| l.alive.load(Ordering::Relaxed));
-        if !listening {
+        if !listening && tokio::time::Instant::now() >= next_listen {
             listener = listen(&inner).await;
+            if listener.is_none() {
+                // No LISTEN here (an engine without it, or the server is away):
+                // poll, and try again later rather than on every poll.
+                next_listen = tokio::time::Instant::now() + RELISTEN;
+            }
             // Whatever happened before the LISTEN took effect is read now.
             *lock(&w.dirty) = None;
         }
@@ -195,7 +203,10 @@ async fn watcher(weak: Weak<Inner>) {
             }
         }
         let kick = Arc::clone(&w.kick);
-        let pause = if listener.is_some() {
+        let pause = if listener
+            .as_ref()
+            .is_some_and(|l| l.alive.load(Ordering::Relaxed))
+        {
             POLL_LISTENING
         } else {
             POLL
