@@ -237,7 +237,8 @@ async fn states(inner: &Inner, ids: &[MailboxId]) -> Result<HashMap<MailboxId, (
 /// `emails.meta`, `emails.surrogate_meta`.
 type MetaPair = (Option<Vec<u8>>, Option<Vec<u8>>);
 
-/// The stored structure of these messages (those that exist), in the order asked.
+/// The stored structure of these messages (those that exist), in the order asked
+/// (a UID asked twice is answered twice, as the SQLite backend does).
 pub(crate) async fn metas(
     tx: &Tx<'_>,
     mailbox: MailboxId,
@@ -257,11 +258,11 @@ pub(crate) async fn metas(
     }
     let mut out = Vec::with_capacity(found.len());
     for uid in uids {
-        if let Some((meta, ascii_meta)) = found.remove(&i64::from(uid.0)) {
+        if let Some((meta, ascii_meta)) = found.get(&i64::from(uid.0)) {
             out.push(StoredMeta {
                 uid: *uid,
-                meta,
-                ascii_meta,
+                meta: meta.clone(),
+                ascii_meta: ascii_meta.clone(),
             });
         }
     }
