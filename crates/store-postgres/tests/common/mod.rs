@@ -19,6 +19,10 @@ pub struct TestPg {
     base: String,
     /// Databases made so far (for unique names).
     made: AtomicUsize,
+    /// A server of its own (else `BUUDIEN_TEST_PG_URL`'s, where earlier runs' test
+    /// databases are dropped first).
+    own: bool,
+    swept: std::sync::atomic::AtomicBool,
 }
 
 static SERVER: OnceLock<TestPg> = OnceLock::new();
@@ -100,6 +104,8 @@ fn start() -> TestPg {
         return TestPg {
             base,
             made: AtomicUsize::new(0),
+            own: false,
+            swept: std::sync::atomic::AtomicBool::new(false),
         };
     }
     let bin = bin_dir();
@@ -178,6 +184,8 @@ fn start() -> TestPg {
     TestPg {
         base: format!("host=127.0.0.1 port={port} user=postgres"),
         made: AtomicUsize::new(0),
+        own: true,
+        swept: std::sync::atomic::AtomicBool::new(true),
     }
 }
 
@@ -229,6 +237,9 @@ impl TestPg {
             .await
             .unwrap_or_else(|e| panic!("connecting to the test server: {e}"));
         let driver = tokio::spawn(conn);
+        if !self.own && !self.swept.swap(true, Ordering::SeqCst) {
+            sweep(&client).await;
+        }
         client
             .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0"))
             .await
@@ -244,5 +255,30 @@ impl TestPg {
         PgStore::connect(&url, 8)
             .await
             .unwrap_or_else(|e| panic!("PgStore::connect: {e}"))
+    }
+}
+
+/// Drops the test databases (`buudien_t<pid>_…`) of test processes that are gone, so
+/// runs against `BUUDIEN_TEST_PG_URL` do not pile them up.
+async fn sweep(client: &tokio_postgres::Client) {
+    let rows = client
+        .query(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'buudien\\_t%'",
+            &[],
+        )
+        .await
+        .unwrap_or_default();
+    for r in rows {
+        let name: String = r.get(0);
+        let pid = name
+            .strip_prefix("buudien_t")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        let gone = pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists());
+        if gone {
+            let _ = client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        }
     }
 }
