@@ -42,6 +42,7 @@ mod schema;
 mod sync;
 mod text;
 
+pub use lease::{LOCK_LEASE, PIN_LEASE};
 pub use schema::CODE_VERSION;
 pub use text::{DEFAULT_ON_DEMAND, READ_LIMIT, TEXT_LIMIT};
 
@@ -271,7 +272,7 @@ impl PgStore {
     }
 
     /// Sets how long a POP3 maildrop lease and a snapshot pin last without renewal
-    /// (defaults: [`lease::LOCK_LEASE`], [`lease::PIN_LEASE`]); the holder renews at a
+    /// (defaults: [`LOCK_LEASE`], [`PIN_LEASE`]); the holder renews at a
     /// third of it. For tests of a holder that dies.
     pub fn set_leases(&self, lock: Duration, pin: Duration) {
         self.inner.leases.set(lock, pin);
