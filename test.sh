@@ -2,7 +2,9 @@
 # The whole test run, as CI does it (.ci/run calls this):
 #   1. installs the Debian packages the real-client tests use, if missing
 #      (fetchmail, curl, openssl, postfix, dnsmasq, swaks, dig, mbsync, offlineimap,
-#      mutt, python3-pytest, and for the benchmark dovecot-imapd, dovecot-pop3d);
+#      mutt, python3-pytest, postgresql (server binaries for crates/store-postgres's
+#      tests, which start their own throwaway server), and for the benchmark
+#      dovecot-imapd, dovecot-pop3d);
 #   2. cargo fmt --check, clippy -D warnings, cargo test (main workspace; fuzz/ targets are clippy'd);
 #   3. builds the buudien binary and runs tests/e2e (pytest) against it;
 #   4. runs the benchmark harness in smoke mode (bench/run --smoke: buudien against
@@ -50,6 +52,9 @@ done
 # The benchmark's reference servers (bench/run): Dovecot's IMAP and POP3 daemons.
 [[ -x /usr/lib/dovecot/imap ]] || missing+=(dovecot-imapd)
 [[ -x /usr/lib/dovecot/pop3 ]] || missing+=(dovecot-pop3d)
+# The PostgreSQL backend's tests (crates/store-postgres) start a throwaway server of
+# their own (initdb in a temp dir, a loopback port); they need the server binaries.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 # swaks speaks TLS (--tls, --tlsc) only with IO::Socket::SSL, a mere Recommends.
 perl -MIO::Socket::SSL -e 1 >/dev/null 2>&1 || missing+=(libio-socket-ssl-perl)
 find_python >/dev/null || missing+=(python3-pytest)
@@ -89,7 +94,7 @@ if ((${#missing[@]})); then
         "${SUDO[@]}" /usr/sbin/postfix stop || true
     fi
 else
-    echo "fetchmail, curl, openssl, postfix, dnsmasq, swaks, dig, mbsync, offlineimap, mutt, dovecot and pytest are present"
+    echo "fetchmail, curl, openssl, postfix, dnsmasq, swaks, dig, mbsync, offlineimap, mutt, dovecot, postgresql and pytest are present"
 fi
 PYTHON=$(find_python) || die "python3 with pytest still not found after installing python3-pytest"
 echo "fetchmail: $(fetchmail --version 2>/dev/null | head -n1 || true)"
@@ -101,6 +106,7 @@ echo "mbsync:    $(mbsync --version 2>/dev/null | head -n1 || true)"
 echo "offlineimap: $(offlineimap --version 2>/dev/null | head -n1 || true)"
 echo "mutt:      $(mutt -v 2>/dev/null | head -n1 || true)"
 echo "dovecot:   $(/usr/sbin/dovecot --version 2>/dev/null || echo ?)"
+echo "postgres:  $(for b in /usr/lib/postgresql/*/bin/postgres; do "$b" --version; done 2>/dev/null | tail -n1 || echo ?)"
 echo "python:    $PYTHON ($("$PYTHON" -c 'import pytest, sys; print(sys.version.split()[0], "pytest", pytest.__version__)'))"
 
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs)"

@@ -9,6 +9,14 @@ use buudien_types::{Address, Domain, parse_size};
 
 /// Opens the configured store.
 pub fn open_store(cfg: &Config) -> Result<SqliteStore, CliError> {
+    if cfg.store.backend == crate::config::Backend::Postgres {
+        // buudien-store-postgres exists and passes the store conformance suite, but
+        // the binary does not run on it yet: refuse rather than use SQLite silently.
+        return Err(CliError::config(
+            "[store] backend = \"postgres\" is not supported by this build yet; \
+             use the default SQLite store",
+        ));
+    }
     let store = SqliteStore::open(&cfg.data_dir).map_err(|e| {
         CliError::new(
             if e.is_temporary() {
@@ -233,4 +241,24 @@ pub async fn alias(cfg: &Config, cmd: AliasCmd) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_postgres_backend_is_refused_until_it_is_wired() -> Result<(), String> {
+        let dir = std::env::temp_dir().join(format!("buudien-admin-{}", std::process::id()));
+        let cfg = Config::parse(&format!(
+            "hostname = \"h\"\ndata_dir = {:?}\n[store]\nbackend = \"postgres\"\n\
+             url = \"postgres://db.invalid/mail\"\n",
+            dir.display().to_string()
+        ))?;
+        let e = open_store(&cfg).err().ok_or("opened a store")?;
+        assert_eq!(e.code, exit::CONFIG);
+        assert!(e.message.contains("postgres"), "{}", e.message);
+        assert!(!dir.exists(), "no SQLite store was made instead");
+        Ok(())
+    }
 }

@@ -39,6 +39,73 @@ pub struct Config {
     /// Connection limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Which store holds the mail.
+    #[serde(default)]
+    pub store: Store,
+}
+
+/// `[store]`: the backend. The embedded SQLite store under `data_dir` is the default;
+/// `backend = "postgres"` with `url` puts the store in PostgreSQL, shared by every
+/// node of a cluster (blobs included; `data_dir` then holds only temporary files).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Store {
+    /// `"sqlite"` (default) or `"postgres"`.
+    pub backend: Backend,
+    /// The PostgreSQL connection URL (`postgres://user@host:port/db`, or the
+    /// `key=value` form); required with `backend = "postgres"`, refused otherwise.
+    pub url: Option<String>,
+    /// Connections in the PostgreSQL pool of this node. Default 16.
+    pub pool_size: usize,
+}
+
+/// The store backends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The embedded SQLite store (`buudien-store-sqlite`).
+    #[default]
+    Sqlite,
+    /// PostgreSQL (`buudien-store-postgres`).
+    Postgres,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            backend: Backend::Sqlite,
+            url: None,
+            pool_size: 16,
+        }
+    }
+}
+
+/// The URL may hold a password: it is never printed.
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .field("url", &self.url.as_ref().map(|_| "<set>"))
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Refuses settings that cannot work together.
+    fn check(&self) -> Result<(), String> {
+        match (self.backend, &self.url) {
+            (Backend::Postgres, None) => {
+                Err("[store] backend = \"postgres\" needs url = \"postgres://…\"".into())
+            }
+            (Backend::Sqlite, Some(_)) => Err(
+                "[store] url is only used with backend = \"postgres\" (SQLite lives in data_dir)"
+                    .into(),
+            ),
+            _ if self.pool_size == 0 => Err("[store] pool_size must be at least 1".into()),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// `[listen]`: a list of `ip:port` per service; missing or empty disables it.
@@ -341,7 +408,7 @@ impl Config {
 
     /// Parses config text; the error is one line: `line N: message`.
     pub fn parse(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e: toml::de::Error| {
+        let cfg: Config = toml::from_str(text).map_err(|e: toml::de::Error| {
             let msg = e.message().replace('\n', " ");
             match e.span() {
                 Some(span) => {
@@ -353,7 +420,9 @@ impl Config {
                 }
                 None => msg,
             }
-        })
+        })?;
+        cfg.store.check()?;
+        Ok(cfg)
     }
 }
 
@@ -421,6 +490,38 @@ servers = ["127.0.0.1:5353"]
         let d = Queue::default();
         assert_eq!(d.retry.first(), Some(&Duration::from_secs(300)));
         assert_eq!(d.retry.last(), Some(&Duration::from_secs(4 * 3600)));
+        Ok(())
+    }
+
+    #[test]
+    fn store_backend_keys() -> Result<(), String> {
+        let base = "hostname = \"h\"\ndata_dir = \"d\"\n";
+        let c = Config::parse(base)?;
+        assert_eq!(c.store.backend, Backend::Sqlite, "SQLite is the default");
+        assert_eq!((c.store.url.as_deref(), c.store.pool_size), (None, 16));
+        let c = Config::parse(&format!(
+            "{base}[store]\nbackend = \"postgres\"\n\
+             url = \"postgres://buudien:secret@db.example:5432/mail\"\npool_size = 32\n"
+        ))?;
+        assert_eq!(c.store.backend, Backend::Postgres);
+        assert_eq!(
+            c.store.url.as_deref(),
+            Some("postgres://buudien:secret@db.example:5432/mail")
+        );
+        assert_eq!(c.store.pool_size, 32);
+        assert!(
+            !format!("{c:?}").contains("secret"),
+            "the URL's password is never printed"
+        );
+        for bad in [
+            "[store]\nbackend = \"postgres\"\n",
+            "[store]\nurl = \"postgres://db/mail\"\n",
+            "[store]\nbackend = \"postgres\"\nurl = \"postgres://db/mail\"\npool_size = 0\n",
+            "[store]\nbackend = \"mysql\"\n",
+            "[store]\nbackend = \"postgres\"\nurl = \"postgres://db/mail\"\npool = 3\n",
+        ] {
+            assert!(Config::parse(&format!("{base}{bad}")).is_err(), "{bad}");
+        }
         Ok(())
     }
 

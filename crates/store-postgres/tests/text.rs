@@ -1,0 +1,218 @@
+//! The text index behind SEARCH BODY / TEXT on `pg_trgm`: its answers agree with
+//! reading the messages (`text_matches`), on decoded and non-ASCII text too; what it
+//! does not cover is reported as unknown and indexed later. The throwaway server has
+//! `pg_trgm`; a server without it fails these tests (never skipped).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use buudien_message::{MessageMeta, text_matches};
+use buudien_store::{MailStore, MailboxId, MailboxStore, NewAccount, PasswordRecord, Quota};
+use buudien_store_postgres::PgStore;
+use buudien_types::{Address, Domain, Uid};
+use std::time::SystemTime;
+use tokio::io::AsyncReadExt;
+
+/// The messages: plain, base64, quoted-printable Latin-1, encoded-word subjects,
+/// multipart with an attachment, an encapsulated message, LIKE syntax in the text.
+const MESSAGES: &[&str] = &[
+    "Subject: Hello\r\nFrom: ann@a.example\r\n\r\nThe quick brown fox. Ärger im Büro.\r\n",
+    "Subject: =?ISO-8859-1?Q?Stra=DFe?=\r\nContent-Type: text/plain; charset=utf-8\r\n\
+     Content-Transfer-Encoding: base64\r\n\r\n\
+     R3LDvMOfZSBhdXMgZGVyIFNUUkFTU0UK\r\n",
+    "Subject: qp\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\
+     Content-Transfer-Encoding: quoted-printable\r\n\r\nK=E4se und =C4rger, lange Zei=\r\nle\r\n",
+    "Subject: =?UTF-8?B?w4RyZ2VyIG1pdCBkZW0gQ2hlZg==?=\r\nContent-Type: multipart/mixed; \
+     boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b\r\n\
+     Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+     aGlkZGVuIGJpbmFyeQ==\r\n--b--\r\n",
+    "Subject: fwd\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner secret\r\n\r\n\
+     inner body \"quoted\" text\r\n",
+    "Subject: two\r\n\r\nab\r\ncd\r\n",
+    "Subject: syntax\r\n\r\nf(x) = a*b ^c: 50% of a_b \\ c\r\n",
+];
+
+async fn setup() -> (PgStore, MailboxId) {
+    let s = common::server().store().await;
+    assert!(
+        s.has_text_index(),
+        "the test server has no pg_trgm: the text index cannot be tested"
+    );
+    s.add_domain(&Domain::parse("a.example").unwrap())
+        .await
+        .unwrap();
+    let id = s
+        .add_account(NewAccount {
+            address: Address::parse("ann@a.example").unwrap(),
+            password: PasswordRecord {
+                hash: "$argon2id$x".into(),
+                scram_sha256: "SCRAM-SHA-256$4096:c2FsdA==$a2V5:a2V5".into(),
+            },
+            quota: Quota::default(),
+        })
+        .await
+        .unwrap();
+    let mut inbox = 0;
+    for m in MESSAGES {
+        let d = s.deliver(&[id], m.as_bytes(), SystemTime::now()).await;
+        inbox = d.unwrap()[0].mailbox;
+    }
+    (s, inbox)
+}
+
+/// What reading every message finds.
+async fn scan(s: &PgStore, mailbox: MailboxId, needle: &str, body_only: bool) -> Vec<Uid> {
+    let mut out = Vec::new();
+    for e in s.messages(mailbox).await.unwrap() {
+        let mut bytes = Vec::new();
+        let mut r = s.read_blob(&e.blob).await.unwrap();
+        r.read_to_end(&mut bytes).await.unwrap();
+        if text_matches(&bytes, &MessageMeta::parse(&bytes), needle, body_only) {
+            out.push(e.uid);
+        }
+    }
+    out
+}
+
+const NEEDLES: &[&str] = &[
+    "quick",
+    "QUICK BROWN",
+    "ärger",
+    "ÄRGER",
+    "straße",
+    "STRASSE",
+    "Grüße",
+    "käse",
+    "lange zeile",
+    "hidden",
+    "inner secret",
+    "\"quoted\"",
+    "subject: hello",
+    "chef",
+    "ab\r\ncd",
+    "b\r\nc",
+    "nothing here",
+    "fox. ä",
+    "a*b",
+    "50%",
+    "% of",
+    "a_b",
+    "axb",
+    "_b ",
+    "\\ c",
+    "f(x)",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_agree_with_a_scan() {
+    let (s, inbox) = setup().await;
+    for needle in NEEDLES {
+        for body_only in [true, false] {
+            let hits = s.search_text(inbox, needle, body_only).await.unwrap();
+            let hits = hits.unwrap_or_else(|| panic!("no answer for {needle:?}"));
+            assert!(hits.unknown.is_empty(), "{needle:?}: {hits:?}");
+            let want = scan(&s, inbox, needle, body_only).await;
+            assert_eq!(hits.matched, want, "{needle:?} body_only={body_only}");
+        }
+    }
+    let hit = |n: &'static str, b: bool| {
+        let s = s.clone();
+        async move { s.search_text(inbox, n, b).await.unwrap().unwrap().matched }
+    };
+    assert_eq!(hit("STRASSE", false).await, vec![Uid(2)]);
+    assert_eq!(hit("straße", true).await, vec![Uid(2)], "ß = SS");
+    assert_eq!(hit("ärger", false).await, vec![Uid(1), Uid(3), Uid(4)]);
+    assert_eq!(hit("ärger", true).await, vec![Uid(1), Uid(3)]);
+    assert_eq!(hit("hidden", false).await, Vec::<Uid>::new(), "not text");
+    assert_eq!(hit("lange zeile", true).await, vec![Uid(3)], "soft break");
+    assert_eq!(
+        hit("50% of a_b", true).await,
+        vec![Uid(7)],
+        "LIKE syntax is text"
+    );
+    assert_eq!(
+        hit("a%b", true).await,
+        Vec::<Uid>::new(),
+        "% is no wildcard"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_needles_and_a_disabled_index_are_not_answered() {
+    let (s, inbox) = setup().await;
+    assert_eq!(s.search_text(inbox, "ab", true).await.unwrap(), None);
+    assert_eq!(s.search_text(inbox, "", false).await.unwrap(), None);
+    assert_eq!(
+        s.search_text(inbox, "a\u{FFFF}b", false).await.unwrap(),
+        None
+    );
+    assert!(s.search_text(inbox, "ßa", true).await.unwrap().is_some());
+    s.set_text_index(false, 0);
+    assert_eq!(s.search_text(inbox, "quick", true).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unindexed_messages_are_reported_and_indexed_later() {
+    let (s, inbox) = setup().await;
+    s.set_text_index(true, 0);
+    let all: Vec<Uid> = (1..=7).map(Uid).collect();
+    let hits = s.search_text(inbox, "quick", true).await.unwrap().unwrap();
+    assert!(hits.matched.is_empty());
+    assert_eq!(hits.unknown, all);
+    assert_eq!(s.text_backlog().await.unwrap(), 7);
+    assert_eq!(s.index_text(2).await.unwrap(), 2);
+    let hits = s.search_text(inbox, "quick", true).await.unwrap().unwrap();
+    assert_eq!(hits.matched, vec![Uid(1)]);
+    assert_eq!(hits.unknown, all[2..].to_vec());
+    let task = tokio::spawn(s.clone().run_text_indexer());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while s.text_backlog().await.unwrap() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "indexer did not catch up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    task.abort();
+    let hits = s.search_text(inbox, "inner", true).await.unwrap().unwrap();
+    assert_eq!((hits.matched, hits.unknown), (vec![Uid(5)], vec![]));
+    // A copy in another mailbox shares the email and its entry.
+    let acct = s
+        .account(&Address::parse("ann@a.example").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let other = s.create_mailbox(acct, "Other", None).await.unwrap().id;
+    s.copy(inbox, &[Uid(5), Uid(1)], other).await.unwrap();
+    let hits = s.search_text(other, "inner", true).await.unwrap().unwrap();
+    assert_eq!((hits.matched, hits.unknown), (vec![Uid(2)], vec![]));
+    s.expunge(inbox, &all).await.unwrap();
+    let hits = s.search_text(other, "quick", true).await.unwrap().unwrap();
+    assert_eq!((hits.matched, hits.unknown), (vec![Uid(1)], vec![]));
+    let hits = s.search_text(inbox, "quick", true).await.unwrap().unwrap();
+    assert_eq!((hits.matched, hits.unknown), (vec![], vec![]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_over_the_limit_is_left_to_a_scan() {
+    let (s, inbox) = setup().await;
+    let acct = s
+        .account(&Address::parse("ann@a.example").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let mut big = String::from("Subject: big\r\n\r\n");
+    while big.len() <= buudien_store_postgres::TEXT_LIMIT + 10 {
+        big.push_str("lorem ipsum dolor sit amet\r\n");
+    }
+    s.deliver(&[acct], big.as_bytes(), SystemTime::now())
+        .await
+        .unwrap();
+    let hits = s.search_text(inbox, "lorem", true).await.unwrap().unwrap();
+    assert!(hits.matched.is_empty());
+    assert_eq!(hits.unknown, vec![Uid(8)]);
+    assert_eq!(s.text_backlog().await.unwrap(), 0, "marked, not pending");
+}
