@@ -123,6 +123,7 @@ impl Group {
                 let n = st.queue.len().min(MAX_BATCH);
                 st.queue.drain(..n).collect::<Vec<_>>()
             };
+            inner.note_write();
             let results = run_batch(inner, conn, batch);
             lock(&self.state).results.extend(results);
             self.answered.notify_all();

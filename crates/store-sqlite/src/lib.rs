@@ -129,6 +129,10 @@ pub(crate) struct Inner {
     text_enabled: AtomicBool,
     /// Unindexed emails a SEARCH indexes before it answers.
     text_on_demand: AtomicUsize,
+    /// When the store was opened: the clock `last_write` counts from.
+    opened: std::time::Instant,
+    /// Milliseconds after `opened` of the last group commit (0: none yet).
+    last_write: AtomicU64,
 }
 
 /// Locks a mutex, recovering it if a panicking thread poisoned it (the data is plain
@@ -175,6 +179,8 @@ impl SqliteStore {
             group: group::Group::default(),
             text_enabled: AtomicBool::new(true),
             text_on_demand: AtomicUsize::new(text::DEFAULT_ON_DEMAND),
+            opened: std::time::Instant::now(),
+            last_write: AtomicU64::new(0),
         };
         let mut conn = inner.connect()?;
         schema::migrate(&mut conn)?;
@@ -257,6 +263,20 @@ impl SqliteStore {
 }
 
 impl Inner {
+    /// Notes that mail was just written (a group commit), for
+    /// [`Inner::written_within`].
+    pub(crate) fn note_write(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_write.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// True when a group commit happened in the last `window`.
+    pub(crate) fn written_within(&self, window: Duration) -> bool {
+        let last = self.last_write.load(Ordering::Relaxed);
+        let now = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        last != 0 && now.saturating_sub(last) < u64::try_from(window.as_millis()).unwrap_or(0)
+    }
+
     fn connect(&self) -> Result<Connection> {
         let conn = Connection::open(&self.db_path).map_err(db_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
@@ -631,5 +651,40 @@ impl MailboxStore for SqliteStore {
         let uids = uids.to_vec();
         self.run(move |_, c| folders::move_messages(c, from, &uids, to))
             .await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The background indexer holds back while mail is written: a group commit marks
+    /// the store busy for the window, a fresh store is not.
+    #[tokio::test]
+    async fn group_commits_mark_the_store_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).unwrap();
+        assert!(!s.inner.written_within(Duration::from_secs(3600)));
+        s.add_domain(&Domain::parse("example.org").unwrap())
+            .await
+            .unwrap();
+        let id = s
+            .add_account(NewAccount {
+                address: Address::parse("a@example.org").unwrap(),
+                password: PasswordRecord {
+                    hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+                    scram_sha256: "SCRAM-SHA-256$4096:c2FsdA==$a2V5:a2V5".into(),
+                },
+                quota: Quota::default(),
+            })
+            .await
+            .unwrap();
+        // Admin writes are not mail.
+        assert!(!s.inner.written_within(Duration::from_secs(3600)));
+        s.deliver(&[id], b"Subject: x\r\n\r\nbody\r\n", SystemTime::now())
+            .await
+            .unwrap();
+        assert!(s.inner.written_within(Duration::from_secs(3600)));
     }
 }

@@ -83,6 +83,10 @@ const BATCH: usize = 128;
 /// Emails recorded per write transaction: FTS5 inserts are slow enough that a big
 /// transaction would hold every other writer up (the IMAP benchmark's p99 showed it).
 const WRITE_CHUNK: usize = 16;
+/// Writes this recent make the background indexer hold back.
+const BUSY_WINDOW: Duration = Duration::from_millis(500);
+/// The background indexer's pause between batches while mail is being written.
+const BUSY_PAUSE: Duration = Duration::from_secs(1);
 /// The background indexer's pause when nothing is left to index.
 const IDLE_PAUSE: Duration = Duration::from_secs(2);
 
@@ -374,11 +378,17 @@ impl SqliteStore {
         .await
     }
 
-    /// The background indexer: indexes new emails in batches, one short write
-    /// transaction each, and looks again every couple of seconds when none is left.
-    /// Runs until dropped (abort its task).
+    /// The background indexer: indexes new emails in batches, in short write
+    /// transactions, and looks again every couple of seconds when none is left.
+    /// While mail is being written (a group commit in the last [`BUSY_WINDOW`]) it
+    /// takes one batch per [`BUSY_PAUSE`] only, so indexing yields the machine to
+    /// deliveries and sessions and catches up when they quieten (a SEARCH indexes
+    /// what it needs first, or scans). Runs until dropped (abort its task).
     pub async fn run_text_indexer(self) {
         loop {
+            if self.inner.written_within(BUSY_WINDOW) {
+                tokio::time::sleep(BUSY_PAUSE).await;
+            }
             match self.index_text(BATCH).await {
                 Ok(0) => tokio::time::sleep(IDLE_PAUSE).await,
                 Ok(_) => tokio::task::yield_now().await,
