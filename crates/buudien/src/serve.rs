@@ -129,6 +129,8 @@ pub fn queue_config(cfg: &Config) -> Result<QueueConfig, CliError> {
         dns_servers: cfg.dns.servers.clone(),
         mx_port: q.mx_port,
         max_connections_per_domain: q.max_connections_per_domain.max(1),
+        lease: q.lease,
+        poll_interval: q.poll_interval.max(Duration::from_millis(100)),
         subaddress_separator: cfg.smtp.subaddress_separator.chars().next(),
         ..QueueConfig::default()
     })
