@@ -2,7 +2,8 @@
 
 One throwaway PostgreSQL for the module: `initdb` in a temporary directory (as the
 `postgres` user when we are root: initdb refuses root), a free loopback port, the
-socket in that directory; stopped and removed afterwards. Missing PostgreSQL server
+socket in that directory; stopped and removed afterwards (by a watchdog if pytest is
+killed). Missing PostgreSQL server
 binaries fail the tests (test.sh installs Debian's `postgresql`); they are never
 skipped.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shlex
 import shutil
 import smtplib
 import subprocess
@@ -95,7 +97,18 @@ class Postgres:
                 "-c max_connections=200")
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w",
                   "-o", opts, "start")
+        self._watchdog()
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", DB)
+
+    def _watchdog(self) -> None:
+        """Stops the server and removes its directory once pytest is gone, however it
+        ends (a fixture's teardown does not run after SIGKILL)."""
+        stop = " ".join(shlex.quote(x) for x in self._cmd(
+            "pg_ctl", "-D", str(self.data), "-m", "immediate", "stop"))
+        script = (f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
+                  f"{stop} >/dev/null 2>&1; rm -rf {shlex.quote(str(self.root))}")
+        subprocess.Popen(["setsid", "sh", "-c", script], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def url(self) -> str:
         return f"postgres://postgres@127.0.0.1:{self.port}/{DB}"
