@@ -3,9 +3,8 @@
 One throwaway PostgreSQL for the module: `initdb` in a temporary directory (as the
 `postgres` user when we are root: initdb refuses root), a free loopback port, the
 socket in that directory; stopped and removed afterwards (by a watchdog if pytest is
-killed). Missing PostgreSQL server
-binaries fail the tests (test.sh installs Debian's `postgresql`); they are never
-skipped.
+killed). Missing PostgreSQL server binaries fail the tests (test.sh installs Debian's
+`postgresql`); they are never skipped.
 
 Two `buudien serve` processes, each with its own config file and data dir (TLS keys,
 IMAP's spool), share the database. The tests check what a cluster promises:

@@ -188,6 +188,39 @@ mod tests {
     }
 
     #[test]
+    fn migrate_makes_the_sqlite_store() -> Result<(), String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let data = dir.path().join("data");
+        let cfg = Config::parse(&format!(
+            "hostname = \"h\"\ndata_dir = {:?}\n",
+            data.display().to_string()
+        ))?;
+        runtime().block_on(migrate(&cfg)).map_err(|e| e.message)?;
+        assert!(data.is_dir(), "the store was made in data_dir");
+        // Again: nothing left to do, still fine.
+        runtime().block_on(migrate(&cfg)).map_err(|e| e.message)?;
+        Ok(())
+    }
+
+    #[test]
+    fn check_refuses_postgres_in_one_line() -> Result<(), String> {
+        let cfg = Config::parse(
+            "hostname = \"h\"\ndata_dir = \"/nonexistent\"\n[store]\nbackend = \"postgres\"\n\
+             url = \"postgres://db.invalid/mail\"\n",
+        )?;
+        let e = crate::check_cmd::run(&cfg, false)
+            .err()
+            .ok_or("check ran on postgres")?;
+        assert_eq!(e.code, exit::USAGE);
+        assert!(
+            e.message.contains("SQLite") && !e.message.contains('\n'),
+            "{}",
+            e.message
+        );
+        Ok(())
+    }
+
+    #[test]
     fn a_bad_url_is_a_configuration_error() -> Result<(), String> {
         let cfg = Config::parse(
             "hostname = \"h\"\ndata_dir = \"/nonexistent\"\n[store]\nbackend = \"postgres\"\n\
