@@ -232,7 +232,9 @@ def cluster(buudien_bin, pg):
 
 
 def test_check_is_for_the_embedded_store(cluster):
-    a, _, _ = cluster
+    a, b, _ = cluster
+    for node in (a, b):
+        assert "store: PostgreSQL (schema version" in node.log(), node.log()
     r = a.cli("check", check=False)
     err = r.stderr.decode()
     assert r.returncode != 0 and "SQLite" in err and len(err.strip().splitlines()) == 1, err

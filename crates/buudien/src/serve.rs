@@ -148,6 +148,7 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
 
 /// [`serve`] on an open store of either backend.
 async fn serve_on<S: Served>(cfg: Config, store: S) -> Result<(), CliError> {
+    tracing::info!("store: {}", store.describe());
     let tls = match &cfg.tls {
         Some(t) => Some(Arc::new(
             TlsProvider::load(&t.cert, &t.key)

@@ -102,6 +102,8 @@ pub async fn migrate(cfg: &Config) -> Result<(), CliError> {
 /// What `serve` needs of a store beyond the protocol traits: recovery at start and
 /// the backend's own background tasks.
 pub trait Served: MailboxStore + QueueStore + Clone {
+    /// What `serve` logs at start: which store it runs on.
+    fn describe(&self) -> String;
     /// Tidies what a stopped server of this node left behind, before serving.
     fn recover(&self) -> impl Future<Output = ()> + Send;
     /// Starts the backend's background tasks; `serve` aborts them at shutdown.
@@ -109,6 +111,10 @@ pub trait Served: MailboxStore + QueueStore + Clone {
 }
 
 impl Served for SqliteStore {
+    fn describe(&self) -> String {
+        format!("the SQLite store in {}", self.data_dir().display())
+    }
+
     async fn recover(&self) {
         match self.clean_tmp() {
             Ok(0) => {}
@@ -141,6 +147,18 @@ impl Served for SqliteStore {
 }
 
 impl Served for PgStore {
+    fn describe(&self) -> String {
+        let search = if self.has_text_index() {
+            "trigram index"
+        } else {
+            "no pg_trgm: scans"
+        };
+        format!(
+            "PostgreSQL (schema version {}, SEARCH text: {search})",
+            PgStore::schema_version()
+        )
+    }
+
     async fn recover(&self) {
         // Nothing: queue claims may belong to other live nodes; a dead node's claims
         // and maildrop leases expire on their own.
