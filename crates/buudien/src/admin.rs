@@ -3,33 +3,9 @@
 use crate::cli::{AliasCmd, CliError, DomainCmd, UserCmd, exit};
 use crate::config::Config;
 use crate::secret::{self, Source};
+use crate::store::{open_store, with_store};
 use buudien_store::{MailStore, NewAccount, Quota, StoreError};
-use buudien_store_sqlite::SqliteStore;
 use buudien_types::{Address, Domain, parse_size};
-
-/// Opens the configured store.
-pub fn open_store(cfg: &Config) -> Result<SqliteStore, CliError> {
-    if cfg.store.backend == crate::config::Backend::Postgres {
-        // buudien-store-postgres exists and passes the store conformance suite, but
-        // the binary does not run on it yet: refuse rather than use SQLite silently.
-        return Err(CliError::config(
-            "[store] backend = \"postgres\" is not supported by this build yet; \
-             use the default SQLite store",
-        ));
-    }
-    let store = SqliteStore::open(&cfg.data_dir).map_err(|e| {
-        CliError::new(
-            if e.is_temporary() {
-                exit::TEMPFAIL
-            } else {
-                exit::SOFTWARE
-            },
-            format!("cannot open the store in {}: {e}", cfg.data_dir.display()),
-        )
-    })?;
-    store.set_min_free_space(cfg.limits.min_free_space);
-    Ok(store)
-}
 
 /// Parses an address argument.
 pub fn address(s: &str) -> Result<Address, CliError> {
@@ -51,7 +27,10 @@ fn not_local(a: &Address) -> CliError {
 
 /// `buudien domain …`
 pub async fn domain(cfg: &Config, cmd: DomainCmd) -> Result<(), CliError> {
-    let store = open_store(cfg)?;
+    with_store!(open_store(cfg).await?, |s| domain_on(&s, cmd).await)
+}
+
+async fn domain_on(store: &impl MailStore, cmd: DomainCmd) -> Result<(), CliError> {
     match cmd {
         DomainCmd::Add { domain } => {
             let d = domain_arg(&domain)?;
@@ -93,7 +72,7 @@ fn human(bytes: u64) -> String {
 
 /// Creates an account; returns the generated password when one was generated.
 pub async fn add_user(
-    store: &SqliteStore,
+    store: &impl MailStore,
     email: &Address,
     password: &str,
     quota: Quota,
@@ -113,7 +92,10 @@ pub async fn add_user(
 
 /// `buudien user …`
 pub async fn user(cfg: &Config, cmd: UserCmd) -> Result<(), CliError> {
-    let store = open_store(cfg)?;
+    with_store!(open_store(cfg).await?, |s| user_on(&s, cmd).await)
+}
+
+async fn user_on(store: &impl MailStore, cmd: UserCmd) -> Result<(), CliError> {
     match cmd {
         UserCmd::Add {
             email,
@@ -131,7 +113,7 @@ pub async fn user(cfg: &Config, cmd: UserCmd) -> Result<(), CliError> {
                 return Err(CliError::usage(format!("account {a} already exists")));
             }
             let pw = secret::obtain(password_stdin, "password")?;
-            add_user(&store, &a, pw.password(), quota).await?;
+            add_user(store, &a, pw.password(), quota).await?;
             println!("account {a} added");
             if let Source::Generated(p) = pw {
                 println!("password: {p}");
@@ -199,7 +181,10 @@ pub async fn user(cfg: &Config, cmd: UserCmd) -> Result<(), CliError> {
 
 /// `buudien alias …`
 pub async fn alias(cfg: &Config, cmd: AliasCmd) -> Result<(), CliError> {
-    let store = open_store(cfg)?;
+    with_store!(open_store(cfg).await?, |s| alias_on(&s, cmd).await)
+}
+
+async fn alias_on(store: &impl MailStore, cmd: AliasCmd) -> Result<(), CliError> {
     match cmd {
         AliasCmd::Add {
             address: a,
@@ -241,24 +226,4 @@ pub async fn alias(cfg: &Config, cmd: AliasCmd) -> Result<(), CliError> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_postgres_backend_is_refused_until_it_is_wired() -> Result<(), String> {
-        let dir = std::env::temp_dir().join(format!("buudien-admin-{}", std::process::id()));
-        let cfg = Config::parse(&format!(
-            "hostname = \"h\"\ndata_dir = {:?}\n[store]\nbackend = \"postgres\"\n\
-             url = \"postgres://db.invalid/mail\"\n",
-            dir.display().to_string()
-        ))?;
-        let e = open_store(&cfg).err().ok_or("opened a store")?;
-        assert_eq!(e.code, exit::CONFIG);
-        assert!(e.message.contains("postgres"), "{}", e.message);
-        assert!(!dir.exists(), "no SQLite store was made instead");
-        Ok(())
-    }
 }

@@ -6,14 +6,19 @@
 //! found (even if this run quarantined them), and the usual codes when the check
 //! itself fails (75 store busy or I/O, 70 otherwise, 78 configuration).
 
-use crate::admin::open_store;
 use crate::cli::{CliError, exit};
-use crate::config::Config;
+use crate::config::{Backend, Config};
+use crate::store::open_sqlite;
 use buudien_store_sqlite::CheckOptions;
 
 /// Runs the check; blocking (no runtime needed).
 pub fn run(cfg: &Config, quarantine: bool) -> Result<(), CliError> {
-    let store = open_store(cfg)?;
+    if cfg.store.backend == Backend::Postgres {
+        return Err(CliError::usage(
+            "check verifies the embedded SQLite store's message files; with              [store] backend = \"postgres\" the messages live in PostgreSQL (use its own tools)",
+        ));
+    }
+    let store = open_sqlite(cfg)?;
     let report = store.check(CheckOptions { quarantine }, &mut |p| println!("{p}"))?;
     println!(
         "checked {} blobs: {} verified ({} octets hashed), {} awaiting garbage collection, \

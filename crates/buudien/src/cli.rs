@@ -130,6 +130,10 @@ pub enum Command {
         #[arg(long)]
         quarantine: bool,
     },
+    /// Bring the store's schema up to date and exit (SQLite in data_dir, or the
+    /// PostgreSQL database of `[store] url`). `serve` and every command do this too;
+    /// run it once before starting several nodes, or after an upgrade.
+    Migrate,
     /// Deliver a message from stdin to local recipients (exit 0 once durable; 67
     /// unknown recipient; 65 not a message or too big; 75 try again later).
     Deliver {
@@ -320,6 +324,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Check { quarantine } => {
             let cfg = Config::load(&cli.config).map_err(CliError::config)?;
             crate::check_cmd::run(&cfg, quarantine)
+        }
+        Command::Migrate => {
+            let cfg = Config::load(&cli.config).map_err(CliError::config)?;
+            runtime(false)?.block_on(crate::store::migrate(&cfg))
         }
         Command::Deliver { from, recipients } => {
             let cfg = Config::load(&cli.config).map_err(CliError::config)?;

@@ -277,6 +277,14 @@ pub struct Queue {
     pub mx_port: u16,
     /// Connections at once to one destination.
     pub max_connections_per_domain: usize,
+    /// How long a claim on a queued message lasts; an attempt is cut off before it
+    /// ends, and a message of a node that died is picked up by another after it.
+    #[serde(deserialize_with = "duration")]
+    pub lease: Duration,
+    /// How often the queue is looked at when nothing wakes it (with several nodes on
+    /// PostgreSQL, also how soon a node notices work another node left).
+    #[serde(deserialize_with = "duration")]
+    pub poll_interval: Duration,
 }
 
 impl Default for Queue {
@@ -297,6 +305,8 @@ impl Default for Queue {
             expire: Duration::from_secs(5 * 86400),
             mx_port: 25,
             max_connections_per_domain: 4,
+            lease: Duration::from_secs(20 * 60),
+            poll_interval: Duration::from_secs(5),
         }
     }
 }
@@ -460,6 +470,8 @@ max_message_size = "10M"
 smarthost = "relay.example.net:587"
 retry = ["2s", "4s"]
 expire = "1d"
+lease = "90s"
+poll_interval = "2s"
 [dns]
 servers = ["127.0.0.1:5353"]
 "#,
@@ -486,10 +498,18 @@ servers = ["127.0.0.1:5353"]
             [Duration::from_secs(2), Duration::from_secs(4)]
         );
         assert_eq!(c.queue.expire, Duration::from_secs(86400));
+        assert_eq!(
+            (c.queue.lease, c.queue.poll_interval),
+            (Duration::from_secs(90), Duration::from_secs(2))
+        );
         assert_eq!(c.dns.servers.len(), 1);
         let d = Queue::default();
         assert_eq!(d.retry.first(), Some(&Duration::from_secs(300)));
         assert_eq!(d.retry.last(), Some(&Duration::from_secs(4 * 3600)));
+        assert_eq!(
+            (d.lease, d.poll_interval),
+            (Duration::from_secs(1200), Duration::from_secs(5))
+        );
         Ok(())
     }
 

@@ -5,9 +5,10 @@
 //! durable; 67 unknown recipient; 65 not a message or too big; 75 temporary (store
 //! busy, disk full, mailbox over quota, as Dovecot's LMTP answers `452 4.2.2`).
 
-use crate::admin::{address, open_store};
+use crate::admin::address;
 use crate::cli::{CliError, exit};
 use crate::config::Config;
+use crate::store::{open_store, with_store};
 use buudien_store::{MailStore, StoreError};
 use buudien_types::Address;
 use std::collections::BTreeSet;
@@ -24,8 +25,17 @@ pub async fn run(cfg: &Config, from: Option<&str>, recipients: &[String]) -> Res
         .read_to_end(&mut raw)
         .map_err(|e| CliError::new(exit::TEMPFAIL, format!("cannot read the message: {e}")))?;
     let message = prepare(&raw, from, max)?;
+    with_store!(open_store(cfg).await?, |s| {
+        deliver_on(&s, &message, recipients).await
+    })
+}
 
-    let store = open_store(cfg)?;
+/// Stores `message` for every recipient, in one transaction.
+async fn deliver_on(
+    store: &impl MailStore,
+    message: &[u8],
+    recipients: &[String],
+) -> Result<(), CliError> {
     let mut accounts = BTreeSet::new();
     for r in recipients {
         let a = Address::parse(r)
@@ -42,7 +52,7 @@ pub async fn run(cfg: &Config, from: Option<&str>, recipients: &[String]) -> Res
         }
     }
     let accounts: Vec<_> = accounts.into_iter().collect();
-    match store.deliver(&accounts, &message, SystemTime::now()).await {
+    match store.deliver(&accounts, message, SystemTime::now()).await {
         Ok(_) => Ok(()),
         // Over quota, busy, I/O and even unexpected database errors: the MTA keeps the
         // message and retries, so nothing is lost.

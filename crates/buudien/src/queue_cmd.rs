@@ -1,9 +1,9 @@
 //! `buudien queue …`: look at and steer the outbound queue. Works while `serve` runs;
 //! a running server notices flushed and bounced messages at its next queue scan.
 
-use crate::admin::open_store;
 use crate::cli::{CliError, QueueCmd};
 use crate::config::Config;
+use crate::store::{open_store, with_store};
 use buudien_store::{QueueStore, RcptState};
 use std::time::SystemTime;
 
@@ -22,7 +22,10 @@ fn state(s: RcptState) -> &'static str {
 
 /// `buudien queue …`
 pub async fn queue(cfg: &Config, cmd: QueueCmd) -> Result<(), CliError> {
-    let store = open_store(cfg)?;
+    with_store!(open_store(cfg).await?, |s| queue_on(&s, cmd).await)
+}
+
+async fn queue_on(store: &impl QueueStore, cmd: QueueCmd) -> Result<(), CliError> {
     match cmd {
         QueueCmd::List => {
             let list = store.queue_list().await?;

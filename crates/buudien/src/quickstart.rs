@@ -2,10 +2,11 @@
 //! (unless one exists), a data dir, a self-signed certificate, the domain and the
 //! account, and prints how to connect. Run again, it reuses what exists.
 
-use crate::admin::{add_user, address, open_store};
+use crate::admin::{add_user, address};
 use crate::cli::CliError;
 use crate::config::Config;
 use crate::secret;
+use crate::store::{open_store, with_store};
 use buudien_store::{MailStore, Quota, StoreError};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -36,20 +37,30 @@ pub fn setup(config_path: &Path, email: &str) -> Result<Config, CliError> {
         .build()
         .map_err(|e| CliError::software(e.to_string()))?;
     let password = rt.block_on(async {
-        let store = open_store(&cfg)?;
-        match store.add_domain(&email.domain()).await {
-            Ok(()) | Err(StoreError::Exists(_)) => {}
-            Err(e) => return Err(CliError::from(e)),
-        }
-        if store.account(&email).await?.is_some() {
-            return Ok(None);
-        }
-        let pw = secret::generate();
-        add_user(&store, &email, &pw, Quota::default()).await?;
-        Ok(Some(pw))
+        with_store!(open_store(&cfg).await?, |store| first_account(
+            &store, &email
+        )
+        .await)
     })?;
     print_summary(&cfg, &config_path, created, &email, password.as_deref());
     Ok(cfg)
+}
+
+/// Adds the domain and the account unless they exist; returns a generated password.
+async fn first_account(
+    store: &impl MailStore,
+    email: &buudien_types::Address,
+) -> Result<Option<String>, CliError> {
+    match store.add_domain(&email.domain()).await {
+        Ok(()) | Err(StoreError::Exists(_)) => {}
+        Err(e) => return Err(CliError::from(e)),
+    }
+    if store.account(email).await?.is_some() {
+        return Ok(None);
+    }
+    let pw = secret::generate();
+    add_user(store, email, &pw, Quota::default()).await?;
+    Ok(Some(pw))
 }
 
 fn absolute(p: &Path) -> Result<PathBuf, CliError> {

@@ -2,17 +2,16 @@
 //! sessions until SIGTERM or SIGINT. Then it stops accepting, gives live sessions up
 //! to [`DRAIN`] to finish, and exits 0. SIGHUP reloads the TLS certificate.
 
-use crate::admin::open_store;
 use crate::cli::CliError;
 use crate::config::Config;
+use crate::store::{Served, open_store, with_store};
 use buudien_auth::{FailureThrottle, ThrottleConfig};
 use buudien_imap::{ImapConfig, ImapServer};
 use buudien_net::{ConnLimiter, ConnTracker, Listener, TlsProvider, bind};
 use buudien_pop3::{Pop3Config, Pop3Server};
 use buudien_queue::{QueueConfig, QueueWorker, Smarthost, SmarthostTls};
 use buudien_smtp::{Mode, SmtpConfig, SmtpServer};
-use buudien_store::MailStore;
-use buudien_store_sqlite::SqliteStore;
+use buudien_store::{MailStore, MailboxStore, QueueStore};
 use buudien_types::Load;
 use buudien_types::Secret;
 use std::net::SocketAddr;
@@ -130,6 +129,8 @@ pub fn queue_config(cfg: &Config) -> Result<QueueConfig, CliError> {
         dns_servers: cfg.dns.servers.clone(),
         mx_port: q.mx_port,
         max_connections_per_domain: q.max_connections_per_domain.max(1),
+        lease: q.lease,
+        poll_interval: q.poll_interval.max(Duration::from_millis(100)),
         subaddress_separator: cfg.smtp.subaddress_separator.chars().next(),
         ..QueueConfig::default()
     })
@@ -137,13 +138,17 @@ pub fn queue_config(cfg: &Config) -> Result<QueueConfig, CliError> {
 
 /// Runs the server until a stop signal.
 pub async fn serve(cfg: Config) -> Result<(), CliError> {
-    let store = open_store(&cfg)?;
-    match store.clean_tmp() {
-        Ok(0) => {}
-        Ok(n) => tracing::info!("removed {n} temporary files of an interrupted delivery"),
-        Err(e) => tracing::warn!("cannot clean the temporary directory: {e}"),
-    }
+    let store = open_store(&cfg).await?;
+    // IMAP spools big APPENDs under data_dir/tmp, whichever backend holds the mail.
+    let spool = cfg.data_dir.join("tmp");
+    std::fs::create_dir_all(&spool)
+        .map_err(|e| CliError::config(format!("cannot create {}: {e}", spool.display())))?;
+    with_store!(store, |s| serve_on(cfg, s).await)
+}
 
+/// [`serve`] on an open store of either backend.
+async fn serve_on<S: Served>(cfg: Config, store: S) -> Result<(), CliError> {
+    tracing::info!("store: {}", store.describe());
     let tls = match &cfg.tls {
         Some(t) => Some(Arc::new(
             TlsProvider::load(&t.cert, &t.key)
@@ -202,13 +207,9 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
         ));
     }
 
-    match store.clear_leases().await {
-        Ok(0) => {}
-        Ok(n) => {
-            tracing::info!("{n} queued messages were claimed by a stopped server; retrying them")
-        }
-        Err(e) => tracing::warn!("cannot release old queue claims: {e}"),
-    }
+    // SQLite: temporary files and queue claims of a stopped server. PostgreSQL: nothing
+    // (other nodes may hold claims; a dead node's expire).
+    store.recover().await;
     let worker = QueueWorker::new(store.clone(), queue_config(&cfg)?)
         .map_err(|e| CliError::config(format!("queue: {e}")))?;
     let queue_handle = worker.handle();
@@ -265,11 +266,8 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
     }
     let gc_store = store.clone();
     let gc = tokio::spawn(async move { collect_garbage(gc_store).await });
-    // New emails enter SEARCH's text index in the background (buudien_store_sqlite's
-    // `text` module); a SEARCH scans what it has not reached yet.
-    let indexer = tokio::spawn(store.clone().run_text_indexer());
-    // The log is copied into the database in the background, not inside commits.
-    let checkpointer = tokio::spawn(store.clone().run_checkpointer());
+    // The backend's own: text indexer (both), WAL checkpointer (SQLite).
+    let background = store.background();
 
     wait_for_stop(tls.as_deref()).await;
     tracing::info!("stopping: no new connections; waiting up to {DRAIN:?} for sessions");
@@ -277,8 +275,9 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
         t.abort();
     }
     gc.abort();
-    indexer.abort();
-    checkpointer.abort();
+    for t in &background {
+        t.abort();
+    }
     servers.pop3.stop();
     servers.imap.stop();
     servers.smtp.stop();
@@ -319,15 +318,25 @@ async fn refuse(service: Service, mut stream: TcpStream, hostname: &str) {
 const REFUSAL_WRITE: Duration = Duration::from_secs(2);
 
 /// The protocol servers a connection may be handed to.
-#[derive(Clone)]
-struct Servers {
-    pop3: Pop3Server<SqliteStore>,
-    imap: ImapServer<SqliteStore>,
-    smtp: SmtpServer<SqliteStore>,
+struct Servers<S: MailboxStore + QueueStore> {
+    pop3: Pop3Server<S>,
+    imap: ImapServer<S>,
+    smtp: SmtpServer<S>,
     tls: Option<Arc<TlsProvider>>,
 }
 
-impl Servers {
+impl<S: MailboxStore + QueueStore> Clone for Servers<S> {
+    fn clone(&self) -> Self {
+        Servers {
+            pop3: self.pop3.clone(),
+            imap: self.imap.clone(),
+            smtp: self.smtp.clone(),
+            tls: self.tls.clone(),
+        }
+    }
+}
+
+impl<S: MailboxStore + QueueStore> Servers<S> {
     async fn run_connection(&self, service: Service, stream: TcpStream, peer: SocketAddr) {
         let acceptor = self.tls.as_ref().map(|t| t.acceptor());
         match service {
@@ -406,7 +415,7 @@ pub fn smtp_config(cfg: &Config, load: &Load) -> Result<SmtpConfig, CliError> {
 }
 
 /// Collects unreferenced blobs now and then.
-async fn collect_garbage(store: SqliteStore) {
+async fn collect_garbage(store: impl MailStore) {
     let mut tick = tokio::time::interval(GC_INTERVAL);
     loop {
         tick.tick().await;
