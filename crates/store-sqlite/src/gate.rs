@@ -14,16 +14,39 @@
 use crate::{db_err, lock};
 use buudien_store::{Result, StoreError};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
-/// One database file's gate: `true` while a writer holds it.
+/// One database file's gate: a ticket queue, so writers get in in the order they
+/// came. (An unfair lock let a writer that releases and re-enters at once — the
+/// text indexer's chunks, a group commit leader's batches — starve the others for
+/// the whole busy timeout.)
 #[derive(Default)]
 struct Gate {
-    held: Mutex<bool>,
-    freed: Condvar,
+    queue: Mutex<Tickets>,
+    turned: Condvar,
+}
+
+#[derive(Default)]
+struct Tickets {
+    /// The next ticket handed out.
+    next: u64,
+    /// The ticket whose turn it is (held, or about to be taken by its waiter).
+    serving: u64,
+    /// Tickets whose waiters gave up (timed out): skipped when their turn comes.
+    abandoned: BTreeSet<u64>,
+}
+
+impl Tickets {
+    /// The turn passes to the next ticket still wanted.
+    fn advance(&mut self) {
+        self.serving = self.serving.wrapping_add(1);
+        while self.abandoned.remove(&self.serving) {
+            self.serving = self.serving.wrapping_add(1);
+        }
+    }
 }
 
 /// A held gate; dropping it lets the next writer in.
@@ -31,8 +54,10 @@ struct Pass(Arc<Gate>);
 
 impl Drop for Pass {
     fn drop(&mut self) {
-        *lock(&self.0.held) = false;
-        self.0.freed.notify_one();
+        lock(&self.0.queue).advance();
+        // Waiters wait for their own ticket: wake them all to look (they are few:
+        // group commit leaders and the store's own background writers).
+        self.0.turned.notify_all();
     }
 }
 
@@ -45,20 +70,21 @@ fn gate_for(conn: &Connection) -> Arc<Gate> {
         .clone()
 }
 
-/// Waits (at most `timeout`) for the gate of `conn`'s database.
+/// Waits (at most `timeout`) for the gate of `conn`'s database, in turn.
 fn enter(conn: &Connection, timeout: Duration) -> Result<Pass> {
     let gate = gate_for(conn);
     {
-        let held = lock(&gate.held);
-        let (mut held, waited) = gate
-            .freed
-            .wait_timeout_while(held, timeout, |h| *h)
+        let mut q = lock(&gate.queue);
+        let ticket = q.next;
+        q.next = q.next.wrapping_add(1);
+        let (mut q, _) = gate
+            .turned
+            .wait_timeout_while(q, timeout, |q| q.serving != ticket)
             .unwrap_or_else(|p| p.into_inner());
-        if *held {
-            debug_assert!(waited.timed_out());
+        if q.serving != ticket {
+            q.abandoned.insert(ticket);
             return Err(StoreError::Busy);
         }
-        *held = true;
     }
     Ok(Pass(gate))
 }
@@ -188,5 +214,36 @@ mod tests {
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 160);
+    }
+
+    #[test]
+    fn writers_get_in_in_turn_and_a_given_up_turn_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = open(dir.path());
+        let mut b = open(dir.path());
+        let mut c = open(dir.path());
+        let tx = begin(&mut a, Duration::from_secs(1), Sync::Full).unwrap();
+        // b gives up while a holds the gate; its ticket must not block c later.
+        assert!(matches!(
+            begin(&mut b, Duration::from_millis(20), Sync::Full),
+            Err(StoreError::Busy)
+        ));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let path = dir.path().to_path_buf();
+        let o = Arc::clone(&order);
+        let waiter = std::thread::spawn(move || {
+            let mut d = open(&path);
+            let tx = begin(&mut d, Duration::from_secs(30), Sync::Full).unwrap();
+            lock(&o).push("first waiter");
+            tx.commit().unwrap();
+        });
+        // Let the waiter take its ticket before the next one does.
+        std::thread::sleep(Duration::from_millis(100));
+        tx.commit().unwrap();
+        let tx = begin(&mut c, Duration::from_secs(30), Sync::Full).unwrap();
+        lock(&order).push("later writer");
+        tx.commit().unwrap();
+        waiter.join().unwrap();
+        assert_eq!(*lock(&order), ["first waiter", "later writer"]);
     }
 }

@@ -29,7 +29,7 @@ use crate::{Inner, lock};
 use buudien_store::{BlobId, Result, StoreError};
 use rusqlite::{Connection, Transaction};
 use std::collections::HashMap;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Most pieces of work in one transaction.
 pub(crate) const MAX_BATCH: usize = 256;
@@ -40,19 +40,70 @@ pub(crate) const MAX_TURNS: usize = 4;
 /// every blob file it puts in place (before placing it).
 pub(crate) type Work = Box<dyn FnOnce(&Transaction<'_>, &mut Vec<BlobId>) -> Result<()> + Send>;
 
-/// The queue of work waiting for a leader, and the results not yet collected.
+/// The queue of work waiting for a leader.
 #[derive(Default)]
 pub(crate) struct Group {
     state: Mutex<State>,
-    answered: Condvar,
 }
 
 #[derive(Default)]
 struct State {
-    queue: Vec<(u64, Sync, Work)>,
+    queue: Vec<(u64, Sync, Work, Arc<Waiter>)>,
     leader: bool,
     next_id: u64,
-    results: HashMap<u64, Result<()>>,
+}
+
+/// Where one writer waits: for its result, or to be made the leader. Each writer
+/// has its own, so a batch wakes exactly its writers (and one successor), not every
+/// thread that waits.
+#[derive(Default)]
+struct Waiter {
+    state: Mutex<Turn>,
+    woken: Condvar,
+}
+
+#[derive(Default)]
+enum Turn {
+    #[default]
+    Waiting,
+    /// The previous leader stepped down with this writer's work still queued.
+    Lead,
+    Done(Result<()>),
+}
+
+impl Waiter {
+    fn set(&self, turn: Turn) {
+        *lock(&self.state) = turn;
+        self.woken.notify_one();
+    }
+
+    /// Blocks until this writer has its result (`Some`) or must lead (`None`).
+    fn wait(&self) -> Option<Result<()>> {
+        let mut st = lock(&self.state);
+        loop {
+            match std::mem::take(&mut *st) {
+                Turn::Done(r) => return Some(r),
+                Turn::Lead => return None,
+                Turn::Waiting => {
+                    st = self
+                        .woken
+                        .wait(st)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+            }
+        }
+    }
+
+    fn take_result(&self) -> Option<Result<()>> {
+        let mut st = lock(&self.state);
+        match std::mem::take(&mut *st) {
+            Turn::Done(r) => Some(r),
+            other => {
+                *st = other;
+                None
+            }
+        }
+    }
 }
 
 impl Group {
@@ -93,46 +144,52 @@ impl Group {
         sync: Sync,
         work: Work,
     ) -> Result<()> {
-        let id = {
+        let me = Arc::new(Waiter::default());
+        let lead = {
             let mut st = lock(&self.state);
             let id = st.next_id;
             st.next_id = st.next_id.wrapping_add(1);
-            st.queue.push((id, sync, work));
-            loop {
-                if let Some(r) = st.results.remove(&id) {
-                    return r;
-                }
-                if !st.leader {
-                    st.leader = true;
-                    break;
-                }
-                st = self
-                    .answered
-                    .wait(st)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-            }
-            id
+            st.queue.push((id, sync, work, Arc::clone(&me)));
+            !std::mem::replace(&mut st.leader, true)
         };
-        // The leader: our own work is in the queue, so the first batch answers us.
-        for _ in 0..MAX_TURNS {
+        if !lead && let Some(r) = me.wait() {
+            return r;
+        }
+        // The leader: batches until its own work is answered, and at most MAX_TURNS
+        // batches beyond that point, so that its own caller is answered.
+        let mut turns = 0;
+        loop {
             let batch = {
                 let mut st = lock(&self.state);
-                if st.queue.is_empty() {
+                let mine_done = matches!(*lock(&me.state), Turn::Done(_));
+                if st.queue.is_empty() || (mine_done && turns >= MAX_TURNS) {
+                    // Step down: hand over to the first writer still queued, if any.
+                    match st.queue.first() {
+                        Some((_, _, _, next)) => next.set(Turn::Lead),
+                        None => st.leader = false,
+                    }
                     break;
                 }
                 let n = st.queue.len().min(MAX_BATCH);
                 st.queue.drain(..n).collect::<Vec<_>>()
             };
+            turns += 1;
             inner.note_write();
-            let results = run_batch(inner, conn, batch);
-            lock(&self.state).results.extend(results);
-            self.answered.notify_all();
+            let mut waiters = HashMap::with_capacity(batch.len());
+            let work = batch
+                .into_iter()
+                .map(|(id, sync, work, waiter)| {
+                    waiters.insert(id, waiter);
+                    (id, sync, work)
+                })
+                .collect();
+            for (id, r) in run_batch(inner, conn, work) {
+                if let Some(w) = waiters.remove(&id) {
+                    w.set(Turn::Done(r));
+                }
+            }
         }
-        let mut st = lock(&self.state);
-        st.leader = false;
-        // Whoever still waits may lead now.
-        self.answered.notify_all();
-        st.results.remove(&id).unwrap_or_else(|| {
+        me.take_result().unwrap_or_else(|| {
             Err(StoreError::Database(
                 "group commit lost a result (a bug)".into(),
             ))
@@ -226,4 +283,57 @@ fn run_batch(
         }
     }
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::SqliteStore;
+
+    /// More writers at once than one batch holds: every one gets its own value
+    /// back, every piece is committed once, and a failing piece fails alone.
+    #[test]
+    fn many_writers_each_get_their_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).unwrap();
+        s.inner
+            .connect()
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+            .unwrap();
+        let n = MAX_BATCH + 44;
+        let threads: Vec<_> = (0..n)
+            .map(|i| {
+                let inner = Arc::clone(&s.inner);
+                std::thread::spawn(move || {
+                    let mut conn = inner.connect().unwrap();
+                    let sync = if i % 3 == 0 { Sync::Full } else { Sync::Light };
+                    inner.group.run(&inner, &mut conn, sync, move |tx, _| {
+                        if i == 7 {
+                            return Err(StoreError::Refused("seven".into()));
+                        }
+                        tx.execute("INSERT INTO t (x) VALUES (?1)", [i as i64])
+                            .map_err(crate::db_err)?;
+                        Ok(i * 2)
+                    })
+                })
+            })
+            .collect();
+        for (i, t) in threads.into_iter().enumerate() {
+            match t.join().unwrap() {
+                Ok(v) => assert_eq!(v, i * 2),
+                Err(e) => assert!(i == 7 && matches!(e, StoreError::Refused(_)), "{i}: {e}"),
+            }
+        }
+        let c = s.inner.connect().unwrap();
+        let count: i64 = c
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, (n - 1) as i64);
+        assert!(
+            !lock(&s.inner.group.state).leader,
+            "the last leader stepped down"
+        );
+    }
 }
