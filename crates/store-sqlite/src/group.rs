@@ -10,7 +10,9 @@
 //! transaction, runs each piece inside its own savepoint (a piece that fails is rolled
 //! back alone and gets its error), commits once, and hands every writer its result.
 //! It then serves the work that queued up meanwhile, for at most [`MAX_TURNS`]
-//! batches, and steps down; a waiting writer takes over.
+//! batches in all, and steps down: the first writer still queued is woken to lead.
+//! Each writer waits on its own condition variable, so a batch wakes exactly its
+//! writers.
 //!
 //! Invariants:
 //! - A writer's result is `Ok` only after the `COMMIT` that holds its rows returned,
@@ -155,8 +157,9 @@ impl Group {
         if !lead && let Some(r) = me.wait() {
             return r;
         }
-        // The leader: batches until its own work is answered, and at most MAX_TURNS
-        // batches beyond that point, so that its own caller is answered.
+        // The leader: runs batches until its own work is answered; after that it goes
+        // on while work is queued, up to MAX_TURNS batches in all, then hands over so
+        // that its own caller is answered.
         let mut turns = 0;
         loop {
             let batch = {
