@@ -653,17 +653,35 @@ pub(crate) fn remove_rowless(
 /// A crash between the two leaves files without rows, which the first collection
 /// of the next process removes. Pinned blobs are skipped throughout.
 pub fn collect_garbage(inner: &Arc<Inner>, conn: &mut Connection) -> Result<usize> {
+    // Rounds of at most GC_ROUND blobs, each under its own write lock, so other
+    // writers get in between.
+    let mut n = 0;
+    loop {
+        let (removed, looked_at) = collect_round(inner, conn)?;
+        n += removed;
+        if looked_at < GC_ROUND {
+            return Ok(n);
+        }
+    }
+}
+
+/// Blobs one round of garbage collection looks at, at most.
+const GC_ROUND: usize = 2000;
+
+/// One round of [`collect_garbage`]: returns (files removed, garbage rows looked at).
+fn collect_round(inner: &Arc<Inner>, conn: &mut Connection) -> Result<(usize, usize)> {
     let pins = lock(&inner.pins);
     let tx = write_tx(conn)?;
     let garbage = {
         let mut stmt = tx
-            .prepare_cached("SELECT id FROM blobs WHERE refcount <= 0")
+            .prepare_cached("SELECT id FROM blobs WHERE refcount <= 0 LIMIT ?1")
             .map_err(db_err)?;
-        stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))
+        stmt.query_map([GC_ROUND as i64], |r| r.get::<_, Vec<u8>>(0))
             .map_err(db_err)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(db_err)?
     };
+    let looked_at = garbage.len();
     let mut freed = Vec::with_capacity(garbage.len());
     for raw in garbage {
         let blob = blob_from(raw)?;
@@ -675,10 +693,11 @@ pub fn collect_garbage(inner: &Arc<Inner>, conn: &mut Connection) -> Result<usiz
         freed.push(blob);
     }
     if freed.is_empty() {
-        return Ok(0);
+        // Everything looked at is pinned: the next collection tries again.
+        return Ok((0, 0));
     }
     tx.commit().map_err(db_err)?;
     let n = remove_rowless(inner, conn, &freed)?;
     drop(pins);
-    Ok(n)
+    Ok((n, looked_at))
 }

@@ -174,7 +174,16 @@ CREATE TRIGGER email_text_drop AFTER DELETE ON emails WHEN old.text_state = 1 BE
 END;
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+/// V8: indexes on the columns that reference `blobs(id)`. Deleting a blob row checks
+/// the foreign keys, which without them scanned every email and queued message once
+/// per blob: garbage collection of thousands of blobs held the write lock for
+/// minutes on a large store.
+const V8: &str = "
+CREATE INDEX emails_blob ON emails(blob_id);
+CREATE INDEX queue_blob ON queue(blob_id);
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// Brings the database to the newest schema.
 pub fn migrate(conn: &mut Connection) -> Result<()> {

@@ -207,3 +207,57 @@ async fn concurrent_deliveries_share_commits_and_fail_alone() {
     let acct = s.account(&a).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(acct.map(|x| x.used_messages), Some(40));
 }
+
+/// Garbage collection takes more blobs than one round holds (2,000), in several
+/// rounds, and leaves no file behind.
+#[tokio::test]
+async fn garbage_collection_takes_many_blobs_in_rounds() {
+    use buudien_store::{Flags, MailboxStore, MessageSource, NewMessage};
+    let (dir, s, id) = store_with_ann(Quota::default()).await;
+    let inbox = s
+        .mailbox(id, "INBOX")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no INBOX"))
+        .id;
+    let n = 2_345;
+    let messages = (0..n)
+        .map(|i| NewMessage {
+            source: MessageSource::Bytes(format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes()),
+            flags: Flags::default(),
+            keywords: Vec::new(),
+            received: SystemTime::now(),
+        })
+        .collect();
+    let stored = s
+        .append_many(inbox, messages)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let uids: Vec<_> = stored.iter().map(|m| m.uid).collect();
+    assert_eq!(
+        s.expunge(inbox, &uids)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        n
+    );
+    let removed = s.collect_garbage().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(removed, n);
+    let mut files = 0;
+    for d in walk(&dir.path().join("blobs")) {
+        files += usize::from(d.is_file());
+    }
+    assert_eq!(files, 0, "every blob file is gone");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{e}")) {
+        let p = e.unwrap_or_else(|e| panic!("{e}")).path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -239,7 +239,8 @@ async fn a_version_6_database_gains_the_index() {
     let db = rusqlite::Connection::open(dir.path().join("buudien.sqlite")).unwrap();
     db.execute_batch(
         "DROP TRIGGER email_text_drop; DROP TABLE email_text; DROP INDEX emails_text_pending;
-         ALTER TABLE emails DROP COLUMN text_state; PRAGMA user_version = 6;",
+         ALTER TABLE emails DROP COLUMN text_state; DROP INDEX emails_blob;
+         DROP INDEX queue_blob; PRAGMA user_version = 6;",
     )
     .unwrap();
     drop(db);
@@ -248,7 +249,7 @@ async fn a_version_6_database_gains_the_index() {
     let v: i64 = db
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(v, 7);
+    assert_eq!(v, 8);
     assert_eq!(s.text_backlog().await.unwrap(), 7);
     let hits = s
         .search_text(inbox, "STRASSE", false)
