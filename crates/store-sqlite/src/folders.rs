@@ -21,34 +21,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The longest mailbox name accepted, in bytes.
-const MAX_NAME: usize = 1000;
-/// The deepest hierarchy accepted.
-const MAX_DEPTH: usize = 32;
-
-/// INBOX is case-insensitive (RFC 9051 §5.1); every other name is exact.
-fn canonical(name: &str) -> &str {
-    if name.eq_ignore_ascii_case("INBOX") {
-        "INBOX"
-    } else {
-        name
-    }
-}
-
-/// Checks a mailbox name: not empty, no empty level, no control characters, bounded.
-fn check_name(name: &str) -> Result<()> {
-    let bad = name.is_empty()
-        || name.len() > MAX_NAME
-        || name.split('/').any(str::is_empty)
-        || name.split('/').count() > MAX_DEPTH
-        || name.chars().any(char::is_control);
-    if bad {
-        return Err(StoreError::Refused(format!(
-            "invalid mailbox name {name:?}"
-        )));
-    }
-    Ok(())
-}
+use buudien_store::{canonical_name as canonical, check_mailbox_name as check_name};
 
 fn find(conn: &Connection, account: AccountId, name: &str) -> Result<Option<Mailbox>> {
     conn.query_row(

@@ -40,8 +40,9 @@ pub mod queue;
 pub use error::StoreError;
 pub use guard::Guard;
 pub use mailbox::{
-    Delta, FlagOp, Flags, FlagsStored, MailboxStore, MessageEntry, MessageSource, NewMessage,
-    StoredMeta, TextHits,
+    Delta, FlagOp, Flags, FlagsStored, MAX_MAILBOX_DEPTH, MAX_MAILBOX_NAME, MailboxStore,
+    MessageEntry, MessageSource, NewMessage, StoredMeta, TextHits, canonical_name,
+    check_mailbox_name,
 };
 pub use model::*;
 pub use queue::{

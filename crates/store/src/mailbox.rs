@@ -9,6 +9,38 @@ use buudien_types::Uid;
 use std::future::Future;
 use std::time::SystemTime;
 
+/// The longest mailbox name a store accepts, in bytes.
+pub const MAX_MAILBOX_NAME: usize = 1000;
+/// The deepest mailbox hierarchy a store accepts.
+pub const MAX_MAILBOX_DEPTH: usize = 32;
+
+/// A mailbox name as every backend stores it: INBOX is case-insensitive (RFC 9051
+/// §5.1), every other name is exact.
+pub fn canonical_name(name: &str) -> &str {
+    if name.eq_ignore_ascii_case("INBOX") {
+        "INBOX"
+    } else {
+        name
+    }
+}
+
+/// Checks a mailbox name the same way in every backend: not empty, no empty level
+/// (`/` is the delimiter), no control characters, at most [`MAX_MAILBOX_NAME`]
+/// bytes and [`MAX_MAILBOX_DEPTH`] levels.
+pub fn check_mailbox_name(name: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name.len() > MAX_MAILBOX_NAME
+        || name.split('/').any(str::is_empty)
+        || name.split('/').count() > MAX_MAILBOX_DEPTH
+        || name.chars().any(char::is_control);
+    if bad {
+        return Err(crate::StoreError::Refused(format!(
+            "invalid mailbox name {name:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// IMAP system flags (RFC 9051 §2.3.2) as bits; `\Recent` is per session and not
 /// stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
