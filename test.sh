@@ -8,7 +8,8 @@
 #   2. cargo fmt --check, clippy -D warnings, cargo test (main workspace; fuzz/ targets are clippy'd);
 #   3. builds the buudien binary and runs tests/e2e (pytest) against it;
 #   4. runs the benchmark harness in smoke mode (bench/run --smoke: buudien against
-#      Dovecot and Postfix for a few seconds, so the harness never rots).
+#      Dovecot and Postfix for a few seconds, so the harness never rots), and
+#      bench/cluster --smoke (one node against two on a throwaway PostgreSQL).
 # Extra arguments go to pytest, e.g. `./test.sh -k fetchmail`.
 set -euo pipefail
 
@@ -139,5 +140,7 @@ section "benchmark harness: bench/run --smoke (debug binaries, small counts)"
 cargo build -p loadgen
 BUUDIEN_BIN="$BUUDIEN_BIN" LOADGEN_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/loadgen" \
     "$PYTHON" bench/run --smoke --debug
+BUUDIEN_BIN="$BUUDIEN_BIN" LOADGEN_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/loadgen" \
+    "$PYTHON" bench/cluster --smoke --debug
 
 section "all passed in $((SECONDS - START)) s"

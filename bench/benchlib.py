@@ -110,9 +110,10 @@ class Buudien:
 
     name = "buudien"
 
-    def __init__(self, root: Path, binary: Path, sessions: int):
+    def __init__(self, root: Path, binary: Path, sessions: int, store: str = ""):
         self.root = root
         self.bin = binary
+        self.store = store  # a `[store]` section (PostgreSQL), else the embedded SQLite
         self.data = root / "data"
         self.config = root / "buudien.toml"
         self.smtp_port, self.pop3_port, self.imap_port, self.imaps_port, self.pop3s_port = \
@@ -137,7 +138,10 @@ class Buudien:
             f'imap = ["127.0.0.1:{self.imap_port}"]\n'
             f'imaps = ["127.0.0.1:{self.imaps_port}"]\n\n'
             f'[tls]\ncert = "{cert}"\nkey = "{key}"\n\n'
-            f"[limits]\nmax_connections = {limit}\nmax_connections_per_ip = {limit}\n")
+            f"[limits]\nmax_connections = {limit}\nmax_connections_per_ip = {limit}\n"
+            f"{self.store}")
+
+    def add_domain(self) -> None:
         self.cli("domain", "add", DOMAIN)
 
     def cli(self, *args: str, input: bytes | None = None) -> None:
@@ -549,3 +553,69 @@ def imap_append(port: int, login: str, messages: list[bytes], conns: int = 4) ->
         t.join()
     if errors:
         raise BenchError("; ".join(errors[:3]))
+
+
+# --- PostgreSQL for the cluster benchmark ------------------------------------------
+
+
+class Postgres:
+    """A throwaway PostgreSQL (initdb in `root`, a loopback port) with Debian's
+    defaults for durability: fsync on, synchronous_commit on, full_page_writes on."""
+
+    name = "postgres"
+
+    def __init__(self, root: Path):
+        import glob
+        found = sorted((int(Path(p).parts[-3]), Path(p).parent)
+                       for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")
+                       if Path(p).parts[-3].isdigit())
+        if not found:
+            raise BenchError("PostgreSQL server binaries not found in "
+                             "/usr/lib/postgresql/*/bin: install Debian's `postgresql`")
+        self.bin = found[-1][1]
+        self.root = root
+        self.data = root / "data"
+        self.port = free_ports(1)[0]
+        self.user = None
+        if os.geteuid() == 0:  # initdb refuses root
+            self.user = "postgres" if _has_user("postgres") else "nobody"
+
+    def _cmd(self, program: str, *args: str) -> list[str]:
+        prefix = ["runuser", "-u", self.user, "--"] if self.user else []
+        return [*prefix, str(self.bin / program), *args]
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.user:
+            pw = pwd.getpwnam(self.user)
+            os.chown(self.root, pw.pw_uid, pw.pw_gid)
+        run(self._cmd("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres",
+                      "-E", "UTF8", "--locale=C"))
+        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
+                "-c max_connections=300")
+        run(self._cmd("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w",
+                      "-o", opts, "start"))
+        run(self._cmd("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U",
+                      "postgres", "buudien"))
+
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/buudien"
+
+    def stop(self) -> None:
+        subprocess.run(self._cmd("pg_ctl", "-D", str(self.data), "-m", "fast", "stop"),
+                       capture_output=True, timeout=120)
+
+    def pids(self) -> list[int]:
+        try:
+            first = (self.data / "postmaster.pid").read_text().split()[0]
+            return process_tree(int(first))
+        except (OSError, ValueError, IndexError):
+            return []
+
+
+def _has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False

@@ -16,7 +16,7 @@ use crate::stats::Stats;
 use crate::{Common, Target};
 
 async fn open(t: &Target, common: &Common, id: usize) -> io::Result<Session<TcpStream>> {
-    let c = crate::conn::connect(t.addr, t.source(id)).await?;
+    let c = crate::conn::connect(t.addr(id), t.source(id)).await?;
     let mut s = Session::start(c).await?;
     let (user, pass) = common.user(id);
     s.login(&user, &pass).await?;
@@ -56,8 +56,7 @@ pub async fn run(
             Err(e) => st.error(format!("task: {e}")),
         }
     }
-    let extra =
-        serde_json::json!({"sessions": n, "idling": held.len(), "addr": t.addr.to_string()});
+    let extra = serde_json::json!({"sessions": n, "idling": held.len(), "addr": t.addrs_text()});
     println!("{}", st.json("idle", start.elapsed(), extra));
     wait_release(hold).await;
     // Leave politely where the line is still open; errors no longer matter.

@@ -245,7 +245,7 @@ pub async fn worker(t: Arc<Target>, common: Arc<Common>, id: usize, op: Op, size
     let mut rng = Rng::new(0x9e37_79b9 ^ id as u64);
     let mut seq = ((id as u64) << 32) | 0x8000_0000;
     while !t.budget.done() {
-        let c = match crate::conn::connect(t.addr, t.source(id)).await {
+        let c = match crate::conn::connect(t.addr(id), t.source(id)).await {
             Ok(c) => c,
             Err(e) => {
                 st.error(format!("connect: {e}"));

@@ -77,9 +77,10 @@ enum Cmd {
 /// Options every subcommand takes.
 #[derive(Args, Clone)]
 struct CommonArgs {
-    /// Server address, host:port.
-    #[arg(long)]
-    addr: String,
+    /// Server address, host:port; several, comma-separated, spread the connections
+    /// (connection i goes to address i mod n: the nodes of a cluster).
+    #[arg(long, value_delimiter = ',', required = true)]
+    addr: Vec<String>,
     /// Concurrent connections (sessions for `idle`).
     #[arg(long, default_value_t = 8)]
     conns: usize,
@@ -118,16 +119,31 @@ struct CommonArgs {
     source: Vec<IpAddr>,
 }
 
-/// Where and how much: the server, the source addresses, the budget.
+/// Where and how much: the servers, the source addresses, the budget.
 pub struct Target {
-    /// The server.
-    pub addr: SocketAddr,
+    /// The servers (at least one).
+    addrs: Vec<SocketAddr>,
     sources: Vec<IpAddr>,
     /// The work left.
     pub budget: Budget,
 }
 
 impl Target {
+    /// The server connection `id` talks to.
+    pub fn addr(&self, id: usize) -> SocketAddr {
+        let n = self.addrs.len().max(1);
+        self.addrs
+            .get(id % n)
+            .copied()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The servers, comma-separated.
+    pub fn addrs_text(&self) -> String {
+        let all: Vec<String> = self.addrs.iter().map(|a| a.to_string()).collect();
+        all.join(",")
+    }
+
     /// The source address of connection `id`, if any were given.
     pub fn source(&self, id: usize) -> Option<IpAddr> {
         if self.sources.is_empty() {
@@ -226,11 +242,18 @@ fn load_users(a: &CommonArgs) -> Result<Vec<(String, String)>, String> {
 }
 
 async fn setup(a: &CommonArgs) -> Result<(Arc<Target>, Arc<Common>), String> {
-    let addr = tokio::net::lookup_host(&a.addr)
-        .await
-        .map_err(|e| format!("--addr {}: {e}", a.addr))?
-        .next()
-        .ok_or_else(|| format!("--addr {}: no address", a.addr))?;
+    let mut addrs = Vec::with_capacity(a.addr.len());
+    for one in &a.addr {
+        let addr = tokio::net::lookup_host(one)
+            .await
+            .map_err(|e| format!("--addr {one}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("--addr {one}: no address"))?;
+        addrs.push(addr);
+    }
+    if addrs.is_empty() {
+        return Err("--addr: give at least one host:port".into());
+    }
     let budget = match (a.duration, a.count) {
         (_, Some(n)) => Budget::Count(AtomicU64::new(n)),
         (Some(s), None) => Budget::Until(Instant::now() + Duration::from_secs_f64(s.max(0.0))),
@@ -246,7 +269,7 @@ async fn setup(a: &CommonArgs) -> Result<(Arc<Target>, Arc<Common>), String> {
     };
     Ok((
         Arc::new(Target {
-            addr,
+            addrs,
             sources: a.source.clone(),
             budget,
         }),
@@ -277,7 +300,7 @@ async fn drive<F, Fut>(
     let mut extra = extra;
     if let Some(m) = extra.as_object_mut() {
         m.insert("conns".into(), a.conns.into());
-        m.insert("addr".into(), t.addr.to_string().into());
+        m.insert("addr".into(), t.addrs_text().into());
     }
     println!("{}", total.json(workload, start.elapsed(), extra));
 }
@@ -365,6 +388,26 @@ mod tests {
         };
         assert_eq!(c.user(4).0, "user6@example.test");
         assert_eq!(c.rcpt(2), "user7@example.test");
+    }
+
+    #[tokio::test]
+    async fn several_addresses_spread_the_connections() {
+        let cli = Cli::parse_from([
+            "x",
+            "smtp",
+            "--addr",
+            "127.0.0.1:1,127.0.0.1:2",
+            "--count",
+            "1",
+        ]);
+        let Cmd::Smtp { common: a, .. } = cli.cmd else {
+            panic!("smtp")
+        };
+        let (t, _) = setup(&a).await.unwrap();
+        assert_eq!(t.addr(0).port(), 1);
+        assert_eq!(t.addr(1).port(), 2);
+        assert_eq!(t.addr(2).port(), 1);
+        assert_eq!(t.addrs_text(), "127.0.0.1:1,127.0.0.1:2");
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub async fn worker(
         !t.budget.done()
     } {
         round += 1;
-        let mut c = match crate::conn::connect(t.addr, t.source(id)).await {
+        let mut c = match crate::conn::connect(t.addr(id), t.source(id)).await {
             Ok(c) => c,
             Err(e) => {
                 st.error(format!("connect: {e}"));

@@ -118,7 +118,7 @@ pub async fn worker(t: Arc<Target>, common: Arc<Common>, id: usize, size: usize)
     let mut rng = Rng::new(id as u64 + 1);
     let mut seq = (id as u64) << 32;
     'conn: while !t.budget.done() {
-        let mut c = match crate::conn::connect(t.addr, t.source(id)).await {
+        let mut c = match crate::conn::connect(t.addr(id), t.source(id)).await {
             Ok(c) => c,
             Err(e) => {
                 st.error(format!("connect: {e}"));
@@ -187,7 +187,7 @@ mod tests {
         drop(l);
         let budget = crate::stats::Budget::Count(std::sync::atomic::AtomicU64::new(3));
         let t = Arc::new(Target {
-            addr,
+            addrs: vec![addr],
             sources: vec![],
             budget,
         });
