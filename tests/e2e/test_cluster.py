@@ -15,7 +15,9 @@ IMAP's spool), share the database. The tests check what a cluster promises:
 - APPENDs racing from both nodes into one mailbox get distinct UIDs, ascending in a
   third session;
 - a node killed with -9 while its queue sits on a slow remote: the other node finishes
-  the delivery once the claim's lease ends (at least once).
+  the delivery once the claim's lease ends (at least once);
+- failed logins count across the nodes: guesses split over A and B are refused once
+  their sum reaches the limit.
 """
 
 from __future__ import annotations
@@ -168,6 +170,10 @@ smarthost_tls = "none"
 retry = ["1s"]
 lease = "6s"
 poll_interval = "1s"
+
+[limits]
+login_failure_delay = "0s"
+login_refuse_after = 6
 """
 
 
@@ -370,3 +376,50 @@ def submit_on(node: Server, user: str, rcpt: str, msg: bytes) -> None:
         s.ehlo()
         s.login(user, PASSWORD)
         assert s.sendmail(user, [rcpt], msg) == {}
+
+
+def test_failed_logins_count_across_nodes(cluster):
+    """Three wrong passwords on node A and three on node B from one address (127.0.0.7,
+    under `login_refuse_after = 6` on each node alone): once both nodes have shared
+    their failures through the database, each refuses that address without checking
+    the password, while other addresses still log in."""
+    a, b, _ = cluster
+    user, pw = a.new_user("tx")
+    source = "127.0.0.7"
+
+    def pass_reply(node: Server, password: str) -> bytes:
+        import socket
+        with socket.create_connection(("127.0.0.1", node.pop3_port), timeout=TIMEOUT,
+                                      source_address=(source, 0)) as s:
+            f = s.makefile("rb")
+            assert f.readline().startswith(b"+OK")
+            s.sendall(f"USER {user}\r\n".encode())
+            assert f.readline().startswith(b"+OK")
+            s.sendall(f"PASS {password}\r\n".encode())
+            return f.readline()
+
+    for node in (a, b):
+        for _ in range(3):
+            reply = pass_reply(node, "wrong password")
+            assert reply.startswith(b"-ERR [AUTH]"), reply
+    # Both nodes have published their three; give each two rounds (1 s) to read them.
+    wait_until(lambda: psql(cluster.pg, "SELECT count(*) FROM auth_events "
+                                        "WHERE ip = '127.0.0.7' AND failed") == "6",
+               "six failures in auth_events", timeout=10, interval=0.2)
+    time.sleep(2.5)
+    for node in (a, b):
+        reply = pass_reply(node, pw)
+        assert reply.startswith(b"-ERR [SYS/TEMP]"), (node.name, reply)
+    # Another address is not affected, on either node.
+    for node in (a, b):
+        p = node.pop(user, pw)
+        assert p.stat()[0] == 0
+        p.quit()
+
+
+def psql(pg: Postgres, sql: str) -> str:
+    r = subprocess.run(pg._cmd("psql", "-h", "127.0.0.1", "-p", str(pg.port), "-U",
+                               "postgres", "-d", DB, "-Atc", sql),
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.decode().strip()

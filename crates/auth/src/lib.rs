@@ -44,7 +44,7 @@ pub use pool::check_password;
 pub use sasl::{Credentials, Mechanism, SaslError, SaslServer, SaslStep, decode_response};
 pub use scram::ScramCredentials;
 pub use scram_server::{ScramError, ScramOutcome, ScramServer};
-pub use throttle::{FailureThrottle, ThrottleConfig, Verdict};
+pub use throttle::{FailureThrottle, MAX_OUTBOX, ThrottleConfig, ThrottleEvent, Verdict};
 
 /// Error from hashing.
 #[derive(Debug, thiserror::Error)]

@@ -16,9 +16,16 @@
 //! refused — but only from addresses that have not logged in to that account
 //! successfully within `trust_for`, so an attacker guessing from many addresses cannot
 //! lock the owner out.
+//!
+//! Across the nodes of a cluster ([`FailureThrottle::share`]): every failure and
+//! success is also put in an outbox ([`FailureThrottle::take_events`]) that the server
+//! publishes to the shared store, and the other nodes' events are applied here
+//! ([`FailureThrottle::apply`]) as if they had happened on this node, so an attacker
+//! spreading guesses over the nodes behind a load balancer meets one count.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -96,12 +103,41 @@ const MAX_TRUSTED: usize = 8;
 /// Longest login name tracked as given; longer ones are cut (they are not accounts).
 const MAX_LOGIN: usize = 320;
 
+/// Events kept for publishing at most; when the outbox is full, the oldest are dropped
+/// (this node's own counts are unaffected; only the other nodes miss them).
+pub const MAX_OUTBOX: usize = 10_000;
+
+/// A login's outcome as other nodes of a cluster learn it (see
+/// [`FailureThrottle::take_events`]). The address is already counted (IPv4-mapped as
+/// IPv4, IPv6 as its /64) and the login name lowercased and bounded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThrottleEvent {
+    /// A failed login from `ip` (for `login`, when the name was known).
+    Failure {
+        /// The counted address.
+        ip: IpAddr,
+        /// The login name tried, if any.
+        login: Option<String>,
+    },
+    /// A successful login from `ip` (as `login`, when counted per account).
+    Success {
+        /// The counted address.
+        ip: IpAddr,
+        /// The login name, if any.
+        login: Option<String>,
+    },
+}
+
 /// Failed-login counts per client address; shared by all sessions (`Send + Sync`).
 #[derive(Debug)]
 pub struct FailureThrottle {
     config: ThrottleConfig,
     entries: Mutex<HashMap<IpAddr, Entry>>,
     accounts: Mutex<HashMap<String, AccountEntry>>,
+    /// Whether events are kept for other nodes ([`FailureThrottle::share`]).
+    sharing: AtomicBool,
+    /// This node's events not yet taken, at most [`MAX_OUTBOX`].
+    outbox: Mutex<std::collections::VecDeque<ThrottleEvent>>,
 }
 
 /// The address as counted: IPv4-mapped as IPv4, IPv6 as its /64.
@@ -129,7 +165,55 @@ impl FailureThrottle {
             config,
             entries: Mutex::new(HashMap::new()),
             accounts: Mutex::new(HashMap::new()),
+            sharing: AtomicBool::new(false),
+            outbox: Mutex::new(std::collections::VecDeque::new()),
         }
+    }
+
+    /// From now on, keeps this node's failures and successes for
+    /// [`FailureThrottle::take_events`] (a cluster node calls it; a single server
+    /// never does, so nothing accumulates).
+    pub fn share(&self) {
+        self.sharing.store(true, Ordering::Relaxed);
+    }
+
+    /// The events of this node since the last call, oldest first, for the other
+    /// nodes (empty unless [`FailureThrottle::share`] was called).
+    pub fn take_events(&self) -> Vec<ThrottleEvent> {
+        let mut out = self.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+        out.drain(..).collect()
+    }
+
+    /// Applies another node's event as if it had happened here at `now`: a failure
+    /// counts for the address (and the login name), a success clears them and trusts
+    /// the address for the name. Not put in the outbox again.
+    pub fn apply(&self, event: &ThrottleEvent, now: Instant) {
+        match event {
+            ThrottleEvent::Failure { ip, login } => {
+                self.fail_ip(*ip, now);
+                if let Some(login) = login {
+                    self.fail_account(login_key(login), now);
+                }
+            }
+            ThrottleEvent::Success { ip, login } => {
+                self.clear_ip(*ip);
+                if let Some(login) = login {
+                    self.trust(*ip, login_key(login), now);
+                }
+            }
+        }
+    }
+
+    /// Keeps `event` for the other nodes when sharing.
+    fn publish(&self, event: ThrottleEvent) {
+        if !self.sharing.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut out = self.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+        if out.len() >= MAX_OUTBOX {
+            out.pop_front();
+        }
+        out.push_back(event);
     }
 
     /// The settings in use.
@@ -162,6 +246,16 @@ impl FailureThrottle {
     /// failure reply: base_delay doubled per recent failure from this IP
     /// (1,2,4,8,15,15… s), capped at max_delay.
     pub fn record_failure(&self, ip: IpAddr, now: Instant) -> Duration {
+        let delay = self.fail_ip(ip, now);
+        self.publish(ThrottleEvent::Failure {
+            ip: counted(ip),
+            login: None,
+        });
+        delay
+    }
+
+    /// Counts a failure of the address; its delay.
+    fn fail_ip(&self, ip: IpAddr, now: Instant) -> Duration {
         let ip = counted(ip);
         let mut map = self.lock();
         let failures = match map.get_mut(&ip) {
@@ -194,6 +288,15 @@ impl FailureThrottle {
 
     /// After a successful login: forget this IP's failures.
     pub fn record_success(&self, ip: IpAddr) {
+        self.clear_ip(ip);
+        self.publish(ThrottleEvent::Success {
+            ip: counted(ip),
+            login: None,
+        });
+    }
+
+    /// Forgets the address's failures.
+    fn clear_ip(&self, ip: IpAddr) {
         self.lock().remove(&counted(ip));
     }
 
@@ -230,12 +333,22 @@ impl FailureThrottle {
     /// After a failed login for `login` from `ip`: counts it for both; returns the
     /// address's delay as [`FailureThrottle::record_failure`] does.
     pub fn record_login_failure(&self, ip: IpAddr, login: &str, now: Instant) -> Duration {
-        let delay = self.record_failure(ip, now);
+        let delay = self.fail_ip(ip, now);
+        let key = login_key(login);
+        self.fail_account(key.clone(), now);
+        self.publish(ThrottleEvent::Failure {
+            ip: counted(ip),
+            login: Some(key),
+        });
+        delay
+    }
+
+    /// Counts a failure for the (already keyed) login name.
+    fn fail_account(&self, key: String, now: Instant) {
         if self.config.max_tracked == 0 {
-            return delay;
+            return;
         }
         let mut accounts = self.accounts();
-        let key = login_key(login);
         if !accounts.contains_key(&key) && accounts.len() >= self.config.max_tracked {
             self.make_room_accounts(&mut accounts, now);
         }
@@ -248,19 +361,27 @@ impl FailureThrottle {
         }
         e.failures = e.failures.saturating_add(1);
         e.last_failure = Some(e.last_failure.map_or(now, |t| t.max(now)));
-        delay
     }
 
     /// After a successful login for `login` from `ip`: forgets the address's failures
     /// and the name's, and trusts the address for the name.
     pub fn record_login_success(&self, ip: IpAddr, login: &str, now: Instant) {
-        self.record_success(ip);
+        self.clear_ip(ip);
+        let key = login_key(login);
+        self.trust(ip, key.clone(), now);
+        self.publish(ThrottleEvent::Success {
+            ip: counted(ip),
+            login: Some(key),
+        });
+    }
+
+    /// Clears the (already keyed) login name's failures and trusts `ip` for it.
+    fn trust(&self, ip: IpAddr, key: String, now: Instant) {
         if self.config.max_tracked == 0 {
             return;
         }
         let ip = counted(ip);
         let mut accounts = self.accounts();
-        let key = login_key(login);
         if !accounts.contains_key(&key) && accounts.len() >= self.config.max_tracked {
             self.make_room_accounts(&mut accounts, now);
         }
@@ -377,6 +498,105 @@ mod tests {
     fn is_send_and_sync() {
         fn both<T: Send + Sync>() {}
         both::<FailureThrottle>();
+    }
+
+    #[test]
+    fn a_lone_server_keeps_no_events() {
+        let t = FailureThrottle::new(ThrottleConfig::default());
+        t.record_login_failure(A, "ann@example.org", Instant::now());
+        assert!(t.take_events().is_empty());
+    }
+
+    #[test]
+    fn nodes_sharing_events_meet_one_count() {
+        let config = ThrottleConfig {
+            refuse_after: 4,
+            account_refuse_after: 6,
+            ..ThrottleConfig::default()
+        };
+        let (a, b) = (
+            FailureThrottle::new(config.clone()),
+            FailureThrottle::new(config),
+        );
+        a.share();
+        b.share();
+        let now = Instant::now();
+        // Two guesses on each node from one address: each node alone would allow more.
+        for t in [&a, &b] {
+            t.record_login_failure(A, "Ann@Example.org", now);
+            t.record_login_failure(A, "ann@example.org", now);
+        }
+        let from_a = a.take_events();
+        let from_b = b.take_events();
+        assert_eq!(from_a.len(), 2);
+        assert_eq!(
+            from_a[0],
+            ThrottleEvent::Failure {
+                ip: A,
+                login: Some("ann@example.org".into())
+            }
+        );
+        assert_eq!(a.check(A, now), Verdict::Allow);
+        for e in &from_b {
+            a.apply(e, now);
+        }
+        for e in &from_a {
+            b.apply(e, now);
+        }
+        assert_eq!(
+            a.check(A, now),
+            Verdict::Refuse,
+            "4 failures across both nodes"
+        );
+        assert_eq!(b.check(A, now), Verdict::Refuse);
+        assert!(
+            a.take_events().is_empty(),
+            "applied events are not re-published"
+        );
+        // Per account too: two more guesses from elsewhere reach the account limit.
+        b.record_login_failure(B, "ann@example.org", now);
+        b.record_login_failure(B, "ann@example.org", now);
+        for e in &b.take_events() {
+            a.apply(e, now);
+        }
+        let stranger = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9));
+        assert_eq!(
+            a.check_login(stranger, "ann@example.org", now),
+            Verdict::Refuse
+        );
+        // The owner logs in on B from an address: A trusts it and forgets the count.
+        let owner = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1));
+        b.record_login_success(owner, "ann@example.org", now);
+        b.record_success(A);
+        for e in &b.take_events() {
+            a.apply(e, now);
+        }
+        assert_eq!(a.check_login(owner, "ann@example.org", now), Verdict::Allow);
+        assert_eq!(
+            a.check(A, now),
+            Verdict::Allow,
+            "the success cleared the address"
+        );
+    }
+
+    #[test]
+    fn the_outbox_is_bounded() {
+        let t = FailureThrottle::new(ThrottleConfig::default());
+        t.share();
+        let now = Instant::now();
+        for n in 0..(MAX_OUTBOX as u32 + 5) {
+            t.record_failure(ip(n), now);
+        }
+        let events = t.take_events();
+        assert_eq!(events.len(), MAX_OUTBOX);
+        assert_eq!(
+            events.first(),
+            Some(&ThrottleEvent::Failure {
+                ip: ip(5),
+                login: None
+            }),
+            "the oldest were dropped"
+        );
     }
 
     #[test]

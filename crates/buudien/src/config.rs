@@ -1,6 +1,7 @@
 //! The configuration file (TOML). Every section refuses unknown keys, and a parse
 //! error names the file, the line and the key.
 
+use buudien_auth::ThrottleConfig;
 use buudien_types::{parse_duration, parse_size};
 use serde::{Deserialize, Deserializer};
 use std::net::SocketAddr;
@@ -329,15 +330,52 @@ pub struct Limits {
     /// `452 4.3.1`. Default 64 MiB; 0 turns it off.
     #[serde(deserialize_with = "size")]
     pub min_free_space: u64,
+    /// The wait before the reply to a failed login, doubled per recent failure from
+    /// that address up to `login_failure_max_delay`. Default 1 s.
+    #[serde(deserialize_with = "duration")]
+    pub login_failure_delay: Duration,
+    /// The longest such wait. Default 15 s.
+    #[serde(deserialize_with = "duration")]
+    pub login_failure_max_delay: Duration,
+    /// Recent failed logins after which an address is refused without a password
+    /// check. Default 10.
+    pub login_refuse_after: u32,
+    /// How long an address's (or account's) failures are remembered after the last
+    /// one. Default 10 min.
+    #[serde(deserialize_with = "duration")]
+    pub login_forget_after: Duration,
+    /// Recent failed logins of one account after which it is refused, except from
+    /// addresses that logged in to it before. Default 20; 0 turns it off.
+    pub account_refuse_after: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        let t = ThrottleConfig::default();
         Limits {
             max_connections: 10_000,
             max_connections_per_ip: 50,
             stressed_timeout: buudien_types::Load::DEFAULT_STRESSED_WAIT,
             min_free_space: buudien_store_sqlite::DEFAULT_MIN_FREE,
+            login_failure_delay: t.base_delay,
+            login_failure_max_delay: t.max_delay,
+            login_refuse_after: t.refuse_after,
+            login_forget_after: t.forget_after,
+            account_refuse_after: t.account_refuse_after,
+        }
+    }
+}
+
+impl Limits {
+    /// The failed-login throttle's settings.
+    pub fn throttle(&self) -> ThrottleConfig {
+        ThrottleConfig {
+            base_delay: self.login_failure_delay,
+            max_delay: self.login_failure_max_delay,
+            refuse_after: self.login_refuse_after,
+            forget_after: self.login_forget_after,
+            account_refuse_after: self.account_refuse_after,
+            ..ThrottleConfig::default()
         }
     }
 }
@@ -510,6 +548,30 @@ servers = ["127.0.0.1:5353"]
             (d.lease, d.poll_interval),
             (Duration::from_secs(1200), Duration::from_secs(5))
         );
+        Ok(())
+    }
+
+    #[test]
+    fn login_throttle_keys() -> Result<(), String> {
+        let base = "hostname = \"h\"\ndata_dir = \"d\"\n";
+        let d = Config::parse(base)?.limits.throttle();
+        assert_eq!(
+            d,
+            ThrottleConfig::default(),
+            "the defaults are the throttle's"
+        );
+        let c = Config::parse(&format!(
+            "{base}[limits]\nlogin_failure_delay = \"0s\"\nlogin_failure_max_delay = \"3s\"\n\
+             login_refuse_after = 4\nlogin_forget_after = \"2m\"\naccount_refuse_after = 0\n"
+        ))?;
+        let t = c.limits.throttle();
+        assert_eq!(
+            (t.base_delay, t.max_delay),
+            (Duration::ZERO, Duration::from_secs(3))
+        );
+        assert_eq!((t.refuse_after, t.account_refuse_after), (4, 0));
+        assert_eq!(t.forget_after, Duration::from_secs(120));
+        assert!(Config::parse(&format!("{base}[limits]\nlogin_refuse_after = -1\n")).is_err());
         Ok(())
     }
 

@@ -15,6 +15,7 @@
 //! - [`secret`]: reading, prompting for and generating passwords.
 //! - [`store`]: opening the configured backend (SQLite or PostgreSQL) and what
 //!   `serve` runs only for one of them.
+//! - [`auth_share`]: failed-login counts shared by the nodes of a cluster (PostgreSQL).
 //!
 //! # Invariants
 //! - Every command fails with one line on stderr and a documented exit code, never a
@@ -27,6 +28,7 @@
 //!   logged.
 
 pub mod admin;
+pub mod auth_share;
 pub mod check_cmd;
 pub mod cli;
 pub mod config;

@@ -5,7 +5,7 @@
 use crate::cli::CliError;
 use crate::config::Config;
 use crate::store::{Served, open_store, with_store};
-use buudien_auth::{FailureThrottle, ThrottleConfig};
+use buudien_auth::FailureThrottle;
 use buudien_imap::{ImapConfig, ImapServer};
 use buudien_net::{ConnLimiter, ConnTracker, Listener, TlsProvider, bind};
 use buudien_pop3::{Pop3Config, Pop3Server};
@@ -216,13 +216,13 @@ async fn serve_on<S: Served>(cfg: Config, store: S) -> Result<(), CliError> {
     let (queue_stop, queue_stop_rx) = tokio::sync::watch::channel(false);
     let queue_task = tokio::spawn(worker.run(queue_stop_rx));
 
-    let throttle = Arc::new(FailureThrottle::new(ThrottleConfig::default()));
+    let throttle = Arc::new(FailureThrottle::new(cfg.limits.throttle()));
     // Raised by the limiter near `max_connections`; shortens pre-login waits.
     let load = Load::new(cfg.limits.stressed_timeout);
     let servers = Servers {
         pop3: Pop3Server::new(store.clone(), pop3_config(&cfg, &load), throttle.clone()),
         imap: ImapServer::new(store.clone(), imap_config(&cfg, &load), throttle.clone()),
-        smtp: SmtpServer::new(store.clone(), smtp_config(&cfg, &load)?, throttle),
+        smtp: SmtpServer::new(store.clone(), smtp_config(&cfg, &load)?, throttle.clone()),
         tls: tls.clone(),
     };
     servers.smtp.on_queued(move || queue_handle.wake());
@@ -266,8 +266,10 @@ async fn serve_on<S: Served>(cfg: Config, store: S) -> Result<(), CliError> {
     }
     let gc_store = store.clone();
     let gc = tokio::spawn(async move { collect_garbage(gc_store).await });
-    // The backend's own: text indexer (both), WAL checkpointer (SQLite).
-    let background = store.background();
+    // The backend's own: text indexer (both), WAL checkpointer (SQLite), failed-login
+    // counts shared with the other nodes (PostgreSQL).
+    let node = format!("{}/{:08x}", cfg.hostname, rand::random::<u32>());
+    let background = store.background(&throttle, &node);
 
     wait_for_stop(tls.as_deref()).await;
     tracing::info!("stopping: no new connections; waiting up to {DRAIN:?} for sessions");

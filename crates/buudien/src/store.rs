@@ -7,10 +7,12 @@
 
 use crate::cli::{CliError, exit};
 use crate::config::{Backend, Config};
+use buudien_auth::FailureThrottle;
 use buudien_store::{MailboxStore, QueueStore, StoreError};
 use buudien_store_postgres::PgStore;
 use buudien_store_sqlite::SqliteStore;
 use std::future::Future;
+use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 /// An open store of either backend.
@@ -107,7 +109,9 @@ pub trait Served: MailboxStore + QueueStore + Clone {
     /// Tidies what a stopped server of this node left behind, before serving.
     fn recover(&self) -> impl Future<Output = ()> + Send;
     /// Starts the backend's background tasks; `serve` aborts them at shutdown.
-    fn background(&self) -> Vec<JoinHandle<()>>;
+    /// `throttle` is the server's failed-login throttle, which a shared backend
+    /// shares with the other nodes; `node` names this server among them.
+    fn background(&self, throttle: &Arc<FailureThrottle>, node: &str) -> Vec<JoinHandle<()>>;
 }
 
 impl Served for SqliteStore {
@@ -133,7 +137,7 @@ impl Served for SqliteStore {
         }
     }
 
-    fn background(&self) -> Vec<JoinHandle<()>> {
+    fn background(&self, _: &Arc<FailureThrottle>, _: &str) -> Vec<JoinHandle<()>> {
         vec![
             // New emails enter SEARCH's text index in the background
             // (buudien_store_sqlite's `text` module); a SEARCH scans what it has not
@@ -164,9 +168,17 @@ impl Served for PgStore {
         // and maildrop leases expire on their own.
     }
 
-    fn background(&self) -> Vec<JoinHandle<()>> {
-        // The trigram text index behind SEARCH BODY/TEXT (when pg_trgm is there).
-        vec![tokio::spawn(self.clone().run_text_indexer())]
+    fn background(&self, throttle: &Arc<FailureThrottle>, node: &str) -> Vec<JoinHandle<()>> {
+        vec![
+            // The trigram text index behind SEARCH BODY/TEXT (when pg_trgm is there).
+            tokio::spawn(self.clone().run_text_indexer()),
+            // Failed logins count across the nodes.
+            tokio::spawn(crate::auth_share::run(
+                self.clone(),
+                throttle.clone(),
+                node.to_string(),
+            )),
+        ]
     }
 }
 

@@ -16,6 +16,8 @@
 //! - `text`: the text index behind SEARCH BODY / TEXT (`pg_trgm`, when available).
 //! - `lease`: the POP3 maildrop lock as an expiring lease row, and releases of
 //!   guards dropped outside async code.
+//! - `auth`: the nodes' login outcomes (`auth_events`), so failed-login throttling
+//!   counts across the cluster.
 //!
 //! # Invariants
 //! - Every write runs in one transaction (READ COMMITTED) that locks the rows it
@@ -33,6 +35,7 @@
 //!   `NOTIFY buudien_mailbox` with its id (a trigger), on commit.
 
 mod admin;
+mod auth;
 mod blobs;
 mod folders;
 mod lease;
@@ -42,6 +45,7 @@ mod schema;
 mod sync;
 mod text;
 
+pub use auth::{AUTH_BATCH, AuthEvent};
 pub use lease::{LOCK_LEASE, PIN_LEASE};
 pub use schema::CODE_VERSION;
 pub use text::{DEFAULT_ON_DEMAND, READ_LIMIT, TEXT_LIMIT};

@@ -193,6 +193,20 @@ DO $$ BEGIN
 END $$;
 "#;
 
+/// V3: failed and successful logins of every node (`auth`), so that the nodes of a
+/// cluster throttle password guessing as one. Only adds: code of version 1 runs on it.
+const V3: &str = r#"
+CREATE TABLE auth_events (
+    id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    node    text NOT NULL,
+    at      timestamptz NOT NULL DEFAULT now(),
+    failed  boolean NOT NULL,
+    ip      text NOT NULL,
+    login   text
+);
+CREATE INDEX auth_events_at ON auth_events(at);
+"#;
+
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -203,6 +217,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         min_code: 1,
         sql: V2,
+    },
+    Migration {
+        version: 3,
+        min_code: 1,
+        sql: V3,
     },
 ];
 
