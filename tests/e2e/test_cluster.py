@@ -17,7 +17,9 @@ IMAP's spool), share the database. The tests check what a cluster promises:
 - a node killed with -9 while its queue sits on a slow remote: the other node finishes
   the delivery once the claim's lease ends (at least once);
 - failed logins count across the nodes: guesses split over A and B are refused once
-  their sum reaches the limit.
+  their sum reaches the limit;
+- a third session (CONDSTORE) polling while both nodes APPEND and STORE never learns
+  of a UID or MODSEQ lower than one it has already seen.
 """
 
 from __future__ import annotations
@@ -415,6 +417,94 @@ def test_failed_logins_count_across_nodes(cluster):
         p = node.pop(user, pw)
         assert p.stat()[0] == 0
         p.quit()
+
+
+def test_watcher_never_sees_uids_or_modseqs_go_back(cluster):
+    """Two writers on each node APPEND and change flags in one mailbox while a third
+    session on node B polls with NOOP (CONDSTORE enabled). Each poll's flag changes
+    must carry MODSEQs above all the earlier polls', and its new messages UIDs above
+    all earlier ones; at the end the watcher's view (kept up to date only by those
+    polls) must equal a fresh session's. A change that became visible after a higher
+    MODSEQ or UID would be missed by the polls and show up as a difference."""
+    import re
+    a, b, _ = cluster
+    user, pw = a.new_user("wx")
+    setup = a.imap(user, pw)
+    ok(setup.create("Watch"))
+    setup.logout()
+    watcher = b.imap(user, pw)
+    ok(watcher.enable("CONDSTORE"))
+    ok(watcher.select("Watch"))
+    errors: list[str] = []
+
+    def writer(node: Server, n: int) -> None:
+        try:
+            m = node.imap(user, pw)
+            mine: list[int] = []
+            for i in range(12):
+                mine.append(appended_uid(m, "Watch", mail(f"watch {node.name}{n} {i}")))
+                ok(m.select("Watch"))
+                for uid in mine[-3:]:
+                    ok(m.uid("STORE", str(uid), "FLAGS", f"(k{node.name}{n}x{i})"))
+                ok(m.close())
+            m.logout()
+        except BaseException as e:  # reported below
+            errors.append(f"{node.name}{n}: {e!r}")
+
+    threads = [threading.Thread(target=writer, args=(node, n))
+               for node in (a, b) for n in range(2)]
+    for t in threads:
+        t.start()
+    max_uid = max_modseq = 0
+    polls = news = 0
+
+    def texts(items) -> list[bytes]:
+        return [x for x in items if isinstance(x, bytes)]
+
+    def poll() -> None:
+        nonlocal max_uid, max_modseq, polls, news
+        ok(watcher.noop())
+        modseqs = [int(x) for line in texts(watcher.untagged_responses.pop("FETCH", []))
+                   for x in re.findall(rb"MODSEQ \((\d+)\)", line)]
+        if modseqs:
+            assert min(modseqs) > max_modseq, (sorted(modseqs), max_modseq)
+            max_modseq = max(modseqs)
+            news += 1
+        watcher.untagged_responses.pop("EXISTS", None)
+        typ, data = watcher.uid("FETCH", f"{max_uid + 1}:*", "(UID)")
+        assert typ == "OK", data
+        uids = [int(u) for line in texts(data) for u in re.findall(rb"UID (\d+)", line)]
+        # (Unsolicited FETCHes of flag changes may come first, in any order.)
+        new = sorted({u for u in uids if u > max_uid})
+        if new:
+            max_uid = max(new)
+        polls += 1
+
+    deadline = time.monotonic() + 120
+    while any(t.is_alive() for t in threads):
+        assert time.monotonic() < deadline, "writers did not finish"
+        poll()
+        time.sleep(0.02)
+    for t in threads:
+        t.join()
+    poll()
+    assert not errors, errors
+    assert max_uid == 48, max_uid
+    assert news >= 5, f"only {news} of {polls} polls saw changes: the race was not watched"
+
+    def view(m) -> list[bytes]:
+        """Every message's UID, flags and MODSEQ (\\Recent is the session's own)."""
+        typ, data = m.fetch("1:*", "(UID FLAGS MODSEQ)")
+        assert typ == "OK", data
+        return sorted(re.sub(rb"\\Recent ?", b"", x) for x in texts(data))
+
+    fresh = a.imap(user, pw)
+    ok(fresh.select("Watch"))
+    seen, truth = view(watcher), view(fresh)
+    assert seen == truth, [(x, y) for x, y in zip(seen, truth) if x != y]
+    fresh.logout()
+    watcher.logout()
+    print(f"\ncluster watch: {polls} polls, {news} with flag changes, last MODSEQ {max_modseq}")
 
 
 def psql(pg: Postgres, sql: str) -> str:
