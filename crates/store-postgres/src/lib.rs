@@ -14,6 +14,7 @@
 //!   with polling as the fallback).
 //! - `queue`: the outbound queue (claims with `FOR UPDATE SKIP LOCKED` and leases).
 //! - `text`: the text index behind SEARCH BODY / TEXT (`pg_trgm`, when available).
+//! - `tls`: TLS to PostgreSQL (`sslmode=require`, `sslrootcert`), always verified.
 //! - `lease`: the POP3 maildrop lock as an expiring lease row, and releases of
 //!   guards dropped outside async code.
 //! - `auth`: the nodes' login outcomes (`auth_events`), so failed-login throttling
@@ -44,11 +45,13 @@ mod queue;
 mod schema;
 mod sync;
 mod text;
+mod tls;
 
 pub use auth::{AUTH_BATCH, AuthEvent};
 pub use lease::{LOCK_LEASE, PIN_LEASE};
 pub use schema::CODE_VERSION;
 pub use text::{DEFAULT_ON_DEMAND, READ_LIMIT, TEXT_LIMIT};
+pub use tls::split_root_cert;
 
 use buudien_store::*;
 use buudien_types::{Address, Domain, Uid};
@@ -78,6 +81,8 @@ pub struct PgStore {
 pub(crate) struct Inner {
     pool: Pool,
     config: tokio_postgres::Config,
+    /// TLS for new connections, when the URL asks for it.
+    tls: Option<tls::MakeRustlsConnect>,
     runtime: tokio::runtime::Handle,
     watch: sync::Watch,
     leases: lease::Leases,
@@ -215,7 +220,8 @@ impl Inner {
 
 impl PgStore {
     /// Connects to the database at `url` (`postgres://user@host:port/db`, or the
-    /// `key=value` form) with at most `pool_size` connections, and brings its schema
+    /// `key=value` form; `sslmode=require` and `sslrootcert` as libpq has them, see
+    /// `tls`) with at most `pool_size` connections, and brings its schema
     /// up to date (see `schema`). Must be called inside a tokio runtime: background
     /// tasks (the change watch, lease renewals) run on it.
     pub async fn connect(url: &str, pool_size: usize) -> Result<PgStore> {
@@ -224,22 +230,24 @@ impl PgStore {
 
     /// [`PgStore::connect`] as if this were code version `code` (for upgrade tests).
     pub async fn connect_as(url: &str, pool_size: usize, code: i64) -> Result<PgStore> {
+        let (url, root) = tls::split_root_cert(url)?;
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Refused(format!("bad PostgreSQL URL: {e}")))?;
+        let tls = tls::connector(&config, root.as_ref())?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         if config.get_application_name().is_none() {
             config.application_name("buudien");
         }
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &tls {
+            Some(tls) => Manager::from_config(config.clone(), tls.clone(), manager_config),
+            None => Manager::from_config(config.clone(), NoTls, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
             .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -253,6 +261,7 @@ impl PgStore {
         let inner = Inner {
             pool,
             config,
+            tls,
             runtime,
             watch: sync::Watch::new(),
             leases: lease::Leases::default(),

@@ -96,16 +96,52 @@ struct Listener {
 /// Opens the dedicated connection and `LISTEN`s; its driver task records notified
 /// mailboxes in `dirty` and kicks the watcher.
 async fn listen(inner: &Inner) -> Option<Listener> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let (client, mut conn) = match inner.config.connect(tokio_postgres::NoTls).await {
+    use std::sync::atomic::AtomicBool;
+    let alive = Arc::new(AtomicBool::new(true));
+    let connected = match &inner.tls {
+        Some(tls) => match inner.config.connect(tls.clone()).await {
+            Ok((client, conn)) => {
+                drive(inner, conn, Arc::clone(&alive));
+                Ok(client)
+            }
+            Err(e) => Err(e),
+        },
+        None => match inner.config.connect(tokio_postgres::NoTls).await {
+            Ok((client, conn)) => {
+                drive(inner, conn, Arc::clone(&alive));
+                Ok(client)
+            }
+            Err(e) => Err(e),
+        },
+    };
+    let client = match connected {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(error = %e, "change watch: no listening connection; polling");
             return None;
         }
     };
-    let alive = Arc::new(AtomicBool::new(true));
-    let flag = Arc::clone(&alive);
+    if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+        tracing::debug!(error = %e, "change watch: LISTEN failed; polling");
+        return None;
+    }
+    Some(Listener {
+        _client: client,
+        alive,
+    })
+}
+
+/// Runs the listening connection `conn` (plain or TLS) on the store's runtime: records
+/// notified mailboxes in `dirty`, kicks the watcher, and clears `alive` at its end.
+fn drive<S, T>(
+    inner: &Inner,
+    mut conn: tokio_postgres::Connection<S, T>,
+    flag: Arc<std::sync::atomic::AtomicBool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use std::sync::atomic::Ordering;
     let dirty = Arc::clone(&inner.watch.dirty);
     let kick = Arc::clone(&inner.watch.kick);
     inner.runtime.spawn(async move {
@@ -132,14 +168,6 @@ async fn listen(inner: &Inner) -> Option<Listener> {
         *lock(&dirty) = None;
         kick.notify_one();
     });
-    if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
-        tracing::debug!(error = %e, "change watch: LISTEN failed; polling");
-        return None;
-    }
-    Some(Listener {
-        _client: client,
-        alive,
-    })
 }
 
 /// The watcher task: ends when nobody watches or the store is gone.
