@@ -101,12 +101,13 @@ def message_ids(srv: Server, user: str, password: str = PASSWORD) -> list[str]:
 
 def leftovers(srv: Server) -> tuple[int, int, int]:
     """(blob files with no row, rows whose file is missing, files in tmp/): what
-    crashes leave behind. Rows without files would be lost mail."""
+    crashes leave behind. Rows without files (or their bytes, for small messages kept
+    in the database) would be lost mail."""
     db = srv.data / "buudien.sqlite"
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
         rows = {bytes(r[0]).hex() for r in
-                con.execute("SELECT id FROM blobs WHERE refcount > 0")}
+                con.execute("SELECT id FROM blobs WHERE refcount > 0 AND data IS NULL")}
         all_rows = {bytes(r[0]).hex() for r in con.execute("SELECT id FROM blobs")}
     finally:
         con.close()
@@ -546,23 +547,34 @@ def test_full_disk_is_a_temporary_failure(servers):
     appends = []
     m = srv.imap(user, pw)
     try:
-        # Big (spooled) and small (in memory) messages, each way in.
+        # Big (spooled) and small (in memory) messages, each way in. A small one may
+        # still be taken: it is kept in the database, whose log and free pages may
+        # have room the file system no longer has. Taken means kept (checked below).
         for size in (BIG, 2000):
-            code, text = smtp_send(srv, f"more.{uuid.uuid4().hex[:8]}@fill.test", user,
-                                   size)
+            may_fit = size < 64 * 1024
+            mid = f"more.{uuid.uuid4().hex[:8]}@fill.test"
+            code, text = smtp_send(srv, mid, user, size)
             replies.append((code, text))
-            assert (code, text[:5]) in {(452, b"4.3.1"), (451, b"4.3.0")}, (code, text)
+            if code == 250 and may_fit:
+                acked.append(mid)
+            else:
+                assert (code, text[:5]) in {(452, b"4.3.1"), (451, b"4.3.0")}, (code, text)
 
-            r = srv.deliver(user, letter(f"lda.{uuid.uuid4().hex[:8]}@fill.test", [user],
-                                         size), check=False)
-            assert r.returncode == 75, (r.returncode, r.stderr)
+            mid = f"lda.{uuid.uuid4().hex[:8]}@fill.test"
+            r = srv.deliver(user, letter(mid, [user], size), check=False)
+            if r.returncode == 0 and may_fit:
+                acked.append(mid)
+            else:
+                assert r.returncode == 75, (r.returncode, r.stderr)
 
-            typ, data = m.append("INBOX", None, None,
-                                 letter(f"app.{uuid.uuid4().hex[:8]}@fill.test", [user],
-                                        size))
+            mid = f"app.{uuid.uuid4().hex[:8]}@fill.test"
+            typ, data = m.append("INBOX", None, None, letter(mid, [user], size))
             appends.append((typ, data))
-            assert typ == "NO", (typ, data)
-            assert re.search(rb"\[(UNAVAILABLE|OVERQUOTA|LIMIT)\]", data[0]), data
+            if typ == "OK" and may_fit:
+                acked.append(mid)
+            else:
+                assert typ == "NO", (typ, data)
+                assert re.search(rb"\[(UNAVAILABLE|OVERQUOTA|LIMIT)\]", data[0]), data
             # The session survives the failure.
             assert m.noop()[0] == "OK"
     finally:
@@ -577,8 +589,12 @@ def test_full_disk_is_a_temporary_failure(servers):
     srv.kill9()
     srv.start()
     assert sorted(message_ids(srv, user, pw)) == sorted(acked)
-    code, text = smtp_send(srv, f"crash.{uuid.uuid4().hex[:8]}@fill.test", user, 2000)
-    assert (code, text[:5]) in {(452, b"4.3.1"), (451, b"4.3.0")}, (code, text)
+    mid = f"crash.{uuid.uuid4().hex[:8]}@fill.test"
+    code, text = smtp_send(srv, mid, user, 2000)
+    if code == 250:
+        acked.append(mid)
+    else:
+        assert (code, text[:5]) in {(452, b"4.3.1"), (451, b"4.3.0")}, (code, text)
 
     # Every 250 is readable, even now.
     ids = message_ids(srv, user, pw)
@@ -753,7 +769,7 @@ def test_reserve_keeps_room_for_deletions(servers):
             kept.append(mid)
             break
         assert (code, text[:5]) == (452, b"4.3.1"), (code, text)
-        assert time.monotonic() < deadline, "no room came back after deleting"
+        assert time.monotonic() < deadline, f"no room came back after deleting: {text!r}"
         time.sleep(1)
     assert sorted(message_ids(srv, user, pw)) == sorted(kept)
     check_store(srv)

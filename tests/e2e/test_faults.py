@@ -26,9 +26,13 @@ from conftest import DOMAIN, PASSWORD, TIMEOUT, Server, free_port
 
 POINTS = ["blob_write", "blob_fsync", "blob_rename", "dir_fsync", "commit"]
 PLAN = ",".join(f"{p}:1" for p in POINTS)
+# Every message in a file of its own, so that each of the five steps is taken (small
+# messages are otherwise kept in the database, with no directory fsync;
+# crates/store-sqlite/tests/faults.rs covers that path point by point).
+FILES = "\n[store]\ninline_max = 0\n"
 # Outbound mail goes to a smarthost that is not there: it stays queued (pending).
 QUEUE = (f'\n[queue]\nsmarthost = "127.0.0.1:{free_port()}"\n'
-         f'smarthost_tls = "none"\nretry = ["1h"]\nexpire = "5d"\n')
+         f'smarthost_tls = "none"\nretry = ["1h"]\nexpire = "5d"\n') + FILES
 
 
 def letter(msgid: str, to: str, frm: str = "sender@example.org") -> bytes:
@@ -84,7 +88,7 @@ def strays(srv: Server) -> tuple[set[str], set[str], list[str]]:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
         rows = {bytes(r[0]).hex() for r in
-                con.execute("SELECT id FROM blobs WHERE refcount > 0")}
+                con.execute("SELECT id FROM blobs WHERE refcount > 0 AND data IS NULL")}
     finally:
         con.close()
     files = {f.name for f in (srv.data / "blobs").glob("*/*/*") if f.is_file()}
@@ -125,7 +129,7 @@ def assert_stored_once(srv: Server, user: str, before: dict, msgid: str) -> None
 
 
 def test_smtp_delivery_fails_temporarily_then_succeeds(launcher):
-    srv = launcher(env={"BUUDIEN_FAULTS": PLAN}, name="faults-smtp")
+    srv = launcher(sections=FILES, env={"BUUDIEN_FAULTS": PLAN}, name="faults-smtp")
     user, _ = srv.new_user("smtp")
     seen = Visible(srv, [user])
     before = seen.snapshot()
@@ -185,7 +189,7 @@ def test_submission_fails_temporarily_then_succeeds(launcher):
 
 
 def test_imap_append_fails_temporarily_then_succeeds(launcher):
-    srv = launcher(env={"BUUDIEN_FAULTS": PLAN}, name="faults-imap")
+    srv = launcher(sections=FILES, env={"BUUDIEN_FAULTS": PLAN}, name="faults-imap")
     user, _ = srv.new_user("imap")
     seen = Visible(srv, [user])
     before = seen.snapshot()
@@ -208,7 +212,7 @@ def test_imap_append_fails_temporarily_then_succeeds(launcher):
 
 
 def test_deliver_exits_75_then_succeeds(launcher):
-    srv = launcher(name="faults-deliver")
+    srv = launcher(sections=FILES, name="faults-deliver")
     user, _ = srv.new_user("lda")
     seen = Visible(srv, [user])
     before = seen.snapshot()

@@ -24,6 +24,11 @@ from pathlib import Path
 from conftest import TIMEOUT, message
 
 
+# These tests damage blob files: every message gets one (small messages are otherwise
+# kept in the database; crates/store-sqlite/tests/check.rs checks those).
+FILES = "\n[store]\ninline_max = 0\n"
+
+
 def blob_of(data: Path, marker: bytes) -> Path:
     """The blob file (blobs/xx/yy/<sha256>) whose contents hold `marker`."""
     found = [p for p in (data / "blobs").glob("*/*/*") if marker in p.read_bytes()]
@@ -58,7 +63,7 @@ class RawImap:
 
 
 def test_damaged_blobs_are_reported_refused_and_quarantined(launcher):
-    srv = launcher(smtp=False)
+    srv = launcher(smtp=False, sections=FILES)
     user, pw = srv.new_user("ck")
     msgs = [message(f"store check {name}", f"body of the {name} message\n")
             for name in ("truncated", "flipped", "sound")]

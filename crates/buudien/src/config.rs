@@ -58,6 +58,11 @@ pub struct Store {
     pub url: Option<String>,
     /// Connections in the PostgreSQL pool of this node. Default 16.
     pub pool_size: usize,
+    /// SQLite: messages up to this size are kept in the database instead of a file of
+    /// their own (they then cost no fsync of their own); 0 puts every message in a
+    /// file. Default 128 KiB.
+    #[serde(deserialize_with = "opt_size")]
+    pub inline_max: Option<u64>,
 }
 
 /// The store backends.
@@ -77,6 +82,7 @@ impl Default for Store {
             backend: Backend::Sqlite,
             url: None,
             pool_size: 16,
+            inline_max: None,
         }
     }
 }
@@ -88,6 +94,7 @@ impl std::fmt::Debug for Store {
             .field("backend", &self.backend)
             .field("url", &self.url.as_ref().map(|_| "<set>"))
             .field("pool_size", &self.pool_size)
+            .field("inline_max", &self.inline_max)
             .finish()
     }
 }
@@ -101,6 +108,10 @@ impl Store {
             }
             (Backend::Sqlite, Some(_)) => Err(
                 "[store] url is only used with backend = \"postgres\" (SQLite lives in data_dir)"
+                    .into(),
+            ),
+            (Backend::Postgres, _) if self.inline_max.is_some() => Err(
+                "[store] inline_max is for the SQLite store (PostgreSQL keeps every message in the database)"
                     .into(),
             ),
             _ if self.pool_size == 0 => Err("[store] pool_size must be at least 1".into()),
@@ -405,6 +416,10 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
+fn opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    size(d).map(Some)
+}
+
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     duration(d).map(Some)
 }
@@ -601,9 +616,14 @@ servers = ["127.0.0.1:5353"]
             "[store]\nbackend = \"postgres\"\nurl = \"postgres://db/mail\"\npool_size = 0\n",
             "[store]\nbackend = \"mysql\"\n",
             "[store]\nbackend = \"postgres\"\nurl = \"postgres://db/mail\"\npool = 3\n",
+            "[store]\nbackend = \"postgres\"\nurl = \"postgres://db/mail\"\ninline_max = 0\n",
+            "[store]\ninline_max = \"lots\"\n",
         ] {
             assert!(Config::parse(&format!("{base}{bad}")).is_err(), "{bad}");
         }
+        let c = Config::parse(&format!("{base}[store]\ninline_max = \"64K\"\n"))?;
+        assert_eq!(c.store.inline_max, Some(64 << 10));
+        assert_eq!(Config::parse(base)?.store.inline_max, None);
         Ok(())
     }
 

@@ -53,6 +53,9 @@ pub fn open_sqlite(cfg: &Config) -> Result<SqliteStore, CliError> {
         )
     })?;
     store.set_min_free_space(cfg.limits.min_free_space);
+    if let Some(max) = cfg.store.inline_max {
+        store.set_inline_max(max);
+    }
     Ok(store)
 }
 

@@ -193,19 +193,19 @@ impl SqliteStore {
 
 type Note<'a> = dyn FnMut(&mut CheckReport, Problem) + 'a;
 
-/// One page of `(id, size, refcount, quarantine problem)` after `after`.
-type Row = (Vec<u8>, i64, i64, Option<String>);
+/// One page of `(id, size, refcount, quarantine problem, kept inline)` after `after`.
+type Row = (Vec<u8>, i64, i64, Option<String>, bool);
 
 fn page(conn: &Connection, after: &[u8]) -> Result<Vec<Row>> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT b.id, b.size, b.refcount, q.problem FROM blobs b
+            "SELECT b.id, b.size, b.refcount, q.problem, b.data IS NOT NULL FROM blobs b
              LEFT JOIN quarantine q ON q.blob_id = b.id
              WHERE b.id > ?1 ORDER BY b.id LIMIT ?2",
         )
         .map_err(db_err)?;
     stmt.query_map(params![after, PAGE], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
     })
     .map_err(db_err)?
     .collect::<rusqlite::Result<Vec<_>>>()
@@ -224,12 +224,18 @@ fn blob_pass(
         let rows = page(conn, &after)?;
         let Some(last) = rows.last() else { break };
         after = last.0.clone();
-        for (raw, size, refcount, known) in rows {
+        for (raw, size, refcount, known, inline) in rows {
             report.blobs += 1;
             let blob = mail::blob_from(raw)?;
             let size = mail::u64_of(size);
             if refcount <= 0 {
                 report.garbage += 1;
+                continue;
+            }
+            if inline {
+                if let Some(p) = check_inline(inner, conn, blob, size, opts, report)? {
+                    note(report, p);
+                }
                 continue;
             }
             let kind = match quarantine::examine(inner, &blob, size)? {
@@ -252,6 +258,69 @@ fn blob_pass(
         }
     }
     Ok(())
+}
+
+/// What is wrong with bytes kept in the database, if anything.
+fn inline_problem(blob: &BlobId, size: u64, bytes: &[u8]) -> Option<ProblemKind> {
+    let found = bytes.len() as u64;
+    if found != size {
+        Some(ProblemKind::WrongSize { size, found })
+    } else if <[u8; 32]>::from(Sha256::digest(bytes)) != blob.0 {
+        Some(ProblemKind::WrongHash { size })
+    } else {
+        None
+    }
+}
+
+/// Checks a blob kept in the database (`blobs.data`): its length and SHA-256. A bad
+/// one is looked at again under the write lock and, with `quarantine`, its bytes are
+/// set aside like a file's (see `quarantine::set_aside_inline`).
+fn check_inline(
+    inner: &Inner,
+    conn: &mut Connection,
+    blob: BlobId,
+    size: u64,
+    opts: CheckOptions,
+    report: &mut CheckReport,
+) -> Result<Option<Problem>> {
+    let Some(bytes) = quarantine::inline(conn, &blob)? else {
+        // Collected (or moved to a file) since the page was read.
+        return Ok(None);
+    };
+    report.bytes = report.bytes.saturating_add(bytes.len() as u64);
+    if inline_problem(&blob, size, &bytes).is_none() {
+        report.verified += 1;
+        return Ok(None);
+    }
+    let tx = write_tx(conn)?;
+    let Some((size, refs)) = quarantine::indexed(&tx, &blob)? else {
+        return Ok(None);
+    };
+    let Some(bytes) = quarantine::inline(&tx, &blob)? else {
+        return Ok(None);
+    };
+    let Some(kind) = inline_problem(&blob, size, &bytes).filter(|_| refs > 0) else {
+        return Ok(None);
+    };
+    let owners = owners(&tx, &blob)?;
+    let mut quarantined_now = false;
+    if opts.quarantine {
+        let problem = match &kind {
+            ProblemKind::WrongSize { size, found } => {
+                format!("wrong size ({found} octets, indexed {size})")
+            }
+            _ => format!("wrong hash ({size} octets)"),
+        };
+        quarantine::set_aside_inline(inner, &tx, &blob, size, &problem, &bytes)?;
+        tx.commit().map_err(db_err)?;
+        quarantined_now = true;
+    }
+    Ok(Some(Problem {
+        blob,
+        kind,
+        owners,
+        quarantined_now,
+    }))
 }
 
 /// SHA-256 of a file, read in [`CHUNK`]s.

@@ -91,6 +91,9 @@ use std::time::{Duration, SystemTime};
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default free-space reserve: 64 MiB.
 pub const DEFAULT_MIN_FREE: u64 = 64 << 20;
+/// The default size up to which messages are kept in the database: 128 KiB (most
+/// mail; see [`SqliteStore::set_inline_max`]).
+pub const DEFAULT_INLINE_MAX: u64 = 128 << 10;
 /// Log pages after which a committing writer checkpoints by itself (SQLite's default
 /// is 1,000): a safety net only, since [`SqliteStore::run_checkpointer`] checkpoints
 /// in the background, outside the write gate, long before.
@@ -123,6 +126,9 @@ pub(crate) struct Inner {
     faults: faults::Faults,
     /// Free space (octets) new messages may not eat into; 0: no reserve.
     min_free: AtomicU64,
+    /// Messages of at most this many octets are kept in the database (`blobs.data`)
+    /// instead of a file of their own; 0: every message in a file.
+    inline_max: AtomicU64,
     /// Deliveries waiting to share a transaction (group commit).
     group: group::Group,
     /// SEARCH uses the text index (see `text`).
@@ -156,6 +162,14 @@ impl SqliteStore {
         self.inner.min_free.store(bytes, Ordering::Relaxed);
     }
 
+    /// Sets the size up to which a message is kept in the database instead of a file
+    /// of its own (default [`DEFAULT_INLINE_MAX`]; 0: always a file). Such a message
+    /// costs no fsync of its own: the commit's log fsync makes it durable, shared by
+    /// every delivery of a group commit. Larger ones stream from their files.
+    pub fn set_inline_max(&self, bytes: u64) {
+        self.inner.inline_max.store(bytes, Ordering::Relaxed);
+    }
+
     /// Like [`SqliteStore::open`], with the fault-injection plan `plan` (the syntax of
     /// `BUUDIEN_FAULTS`, e.g. `"blob_fsync:1,commit:2"`) instead of the environment's.
     /// For tests.
@@ -176,6 +190,7 @@ impl SqliteStore {
             swept: AtomicBool::new(false),
             faults,
             min_free: AtomicU64::new(DEFAULT_MIN_FREE),
+            inline_max: AtomicU64::new(DEFAULT_INLINE_MAX),
             group: group::Group::default(),
             text_enabled: AtomicBool::new(true),
             text_on_demand: AtomicUsize::new(text::DEFAULT_ON_DEMAND),
@@ -401,15 +416,18 @@ impl MailStore for SqliteStore {
             .await
     }
 
-    /// The file's length is checked against the index (not its hash: see
-    /// `quarantine`); a missing or wrong-size file of a referenced blob is quarantined
+    /// A small message comes from the database in one piece; a file's length is
+    /// checked against the index (not its hash: see `quarantine`); a missing or wrong-size file of a referenced blob is quarantined
     /// and answered with [`StoreError::Damaged`].
     async fn read_blob(&self, blob: &BlobId) -> Result<BlobReader> {
         let blob = *blob;
-        let f = self
+        let opened = self
             .run(move |inner, c| quarantine::open_checked(inner, c, &blob))
             .await?;
-        Ok(Box::pin(tokio::fs::File::from_std(f)))
+        Ok(match opened {
+            quarantine::Opened::Inline(bytes) => Box::pin(std::io::Cursor::new(bytes)),
+            quarantine::Opened::File(f) => Box::pin(tokio::fs::File::from_std(f)),
+        })
     }
 
     async fn expunge(&self, mailbox: MailboxId, uids: &[Uid]) -> Result<usize> {

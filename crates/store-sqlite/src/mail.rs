@@ -3,6 +3,7 @@
 
 use crate::admin::write_tx;
 use crate::cached::Cached;
+use crate::faults::Point;
 use crate::{Inner, blobs, db_err, group, lock, quarantine, queue, space};
 use buudien_store::{
     AccountId, BlobId, Change, ChangeKind, Delivered, Envelope, Guard, Mailbox, MailboxId,
@@ -12,6 +13,7 @@ use buudien_types::{Uid, UidValidity};
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -68,16 +70,28 @@ pub struct Parts<'a> {
     pub message: &'a [u8],
 }
 
-/// A blob written and fsynced to `tmp/`, waiting for the transaction.
+/// A new message's bytes, ready for the transaction: small ones in memory (stored in
+/// `blobs.data`), others written and fsynced to `tmp/`.
 pub(crate) struct NewBlob {
     id: BlobId,
     size: i64,
-    tmp: blobs::TempBlob,
+    body: Body,
+}
+
+/// Where a [`NewBlob`]'s bytes wait.
+enum Body {
+    /// In memory, for `blobs.data`.
+    Inline(Vec<u8>),
+    /// In a fsynced temporary file, for `blobs/`.
+    File(blobs::TempBlob),
 }
 
 impl NewBlob {
-    /// Writes and fsyncs the temporary file of a new message, after checking the
-    /// free-space reserve (collecting garbage first when it is short).
+    /// Prepares a new message: checks the free-space reserve (collecting garbage
+    /// first when it is short), then keeps it in memory when it is at most
+    /// `inline_max` octets, else writes and fsyncs its temporary file. (The inline
+    /// path passes the same fault points as a file would, so fault injection covers
+    /// both.)
     pub(crate) fn write(
         inner: &Arc<Inner>,
         conn: &mut Connection,
@@ -90,19 +104,35 @@ impl NewBlob {
             len = len.saturating_add(p.len());
         }
         space::ensure_room(inner, conn, len as u64)?;
+        let body = if (len as u64) <= inner.inline_max.load(Ordering::Relaxed) {
+            inner.faults.check(Point::BlobWrite)?;
+            let mut bytes = Vec::with_capacity(len);
+            for p in parts {
+                bytes.extend_from_slice(p);
+            }
+            inner.faults.check(Point::BlobFsync)?;
+            Body::Inline(bytes)
+        } else {
+            Body::File(blobs::TempBlob::write_parts(
+                &inner.dir,
+                &inner.faults,
+                parts,
+            )?)
+        };
         Ok(NewBlob {
             id: BlobId(h.finalize().into()),
             size: i64_of(len as u64),
-            tmp: blobs::TempBlob::write_parts(&inner.dir, &inner.faults, parts)?,
+            body,
         })
     }
 
-    /// Puts the file in place unless a live copy is there, and adds `refs`
-    /// references. Runs inside a piece of a group commit (`group`); a file it puts
-    /// in place is listed in `placed` first, and the group's leader runs
-    /// [`blobs::sync_dirs`] on every piece's `placed` before it commits. A quarantined blob is healed: these are
-    /// its exact bytes (the id is their SHA-256), so the file goes back in place and
-    /// the quarantine row goes, and every email that refers to it reads again.
+    /// Adds `refs` references to the blob, storing its bytes unless a live copy is
+    /// there. Runs inside a piece of a group commit (`group`); a file it puts in
+    /// place is listed in `placed` first, and the group's leader runs
+    /// [`blobs::sync_dirs`] on every piece's `placed` before it commits. A
+    /// quarantined blob is healed: these are its exact bytes (the id is their
+    /// SHA-256), so they are stored again and the quarantine row goes, and every
+    /// email that refers to it reads again.
     pub(crate) fn commit(
         self,
         inner: &Inner,
@@ -119,15 +149,34 @@ impl NewBlob {
             .optional()
             .map_err(db_err)?;
         let damaged = live.is_some() && quarantine::recorded(tx, &self.id)?.is_some();
-        match live {
-            // A live blob's file is in place; ours is identical and is dropped.
-            Some(rc) if rc > 0 && !damaged => drop(self.tmp),
-            // New, or garbage whose file may already be gone: (re)place the file.
-            _ => {
-                placed.push(self.id);
-                self.tmp
-                    .place_unsynced(&inner.dir, &inner.faults, &self.id)?
-            }
+        let keep = matches!(live, Some(rc) if rc > 0) && !damaged;
+        if keep {
+            // A live blob's bytes are stored; ours are identical and are dropped.
+            tx.exec_c(
+                "UPDATE blobs SET refcount = refcount + ?2 WHERE id = ?1",
+                params![&self.id.0[..], refs],
+            )
+            .map_err(db_err)?;
+        } else {
+            // New, or garbage whose file may already be gone: store the bytes.
+            let inline = match self.body {
+                Body::Inline(bytes) => {
+                    inner.faults.check(Point::BlobRename)?;
+                    Some(bytes)
+                }
+                Body::File(tmp) => {
+                    placed.push(self.id);
+                    tmp.place_unsynced(&inner.dir, &inner.faults, &self.id)?;
+                    None
+                }
+            };
+            tx.exec_c(
+                "INSERT INTO blobs (id, size, refcount, data) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE
+                     SET refcount = max(refcount, 0) + excluded.refcount, data = excluded.data",
+                params![&self.id.0[..], self.size, refs, inline],
+            )
+            .map_err(db_err)?;
         }
         if damaged {
             tx.exec_c(
@@ -137,15 +186,9 @@ impl NewBlob {
             .map_err(db_err)?;
             tracing::warn!(
                 blob = %self.id.to_hex(),
-                "a quarantined blob was delivered again: its file is back in place"
+                "a quarantined blob was delivered again: its bytes are back"
             );
         }
-        tx.exec_c(
-            "INSERT INTO blobs (id, size, refcount) VALUES (?1, ?2, ?3)
-             ON CONFLICT (id) DO UPDATE SET refcount = max(refcount, 0) + excluded.refcount",
-            params![&self.id.0[..], self.size, refs],
-        )
-        .map_err(db_err)?;
         Ok(self.id)
     }
 }

@@ -8,6 +8,9 @@
 //! those emails lets garbage collection drop the `blobs` row as usual; the quarantine
 //! row and file stay for the operator to inspect (nothing removes them).
 //!
+//! A blob kept in the database (`blobs.data`) has no file and is never quarantined on
+//! read; `check` hashes it and can set its bytes aside like a file's.
+//!
 //! On read only the size is checked (one `fstat` and one indexed row per open): hashing
 //! would cost a second full read of every message served, so a same-size change of the
 //! contents is found by `buudien check` alone.
@@ -63,6 +66,17 @@ pub(crate) fn indexed(conn: &Connection, blob: &BlobId) -> Result<Option<(u64, i
     .map(|o| o.map(|(s, rc)| (u64::try_from(s).unwrap_or(0), rc)))
 }
 
+/// The blob's bytes when the database keeps them.
+pub(crate) fn inline(conn: &Connection, blob: &BlobId) -> Result<Option<Vec<u8>>> {
+    conn.row_c(
+        "SELECT data FROM blobs WHERE id = ?1 AND data IS NOT NULL",
+        [&blob.0[..]],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(db_err)
+}
+
 /// What was recorded when `blob` was quarantined, if it was.
 pub(crate) fn recorded(conn: &Connection, blob: &BlobId) -> Result<Option<String>> {
     conn.row_c(
@@ -78,16 +92,37 @@ fn not_found(blob: &BlobId) -> StoreError {
     StoreError::NotFound(format!("blob {}", blob.to_hex()))
 }
 
-/// Opens a blob for reading after checking its file's length against the index. A
-/// missing or wrong-size file of a referenced blob is quarantined (once; logged) and
-/// the answer is [`StoreError::Damaged`]; a blob without a row, or garbage whose file
-/// went, is [`StoreError::NotFound`].
-pub(crate) fn open_checked(inner: &Inner, conn: &mut Connection, blob: &BlobId) -> Result<File> {
-    let Some((size, _)) = indexed(conn, blob)? else {
+/// A blob's bytes, opened for reading.
+pub(crate) enum Opened {
+    /// Its file, of the indexed size.
+    File(File),
+    /// Kept in the database (`blobs.data`).
+    Inline(Vec<u8>),
+}
+
+/// Opens a blob for reading: its bytes from the database when they are kept there,
+/// else its file after checking the file's length against the index. A missing or
+/// wrong-size file of a referenced blob is quarantined (once; logged) and the answer
+/// is [`StoreError::Damaged`]; a blob without a row, or garbage whose file went, is
+/// [`StoreError::NotFound`].
+pub(crate) fn open_checked(inner: &Inner, conn: &mut Connection, blob: &BlobId) -> Result<Opened> {
+    let row: Option<(i64, Option<Vec<u8>>)> = conn
+        .row_c(
+            "SELECT size, data FROM blobs WHERE id = ?1",
+            [&blob.0[..]],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(db_err)?;
+    let Some((size, data)) = row else {
         return Err(not_found(blob));
     };
+    if let Some(bytes) = data {
+        return Ok(Opened::Inline(bytes));
+    }
+    let size = u64::try_from(size).unwrap_or(0);
     if let Found::Sized(f) = examine(inner, blob, size)? {
-        return Ok(f);
+        return Ok(Opened::File(f));
     }
     if let Some(problem) = recorded(conn, blob)? {
         return Err(StoreError::Damaged(format!(
@@ -101,8 +136,11 @@ pub(crate) fn open_checked(inner: &Inner, conn: &mut Connection, blob: &BlobId) 
     let Some((size, refs)) = indexed(&tx, blob)? else {
         return Err(not_found(blob));
     };
+    if let Some(bytes) = inline(&tx, blob)? {
+        return Ok(Opened::Inline(bytes));
+    }
     let problem = match examine(inner, blob, size)? {
-        Found::Sized(f) => return Ok(f),
+        Found::Sized(f) => return Ok(Opened::File(f)),
         Found::Missing if refs <= 0 => return Err(not_found(blob)),
         Found::Missing => format!("missing (indexed {size} octets)"),
         Found::WrongSize(n) => format!("wrong size ({n} octets, indexed {size})"),
@@ -120,6 +158,58 @@ pub(crate) fn open_checked(inner: &Inner, conn: &mut Connection, blob: &BlobId) 
         "blob {}: {problem}; quarantined",
         blob.to_hex()
     )))
+}
+
+/// Sets aside the bytes of a blob kept in the database: writes them (durably) to
+/// `quarantine/`, clears `blobs.data` (so reads find no bytes and answer
+/// [`StoreError::Damaged`]) and records `problem`. Runs inside the caller's write
+/// transaction, which commits.
+pub(crate) fn set_aside_inline(
+    inner: &Inner,
+    tx: &Connection,
+    blob: &BlobId,
+    size: u64,
+    problem: &str,
+    bytes: &[u8],
+) -> Result<()> {
+    use std::io::Write;
+    let now = secs(SystemTime::now());
+    let dir = inner.dir.join(DIR);
+    fs::create_dir_all(&dir)?;
+    let name = format!("{}.{now}", blob.to_hex());
+    let mut f = File::create(dir.join(&name))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    File::open(&dir)?.sync_all()?;
+    tx.exec_c("UPDATE blobs SET data = NULL WHERE id = ?1", [&blob.0[..]])
+        .map_err(db_err)?;
+    record(tx, blob, size, problem, Some(name), now)
+}
+
+/// Records (or updates) `blob`'s quarantine row.
+fn record(
+    tx: &Connection,
+    blob: &BlobId,
+    size: u64,
+    problem: &str,
+    file: Option<String>,
+    now: i64,
+) -> Result<()> {
+    tx.exec_c(
+        "INSERT INTO quarantine (blob_id, size, problem, file, found_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (blob_id) DO UPDATE SET problem = excluded.problem,
+             file = coalesce(excluded.file, file), found_at = excluded.found_at",
+        params![
+            &blob.0[..],
+            i64::try_from(size).unwrap_or(i64::MAX),
+            problem,
+            file,
+            now
+        ],
+    )
+    .map_err(db_err)?;
+    Ok(())
 }
 
 /// Moves `blob`'s file (if any) to `quarantine/` and records `problem`. Runs inside
@@ -148,19 +238,5 @@ pub(crate) fn set_aside(
         Err(e) if e.kind() == ErrorKind::NotFound => None,
         Err(e) => return Err(e.into()),
     };
-    tx.exec_c(
-        "INSERT INTO quarantine (blob_id, size, problem, file, found_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (blob_id) DO UPDATE SET problem = excluded.problem,
-             file = coalesce(excluded.file, file), found_at = excluded.found_at",
-        params![
-            &blob.0[..],
-            i64::try_from(size).unwrap_or(i64::MAX),
-            problem,
-            file,
-            now
-        ],
-    )
-    .map_err(db_err)?;
-    Ok(())
+    record(tx, blob, size, problem, file, now)
 }

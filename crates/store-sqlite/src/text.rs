@@ -122,19 +122,22 @@ fn extract(inner: &Inner, conn: &mut Connection, id: i64) -> Result<Extract> {
         return Ok(Extract::Scan);
     }
     let blob = blob_from(blob)?;
-    let file = match quarantine::open_checked(inner, conn, &blob) {
-        Ok(f) => f,
+    let bytes = match quarantine::open_checked(inner, conn, &blob) {
+        Ok(quarantine::Opened::Inline(bytes)) => bytes,
+        Ok(quarantine::Opened::File(file)) => {
+            let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            if let Err(e) = file.take(size).read_to_end(&mut bytes) {
+                tracing::warn!("text index: email {id} left to scans: {e}");
+                return Ok(Extract::Scan);
+            }
+            bytes
+        }
         Err(StoreError::NotFound(_)) => return Ok(Extract::Gone),
         Err(e) => {
             tracing::warn!("text index: email {id} left to scans: {e}");
             return Ok(Extract::Scan);
         }
     };
-    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    if let Err(e) = file.take(size).read_to_end(&mut bytes) {
-        tracing::warn!("text index: email {id} left to scans: {e}");
-        return Ok(Extract::Scan);
-    }
     let meta = meta
         .and_then(|m| MessageMeta::from_bytes(&m).ok())
         .unwrap_or_else(|| MessageMeta::parse(&bytes));

@@ -30,9 +30,11 @@ fn message(n: usize) -> Vec<u8> {
     format!("Subject: message {n}\r\n\r\nbody of message {n}, long enough to cut\r\n").into_bytes()
 }
 
-/// A store with `n` messages delivered to ann; their blobs in delivery order.
+/// A store with `n` messages delivered to ann, each in a file of its own (these tests
+/// damage files); their blobs in delivery order.
 async fn store_with(dir: &Path, n: usize) -> (SqliteStore, Vec<BlobId>) {
     let s = ok(SqliteStore::open(dir));
+    s.set_inline_max(0);
     ok(s.add_domain(&ok(Domain::parse("a.example"))).await);
     let id = ok(s
         .add_account(NewAccount {
@@ -247,7 +249,8 @@ fn a_version_5_database_gains_the_quarantine_table() {
     ok(db.execute_batch(
         "DROP TABLE quarantine; DROP TRIGGER email_text_drop; DROP TABLE email_text;
          DROP INDEX emails_text_pending; ALTER TABLE emails DROP COLUMN text_state;
-         DROP INDEX emails_blob; DROP INDEX queue_blob; PRAGMA user_version = 5;",
+         DROP INDEX emails_blob; DROP INDEX queue_blob; ALTER TABLE blobs DROP COLUMN data;
+         PRAGMA user_version = 5;",
     ));
     drop(db);
     drop(ok(SqliteStore::open(dir.path())));
@@ -255,7 +258,7 @@ fn a_version_5_database_gains_the_quarantine_table() {
         dir.path().join("buudien.sqlite"),
     ));
     let v: i64 = ok(db.query_row("PRAGMA user_version", [], |r| r.get(0)));
-    assert_eq!(v, 8);
+    assert_eq!(v, 9);
     let n: i64 = ok(db.query_row("SELECT count(*) FROM quarantine", [], |r| r.get(0)));
     assert_eq!(n, 0);
 }
@@ -318,4 +321,112 @@ fn check_beside_a_busy_writer_reports_nothing() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let written = ok(rt.block_on(task));
     assert!(written > 0, "the writer ran");
+}
+
+/// Files under `blobs/`.
+fn blob_files(dir: &Path) -> usize {
+    fn walk(p: &Path) -> usize {
+        std::fs::read_dir(p).map_or(0, |rd| {
+            rd.flatten()
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() { walk(&p) } else { 1 }
+                })
+                .sum()
+        })
+    }
+    walk(&dir.join("blobs"))
+}
+
+#[tokio::test]
+async fn small_messages_live_in_the_database_and_large_ones_in_files() {
+    let dir = ok(tempfile::tempdir());
+    let (s, _) = store_with(dir.path(), 0).await;
+    s.set_inline_max(buudien_store_sqlite::DEFAULT_INLINE_MAX);
+    let ann = ok(s.account(&ok(Address::parse("ann@a.example"))).await).map_or(0, |a| a.id);
+    let small = message(1);
+    let mut large = b"Subject: large\r\n\r\n".to_vec();
+    large.resize(200 * 1024, b'x');
+    ok(s.deliver(&[ann], &small, SystemTime::now()).await);
+    ok(s.deliver(&[ann], &large, SystemTime::now()).await);
+    assert_eq!(
+        blob_files(dir.path()),
+        1,
+        "only the large message has a file"
+    );
+    let drop_ = ok(s.open_maildrop(ann).await);
+    let got: Vec<Vec<u8>> = {
+        let mut v = Vec::new();
+        for e in &drop_.entries {
+            v.push(ok(read_all(&s, &e.blob).await));
+        }
+        v
+    };
+    assert_eq!(got, vec![small.clone(), large.clone()]);
+    let db = ok(rusqlite::Connection::open(
+        dir.path().join("buudien.sqlite"),
+    ));
+    let inline: i64 = ok(db.query_row(
+        "SELECT count(*) FROM blobs WHERE data IS NOT NULL",
+        [],
+        |r| r.get(0),
+    ));
+    assert_eq!(inline, 1);
+    let (report, found) = run_check(&s, false);
+    assert!(found.is_empty(), "{found:?}");
+    assert_eq!(report.verified, 2);
+    // Expunged and collected: the row and its bytes go; the file too.
+    let inbox = ok(s.mailboxes(ann).await);
+    let inbox = inbox.iter().find(|m| m.name == "INBOX").map_or(0, |m| m.id);
+    let uids: Vec<_> = drop_.entries.iter().map(|e| e.uid).collect();
+    assert_eq!(ok(s.expunge(inbox, &uids).await), 2);
+    drop(drop_);
+    ok(s.collect_garbage().await);
+    let rows: i64 = ok(db.query_row("SELECT count(*) FROM blobs", [], |r| r.get(0)));
+    assert_eq!((rows, blob_files(dir.path())), (0, 0));
+}
+
+#[tokio::test]
+async fn check_hashes_inline_blobs_and_sets_bad_ones_aside() {
+    let dir = ok(tempfile::tempdir());
+    let (s, _) = store_with(dir.path(), 0).await;
+    s.set_inline_max(buudien_store_sqlite::DEFAULT_INLINE_MAX);
+    let ann = ok(s.account(&ok(Address::parse("ann@a.example"))).await).map_or(0, |a| a.id);
+    let good = message(7);
+    ok(s.deliver(&[ann], &good, SystemTime::now()).await);
+    let blob = ok(s.open_maildrop(ann).await).entries[0].blob;
+    // Same length, other bytes: only the hash can tell.
+    let mut bad = good.clone();
+    bad[0] = b'X';
+    let db = ok(rusqlite::Connection::open(
+        dir.path().join("buudien.sqlite"),
+    ));
+    ok(db.execute("UPDATE blobs SET data = ?1", [&bad]));
+    let (_, found) = run_check(&s, false);
+    assert_eq!(
+        kind_of(&found, &blob),
+        Some(ProblemKind::WrongHash {
+            size: good.len() as u64
+        })
+    );
+    assert!(!found[0].quarantined_now);
+    let (_, found) = run_check(&s, true);
+    assert!(found[0].quarantined_now, "{found:?}");
+    // The bad bytes wait in quarantine/ for the operator; reads fail as damaged.
+    let kept: Vec<_> = ok(std::fs::read_dir(dir.path().join("quarantine")))
+        .flatten()
+        .map(|e| ok(std::fs::read(e.path())))
+        .collect();
+    assert_eq!(kept, vec![bad]);
+    assert!(matches!(
+        read_all(&s, &blob).await,
+        Err(StoreError::Damaged(_))
+    ));
+    let (_, found) = run_check(&s, false);
+    assert!(found.iter().all(Problem::is_known), "{found:?}");
+    // The same message delivered again heals it.
+    ok(s.deliver(&[ann], &good, SystemTime::now()).await);
+    assert_eq!(ok(read_all(&s, &blob).await), good);
+    let (_, found) = run_check(&s, false);
+    assert!(found.is_empty(), "{found:?}");
 }

@@ -2,7 +2,8 @@
 //! any storage step of a delivery, a submission or an APPEND is a temporary error,
 //! leaves nothing visible (no message, UIDNEXT/HIGHESTMODSEQ/usage/queue unchanged),
 //! leaves no file without a row in `tmp/` or `blobs/` and no row without its file, and
-//! the same call made again succeeds once.
+//! the same call made again succeeds once. Each runs with messages in files of their
+//! own and, where the points apply, with small messages kept in the database.
 
 use buudien_store::{
     AccountId, Envelope, Flags, MailStore, MailboxId, MailboxStore, MessageSource, NewAccount,
@@ -42,9 +43,18 @@ struct World {
     inbox: MailboxId,
 }
 
+/// Messages in files of their own (every fault point applies).
 async fn world(plan: &str) -> Result<World, Box<dyn std::error::Error>> {
+    world_with(plan, false).await
+}
+
+/// With `inline`, small messages are kept in the database (no directory fsync).
+async fn world_with(plan: &str, inline: bool) -> Result<World, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let store = SqliteStore::open_with_faults(dir.path(), plan)?;
+    if !inline {
+        store.set_inline_max(0);
+    }
     store.add_domain(&Domain::parse("a.example")?).await?;
     let address = Address::parse("ann@a.example")?;
     let account = store
@@ -75,6 +85,7 @@ struct Seen {
     used_bytes: u64,
     queued: usize,
     tmp_files: usize,
+    /// Blobs stored: files, and rows holding their bytes.
     blob_files: usize,
 }
 
@@ -106,7 +117,7 @@ impl World {
         files_under(&self.dir.path().join("tmp"), &mut tmp)?;
         let mut blobs = Vec::new();
         files_under(&self.dir.path().join("blobs"), &mut blobs)?;
-        self.check_blobs(&blobs)?;
+        let inline = self.check_blobs(&blobs)?;
         Ok(Seen {
             uidnext: inbox.uidnext.0,
             highestmodseq: inbox.highestmodseq,
@@ -116,32 +127,47 @@ impl World {
             used_bytes: account.used_bytes,
             queued: self.store.queue_list().await?.len(),
             tmp_files: tmp.len(),
-            blob_files: blobs.len(),
+            blob_files: blobs.len() + inline,
         })
     }
 
-    /// Every blob file has a referenced row and every row its file.
-    fn check_blobs(&self, files: &[PathBuf]) -> TestResult {
+    /// Every blob file has a referenced row and every row its file or its bytes;
+    /// returns how many rows hold their bytes.
+    fn check_blobs(&self, files: &[PathBuf]) -> Result<usize, Box<dyn std::error::Error>> {
         let db = rusqlite::Connection::open(self.dir.path().join("buudien.sqlite"))?;
-        let mut stmt = db.prepare("SELECT lower(hex(id)), refcount FROM blobs")?;
+        let mut stmt =
+            db.prepare("SELECT lower(hex(id)), refcount, data IS NOT NULL FROM blobs")?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, bool>(2)?,
+                ))
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let names: Vec<String> = files
             .iter()
             .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
             .collect();
-        for (hex, refcount) in &rows {
+        for (hex, refcount, inline) in &rows {
             assert!(*refcount > 0, "blob row {hex} without references");
-            assert!(names.contains(hex), "blob row {hex} without its file");
+            assert!(
+                *inline || names.contains(hex),
+                "blob row {hex} without its file"
+            );
+            assert!(
+                !(*inline && names.contains(hex)),
+                "blob {hex} both in a file and in its row"
+            );
         }
         for name in &names {
             assert!(
-                rows.iter().any(|(hex, _)| hex == name),
+                rows.iter().any(|(hex, _, _)| hex == name),
                 "blob file {name} without a row"
             );
         }
-        Ok(())
+        Ok(rows.iter().filter(|(_, _, inline)| *inline).count())
     }
 }
 
@@ -242,8 +268,8 @@ impl Op {
 
 /// Runs `op` in a store whose plan is `plan`: it fails, temporarily, with nothing
 /// visible and no stray file; run again, it succeeds exactly once.
-async fn fails_cleanly_then_succeeds(op: Op, plan: &str) -> TestResult {
-    let w = world(plan).await?;
+async fn fails_cleanly_then_succeeds(op: Op, plan: &str, inline: bool) -> TestResult {
+    let w = world_with(plan, inline).await?;
     let before = w.seen().await?;
     let err = match op.run(&w).await {
         Ok(()) => return Err(format!("{op:?} with {plan} succeeded").into()),
@@ -279,7 +305,19 @@ async fn fails_cleanly_then_succeeds(op: Op, plan: &str) -> TestResult {
 async fn every_point_fails_every_write_cleanly() -> TestResult {
     for op in OPS {
         for point in POINTS {
-            fails_cleanly_then_succeeds(op, &format!("{point}:1")).await?;
+            fails_cleanly_then_succeeds(op, &format!("{point}:1"), false).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The same with small messages kept in the database: they pass the same points but
+/// the directory fsync, which they never need.
+#[tokio::test]
+async fn every_point_fails_every_inline_write_cleanly() -> TestResult {
+    for op in OPS {
+        for point in POINTS.into_iter().filter(|p| *p != "dir_fsync") {
+            fails_cleanly_then_succeeds(op, &format!("{point}:1"), true).await?;
         }
     }
     Ok(())
@@ -291,7 +329,10 @@ async fn every_point_fails_every_write_cleanly() -> TestResult {
 async fn a_failure_at_the_second_blob_removes_the_first() -> TestResult {
     for op in OPS.into_iter().filter(|op| op.blobs() == 2) {
         for point in POINTS.into_iter().filter(|p| *p != "commit") {
-            fails_cleanly_then_succeeds(op, &format!("{point}:2")).await?;
+            fails_cleanly_then_succeeds(op, &format!("{point}:2"), false).await?;
+        }
+        for point in ["blob_write", "blob_fsync", "blob_rename"] {
+            fails_cleanly_then_succeeds(op, &format!("{point}:2"), true).await?;
         }
     }
     Ok(())
