@@ -16,6 +16,7 @@
 //! - `text`: the text index behind SEARCH BODY / TEXT (`pg_trgm`, when available).
 //! - `lease`: the POP3 maildrop lock as an expiring lease row, and releases of
 //!   guards dropped outside async code.
+//! - `testing` (feature `testing`, for tests only): a throwaway PostgreSQL server.
 //!
 //! # Invariants
 //! - Every write runs in one transaction (READ COMMITTED) that locks the rows it
@@ -40,6 +41,8 @@ mod mail;
 mod queue;
 mod schema;
 mod sync;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod text;
 
 pub use lease::{LOCK_LEASE, PIN_LEASE};

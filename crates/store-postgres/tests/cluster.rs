@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use buudien_store_postgres::testing;
 
 use buudien_store::*;
 use buudien_store_postgres::{CODE_VERSION, PgStore};
@@ -22,7 +22,7 @@ fn ok<T>(r: Result<T>) -> T {
 }
 
 async fn nodes(n: usize) -> (String, Vec<PgStore>) {
-    let pg = common::server();
+    let pg = testing::server();
     let url = pg.fresh_db().await;
     let mut out = Vec::new();
     for _ in 0..n {
@@ -60,7 +60,7 @@ async fn sql(url: &str, q: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_serialise_and_refuse_old_code() {
-    let pg = common::server();
+    let pg = testing::server();
     let url = pg.fresh_db().await;
     // Four nodes start at once on an empty database: one migrates, the others wait
     // on the advisory lock and find the schema ready.

@@ -1,13 +1,14 @@
-//! A throwaway PostgreSQL for the tests of one test binary: `initdb` into a temporary
-//! directory, `pg_ctl start` on a free loopback port (socket in that directory),
-//! stopped and removed by a watchdog when the test process ends, however it ends. With
-//! `BUUDIEN_TEST_PG_URL` set (a superuser's URL), that server is used instead.
+//! A throwaway PostgreSQL for the tests of one test binary (feature `testing`; this
+//! crate's own tests and the protocol crates' `test-postgres` runs share it): `initdb`
+//! into a temporary directory, `pg_ctl start` on a free loopback port (socket in that
+//! directory), stopped and removed by a watchdog when the test process ends, however it
+//! ends. With `BUUDIEN_TEST_PG_URL` set (a superuser's URL), that server is used
+//! instead.
 //!
-//! Missing PostgreSQL binaries fail the tests: they are never skipped.
+//! Missing PostgreSQL binaries fail the tests: they are never skipped. Everything here
+//! panics on failure, as test set-up does.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
-
-use buudien_store_postgres::PgStore;
+use crate::PgStore;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -199,7 +200,9 @@ fn rand_u32() -> u32 {
 
 /// `url` as a `key=value` string without its database (so one can be appended).
 fn url_without_db(url: &str) -> String {
-    let cfg: tokio_postgres::Config = url.parse().expect("BUUDIEN_TEST_PG_URL");
+    let cfg: tokio_postgres::Config = url
+        .parse()
+        .unwrap_or_else(|e| panic!("BUUDIEN_TEST_PG_URL: {e}"));
     let mut out = Vec::new();
     for h in cfg.get_hosts() {
         match h {
