@@ -285,3 +285,65 @@ async fn sweep(client: &tokio_postgres::Client) {
         }
     }
 }
+
+/// Fault injection: cuts the stored bytes of the blob holding `content` (every blob
+/// when `None`) to their first `keep` octets, leaving the blob's recorded size as it
+/// was, so reading it fails as damaged. Returns how many blobs were cut.
+pub async fn truncate_blobs(store: &PgStore, content: Option<&[u8]>, keep: usize) -> usize {
+    let client = store
+        .inner
+        .client()
+        .await
+        .unwrap_or_else(|e| panic!("a connection: {e}"));
+    let ids: Vec<Vec<u8>> = match content {
+        Some(c) => vec![crate::mail::blob_id(&[c]).0.to_vec()],
+        None => client
+            .query("SELECT id FROM blobs", &[])
+            .await
+            .unwrap_or_else(|e| panic!("listing blobs: {e}"))
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+    };
+    let keep = i32::try_from(keep).unwrap_or(i32::MAX);
+    let mut cut = 0;
+    for id in &ids {
+        // Only the first chunk stays, cut to `keep` octets.
+        client
+            .execute(
+                "DELETE FROM blob_chunks WHERE blob_id = $1 \
+                 AND seq > (SELECT min(seq) FROM blob_chunks WHERE blob_id = $1)",
+                &[id],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("cutting a blob: {e}"));
+        cut += client
+            .execute(
+                "UPDATE blob_chunks SET data = substring(data FROM 1 FOR $2) WHERE blob_id = $1",
+                &[id, &keep],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("cutting a blob: {e}"));
+    }
+    usize::try_from(cut).unwrap_or(usize::MAX)
+}
+
+/// Fault injection: deletes the bytes of every blob (their rows stay), so any read
+/// of a message fails. Returns how many blobs lost their bytes.
+pub async fn remove_blob_bytes(store: &PgStore) -> usize {
+    let client = store
+        .inner
+        .client()
+        .await
+        .unwrap_or_else(|e| panic!("a connection: {e}"));
+    let n: i64 = client
+        .query_one(
+            "WITH d AS (DELETE FROM blob_chunks RETURNING blob_id) \
+             SELECT count(DISTINCT blob_id) FROM d",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("removing blob bytes: {e}"))
+        .get(0);
+    usize::try_from(n).unwrap_or(0)
+}
