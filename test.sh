@@ -5,7 +5,8 @@
 #      mutt, python3-pytest, postgresql (server binaries for crates/store-postgres's
 #      tests, which start their own throwaway server), and for the benchmark
 #      dovecot-imapd, dovecot-pop3d);
-#   2. cargo fmt --check, clippy -D warnings, cargo test (main workspace; fuzz/ targets are clippy'd);
+#   2. cargo fmt --check, clippy -D warnings, cargo test (main workspace; fuzz/ targets are clippy'd),
+#      then the protocol crates' tests again on PostgreSQL (feature test-postgres);
 #   3. builds the buudien binary and runs tests/e2e (pytest) against it;
 #   4. runs the benchmark harness in smoke mode (bench/run --smoke: buudien against
 #      Dovecot and Postfix for a few seconds, so the harness never rots), and
@@ -118,6 +119,10 @@ cargo fmt --manifest-path fuzz/Cargo.toml --check
 
 section "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+# The protocol crates, whose tests also run on PostgreSQL (feature test-postgres): their
+# tests as they build for it.
+PROTOCOL_CRATES=(-p buudien-imap -p buudien-pop3 -p buudien-smtp -p buudien-queue)
+cargo clippy "${PROTOCOL_CRATES[@]}" --all-targets --features test-postgres -- -D warnings
 # The fuzz targets build on stable too (cargo-fuzz adds the sanitizer flags on nightly);
 # checking them here keeps them in step with the codec APIs. They share the main target
 # directory, so the crates both workspaces use are built once.
@@ -126,6 +131,13 @@ CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}" \
 
 section "cargo test"
 cargo test --workspace
+
+# The same protocol tests on the PostgreSQL backend: each test gets a fresh database of
+# a throwaway server (buudien_store_postgres::testing) instead of a SQLite directory.
+section "cargo test --features test-postgres (imap, pop3, smtp, queue on PostgreSQL)"
+PG_START=$SECONDS
+cargo test "${PROTOCOL_CRATES[@]}" --features test-postgres
+echo "protocol tests on PostgreSQL: $((SECONDS - PG_START)) s"
 
 section "cargo build -p buudien"
 cargo build -p buudien

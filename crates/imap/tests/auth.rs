@@ -1,5 +1,5 @@
 //! AUTHENTICATE traces (RFC 9051 §6.2.2; SASL-IR, RFC 4959) over an in-memory duplex
-//! against a real SqliteStore: PLAIN, LOGIN and SCRAM-SHA-256 (RFC 5802, RFC 7677),
+//! against a real store: PLAIN, LOGIN and SCRAM-SHA-256 (RFC 5802, RFC 7677),
 //! with a SCRAM client written out here.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -10,7 +10,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use buudien_auth::ScramCredentials;
 use buudien_imap::{ImapConfig, ImapServer};
-use buudien_store_sqlite::SqliteStore;
 use common::*;
 use hmac::Mac;
 use sha2::{Digest, Sha256};
@@ -34,7 +33,7 @@ impl Client {
 }
 
 /// Connects over loopback and reads the greeting.
-async fn ready(server: &ImapServer<SqliteStore>) -> (Client, JoinHandle<()>) {
+async fn ready(server: &ImapServer<common::TestStore>) -> (Client, JoinHandle<()>) {
     let (mut c, task) = connect(server, LOOPBACK);
     let g = c.line().await;
     assert!(g.starts_with("* OK [CAPABILITY "), "{g}");

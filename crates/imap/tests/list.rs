@@ -1,7 +1,7 @@
 //! LIST (RFC 9051 §6.3.9, RFC 5258 LIST-EXTENDED, RFC 6154 SPECIAL-USE, RFC 5819
 //! LIST-STATUS), LSUB (RFC 3501 §6.3.9), CREATE with USE (RFC 6154 §3) and mailbox
 //! name encodings (RFC 3501 §5.1.3 modified UTF-7, RFC 6855 UTF8=ACCEPT) as protocol
-//! traces over an in-memory duplex against a real SqliteStore.
+//! traces over an in-memory duplex against a real store.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 

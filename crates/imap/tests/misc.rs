@@ -1,6 +1,6 @@
 //! NAMESPACE (RFC 9051 §6.3.10), ID (RFC 2971), QUOTA (RFC 9208) and the
 //! capabilities that announce them, as protocol traces over an in-memory duplex
-//! against a real SqliteStore.
+//! against a real store.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 

@@ -1,6 +1,6 @@
 //! SEARCH and UID SEARCH traces (RFC 9051 §6.4.4, RFC 3501 §6.4.4, RFC 4731 ESEARCH,
 //! RFC 5182 SEARCHRES, RFC 7162 §3.1.5 MODSEQ) over an in-memory duplex against a real
-//! SqliteStore.
+//! store (SQLite, or PostgreSQL with the feature `test-postgres`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -9,7 +9,6 @@ mod common;
 use buudien_imap::{ImapConfig, ImapServer};
 use buudien_imap_proto::Date;
 use buudien_store::MailStore;
-use buudien_store_sqlite::SqliteStore;
 use common::*;
 use std::time::{Duration, SystemTime};
 use tokio::task::JoinHandle;
@@ -30,14 +29,14 @@ impl Env {
 }
 
 /// A client over loopback that waits up to 20 s a line (searches read many messages).
-fn open(server: &ImapServer<SqliteStore>) -> (Client, JoinHandle<()>) {
+fn open(server: &ImapServer<common::TestStore>) -> (Client, JoinHandle<()>) {
     let (mut c, task) = connect(server, LOOPBACK);
     c.wait = Duration::from_secs(20);
     (c, task)
 }
 
 /// A default server and a client on it with INBOX selected.
-async fn selected(env: &Env) -> (Client, JoinHandle<()>, ImapServer<SqliteStore>) {
+async fn selected(env: &Env) -> (Client, JoinHandle<()>, ImapServer<common::TestStore>) {
     let server = env.server(ImapConfig::default());
     let (mut c, task) = open(&server);
     c.login_select().await;
@@ -623,9 +622,7 @@ async fn flag_searches_never_read_blobs() {
     c.search("b", "SEARCH BODY \"body 150\"", "* SEARCH 150")
         .await;
     // Take every message file away.
-    let blobs = env.dir.path().join("blobs");
-    assert!(blobs.is_dir());
-    std::fs::remove_dir_all(&blobs).unwrap();
+    assert_eq!(remove_blobs(&env.store, env.dir.path()).await, n as usize);
     // Flags, sets and sizes answer from the snapshot alone.
     let unseen: Vec<String> = (101..=n).map(|u| u.to_string()).collect();
     c.searches(&[

@@ -349,18 +349,6 @@ async fn index_answers_equal_scans() {
     assert!(nonempty > 150, "only {nonempty} searches found something");
 }
 
-/// Files under `dir`, recursively.
-fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            files(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
 #[tokio::test]
 async fn indexed_searches_do_not_read_messages() {
     let env = env().await;
@@ -371,12 +359,7 @@ async fn indexed_searches_do_not_read_messages() {
     env.deliver("Subject: c\r\n\r\nnothing\r\n").await;
     assert_eq!(env.store.index_text(10).await.unwrap(), 3);
     // With the message files gone, only the index can answer.
-    let mut blobs = Vec::new();
-    files(&env.dir.path().join("blobs"), &mut blobs);
-    assert_eq!(blobs.len(), 3);
-    for b in &blobs {
-        std::fs::remove_file(b).unwrap();
-    }
+    assert_eq!(remove_blobs(&env.store, env.dir.path()).await, 3);
     let server = env.server(ImapConfig::default());
     let (mut c, _task) = connect(&server, LOOPBACK);
     c.login().await;

@@ -1,4 +1,4 @@
-//! Whole IMAP sessions over an in-memory duplex against a real SqliteStore: the tests
+//! Whole IMAP sessions over an in-memory duplex against a real store: the tests
 //! read like protocol traces (what the client sends, what the server answers).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]

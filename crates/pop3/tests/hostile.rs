@@ -6,11 +6,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use buudien_auth::{FailureThrottle, ScramCredentials, ThrottleConfig, hash_password};
 use buudien_pop3::{Pop3Config, Pop3Server};
 use buudien_pop3_proto::MAX_OVERLONG_SKIP;
 use buudien_store::{AccountId, MailStore, NewAccount, PasswordRecord, Quota};
-use buudien_store_sqlite::SqliteStore;
 use buudien_types::{Address, Domain};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,13 +27,13 @@ const PASSWORD: &str = "correct horse";
 
 struct Env {
     _dir: TempDir,
-    store: SqliteStore,
+    store: common::TestStore,
     account: AccountId,
 }
 
 async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+    let store = common::open_store(dir.path()).await;
     store
         .add_domain(&Domain::parse("example.org").unwrap())
         .await

@@ -1,15 +1,16 @@
-//! Whole POP3 sessions over an in-memory duplex against a real SqliteStore: the tests
+//! Whole POP3 sessions over an in-memory duplex against a real store: the tests
 //! read like protocol traces (C: what the client sends, the asserts what the server
 //! answers).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use buudien_auth::{FailureThrottle, ScramCredentials, ThrottleConfig, hash_password};
 use buudien_pop3::{Limits, Pop3Config, Pop3Server};
 use buudien_store::{AccountId, MailStore, NewAccount, PasswordRecord, Quota};
-use buudien_store_sqlite::SqliteStore;
 use buudien_types::{Address, Domain};
 use md5::{Digest, Md5};
 use std::net::SocketAddr;
@@ -34,13 +35,13 @@ const UTF8_MSG: &str = "Subject: Grüße\r\n\r\nhi\r\n";
 /// A fresh store with one account.
 struct Env {
     _dir: TempDir,
-    store: SqliteStore,
+    store: common::TestStore,
     account: AccountId,
 }
 
 async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+    let store = common::open_store(dir.path()).await;
     store
         .add_domain(&Domain::parse("example.org").unwrap())
         .await
@@ -71,7 +72,7 @@ impl Env {
             .unwrap();
     }
 
-    fn server(&self, config: Pop3Config) -> Pop3Server<SqliteStore> {
+    fn server(&self, config: Pop3Config) -> Pop3Server<common::TestStore> {
         self.server_with(config, fast_throttle(10))
     }
 
@@ -79,7 +80,7 @@ impl Env {
         &self,
         config: Pop3Config,
         throttle: Arc<FailureThrottle>,
-    ) -> Pop3Server<SqliteStore> {
+    ) -> Pop3Server<common::TestStore> {
         Pop3Server::new(self.store.clone(), config, throttle)
     }
 
@@ -109,7 +110,10 @@ struct Client<T> {
 }
 
 /// Connects a client to `server` as `peer`; returns it and the session's task.
-fn connect(server: &Pop3Server<SqliteStore>, peer: &str) -> (Client<DuplexStream>, JoinHandle<()>) {
+fn connect(
+    server: &Pop3Server<common::TestStore>,
+    peer: &str,
+) -> (Client<DuplexStream>, JoinHandle<()>) {
     let (client, server_io) = tokio::io::duplex(1 << 16);
     let s = server.clone();
     let peer: SocketAddr = peer.parse().unwrap();
@@ -1012,7 +1016,7 @@ mod tls {
     }
 
     fn start(
-        server: &Pop3Server<SqliteStore>,
+        server: &Pop3Server<common::TestStore>,
         acceptor: TlsAcceptor,
         peer: &str,
     ) -> (DuplexStream, JoinHandle<()>) {
@@ -1117,15 +1121,9 @@ async fn retr_and_top_of_a_damaged_message_answer_sys_perm() {
     let env = env().await;
     env.deliver(MSG1).await;
     env.deliver(MSG2).await;
-    // Truncate MSG2's blob file (blobs/xx/yy/<sha256>).
-    let mut files = vec![env._dir.path().join("blobs")];
-    while let Some(p) = files.pop() {
-        if p.is_dir() {
-            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
-        } else if std::fs::read(&p).unwrap() == MSG2.as_bytes() {
-            std::fs::write(&p, b"Subj").unwrap();
-        }
-    }
+    // Cut MSG2's stored bytes to "Subj".
+    let cut = common::truncate_blobs(&env.store, env._dir.path(), Some(MSG2.as_bytes()), 4).await;
+    assert_eq!(cut, 1);
     let server = env.server(config());
     let (mut c, _) = connect(&server, LOOPBACK);
     c.login().await;

@@ -1,5 +1,5 @@
 //! Whole inbound (port 25) sessions over an in-memory duplex against a real
-//! SqliteStore: local delivery, aliases, sub-addresses, relay control, sizes, quota,
+//! store: local delivery, aliases, sub-addresses, relay control, sizes, quota,
 //! recipient limits, loops and the session limits. The tests read like protocol
 //! traces.
 

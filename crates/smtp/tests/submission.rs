@@ -195,9 +195,7 @@ async fn implicit_tls_on_465() {
 }
 
 /// A loopback submission session already authenticated as ann.
-async fn logged_in(
-    server: &SmtpServer<buudien_store_sqlite::SqliteStore>,
-) -> Client<tokio::io::DuplexStream> {
+async fn logged_in(server: &SmtpServer<common::TestStore>) -> Client<tokio::io::DuplexStream> {
     let (mut c, _) = connect(server, LOOPBACK, Mode::Submission);
     let ehlo = c.hello().await;
     assert!(

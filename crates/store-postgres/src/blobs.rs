@@ -79,16 +79,32 @@ type ChunkRx = tokio::sync::mpsc::Receiver<std::io::Result<Option<Vec<u8>>>>;
 /// Chunks fetched ahead of the reader, at most (so a reader holds about 3 MiB).
 const READ_AHEAD: usize = 2;
 
-/// Opens a blob for reading: its size and first chunk are read at once (so a missing
-/// blob fails here), the other chunks one at a time by a task, at most
-/// [`READ_AHEAD`] ahead of the reader: a large message is never held whole.
+/// Opens a blob for reading: its size, the length of its chunks and its first chunk
+/// are read at once (so a missing blob fails here, and one whose chunks do not add up
+/// to its size fails as damaged before any byte is read, as the protocols expect),
+/// the other chunks one at a time by a task, at most [`READ_AHEAD`] ahead of the
+/// reader: a large message is never held whole.
 pub(crate) async fn open(inner: &Arc<Inner>, blob: &BlobId) -> Result<BlobReader> {
     let (size, first) = in_tx!(inner, |tx| async move {
-        let Some(r) = row_opt(tx, "SELECT size FROM blobs WHERE id = $1", &[&&blob.0[..]]).await?
+        // octet_length of a stored bytea comes from its header, without reading it.
+        let Some(r) = row_opt(
+            tx,
+            "SELECT size, (SELECT coalesce(sum(octet_length(data)), 0)::bigint \
+             FROM blob_chunks WHERE blob_id = $1) FROM blobs WHERE id = $1",
+            &[&&blob.0[..]],
+        )
+        .await?
         else {
             return Err(StoreError::NotFound(format!("blob {}", blob.to_hex())));
         };
         let size = u64::try_from(get::<i64>(&r, 0)?).unwrap_or(0);
+        let stored = u64::try_from(get::<i64>(&r, 1)?).unwrap_or(0);
+        if stored != size {
+            return Err(StoreError::Damaged(format!(
+                "blob {} has {stored} octets in its chunks, its row says {size}",
+                blob.to_hex()
+            )));
+        }
         let first = row_opt(
             tx,
             "SELECT data FROM blob_chunks WHERE blob_id = $1 AND seq = 0",

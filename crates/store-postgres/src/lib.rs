@@ -19,6 +19,7 @@
 //!   guards dropped outside async code.
 //! - `auth`: the nodes' login outcomes (`auth_events`), so failed-login throttling
 //!   counts across the cluster.
+//! - `testing` (feature `testing`, for tests only): a throwaway PostgreSQL server.
 //!
 //! # Invariants
 //! - Every write runs in one transaction (READ COMMITTED) that locks the rows it
@@ -44,6 +45,8 @@ mod mail;
 mod queue;
 mod schema;
 mod sync;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod text;
 mod tls;
 

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use buudien_store_postgres::testing;
 
 use buudien_store_postgres::{AUTH_BATCH, AuthEvent, PgStore};
 use std::time::Duration;
@@ -19,7 +19,7 @@ fn failure(ip: &str, login: Option<&str>) -> AuthEvent {
 
 #[tokio::test]
 async fn nodes_read_each_others_events_only() {
-    let url = common::server().fresh_db().await;
+    let url = testing::server().fresh_db().await;
     let a = PgStore::connect(&url, 2).await.unwrap();
     let b = PgStore::connect(&url, 2).await.unwrap();
     let window = Duration::from_secs(600);
@@ -70,7 +70,7 @@ async fn nodes_read_each_others_events_only() {
 
 #[tokio::test]
 async fn a_burst_is_read_in_pages() {
-    let url = common::server().fresh_db().await;
+    let url = testing::server().fresh_db().await;
     let a = PgStore::connect(&url, 2).await.unwrap();
     let burst: Vec<AuthEvent> = (0..AUTH_BATCH + 5)
         .map(|n| failure(&format!("10.0.{}.{}", n / 256, n % 256), None))

@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use buudien_store_postgres::testing;
 
 use buudien_store::*;
 use buudien_store_postgres::{CODE_VERSION, PgStore};
@@ -22,7 +22,7 @@ fn ok<T>(r: Result<T>) -> T {
 }
 
 async fn nodes(n: usize) -> (String, Vec<PgStore>) {
-    let pg = common::server();
+    let pg = testing::server();
     let url = pg.fresh_db().await;
     let mut out = Vec::new();
     for _ in 0..n {
@@ -60,7 +60,7 @@ async fn sql(url: &str, q: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_serialise_and_refuse_old_code() {
-    let pg = common::server();
+    let pg = testing::server();
     let url = pg.fresh_db().await;
     // Four nodes start at once on an empty database: one migrates, the others wait
     // on the advisory lock and find the schema ready.
@@ -377,7 +377,7 @@ async fn without_notifications_polling_still_wakes_watchers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_blob_missing_a_chunk_reads_as_an_error_not_short() {
+async fn a_blob_missing_a_chunk_fails_as_damaged_when_opened() {
     let (url, n) = nodes(1).await;
     let s = &n[0];
     let ann = account(s, "ann@c.example").await;
@@ -388,15 +388,17 @@ async fn a_blob_missing_a_chunk_reads_as_an_error_not_short() {
     ok(s.deliver(&[ann], &m, SystemTime::now()).await);
     let d = ok(s.open_maildrop(ann).await);
     sql(&url, "DELETE FROM blob_chunks WHERE seq = 1").await;
-    let mut r = ok(s.read_blob(&d.entries[0].blob).await);
-    let mut got = Vec::new();
-    let e = r.read_to_end(&mut got).await;
-    assert!(
-        e.is_err(),
-        "read {} of {} octets without an error",
-        got.len(),
-        m.len()
-    );
+    // Damaged at once, before any byte is read (so a POP3 +OK or an IMAP literal is
+    // never started for it), never a short read.
+    match s.read_blob(&d.entries[0].blob).await {
+        Err(StoreError::Damaged(_)) => {}
+        Err(e) => panic!("not reported as damaged: {e}"),
+        Ok(mut r) => {
+            let mut got = Vec::new();
+            let e = r.read_to_end(&mut got).await;
+            panic!("opened; read {} of {} octets: {e:?}", got.len(), m.len());
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

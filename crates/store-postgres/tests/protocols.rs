@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use buudien_store_postgres::testing;
 
 use buudien_auth::{FailureThrottle, ScramCredentials, ThrottleConfig, hash_password};
 use buudien_imap::{ImapConfig, ImapServer};
@@ -23,7 +23,7 @@ const PASSWORD: &str = "correct horse";
 
 /// Two nodes on one fresh database, and an account.
 async fn two_nodes() -> (PgStore, PgStore, AccountId) {
-    let url = common::server().fresh_db().await;
+    let url = testing::server().fresh_db().await;
     let a = PgStore::connect(&url, 8).await.unwrap();
     let b = PgStore::connect(&url, 8).await.unwrap();
     a.add_domain(&Domain::parse("example.org").unwrap())

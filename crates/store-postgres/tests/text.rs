@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use buudien_store_postgres::testing;
 
 use buudien_message::{MessageMeta, text_matches};
 use buudien_store::{MailStore, MailboxId, MailboxStore, NewAccount, PasswordRecord, Quota};
@@ -34,7 +34,7 @@ const MESSAGES: &[&str] = &[
 ];
 
 async fn setup() -> (PgStore, MailboxId) {
-    let s = common::server().store().await;
+    let s = testing::server().store().await;
     assert!(
         s.has_text_index(),
         "the test server has no pg_trgm: the text index cannot be tested"

@@ -140,7 +140,9 @@ pub trait MailStore: Send + Sync + 'static {
     /// A snapshot of the INBOX for POP3: messages in UID order with their blobs pinned
     /// until the snapshot is dropped.
     fn open_maildrop(&self, account: AccountId) -> impl Future<Output = Result<Maildrop>> + Send;
-    /// Streams a blob's bytes.
+    /// Streams a blob's bytes. A blob whose stored bytes are missing or not of its
+    /// recorded size fails here with [`StoreError::Damaged`], before any byte is read
+    /// (the protocols answer for it before they start sending).
     fn read_blob(&self, blob: &BlobId) -> impl Future<Output = Result<BlobReader>> + Send;
     /// Expunges these UIDs from a mailbox in one transaction; UIDs already gone are
     /// skipped. Returns how many were expunged.

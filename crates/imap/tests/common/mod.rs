@@ -1,12 +1,12 @@
-//! The harness shared by the IMAP session tests: a real SqliteStore in a temp dir,
-//! an account, and a client over an in-memory duplex that reads replies line by line.
+//! The harness shared by the IMAP session tests: a real store (SQLite in a temp dir, or
+//! PostgreSQL with the feature `test-postgres`), an account, and a client over an
+//! in-memory duplex that reads replies line by line.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, dead_code)]
 
 use buudien_auth::{FailureThrottle, ScramCredentials, ThrottleConfig, hash_password};
 use buudien_imap::{ImapConfig, ImapServer};
 use buudien_store::{AccountId, MailStore, NewAccount, PasswordRecord, Quota};
-use buudien_store_sqlite::SqliteStore;
 use buudien_types::{Address, Domain};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +15,27 @@ use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
 use tokio::task::JoinHandle;
 
+/// The store the tests run on: SQLite in a temp dir; with the feature `test-postgres`,
+/// PostgreSQL on a fresh database of the throwaway test server.
+#[cfg(not(feature = "test-postgres"))]
+pub type TestStore = buudien_store_sqlite::SqliteStore;
+/// The store the tests run on: SQLite in a temp dir; with the feature `test-postgres`,
+/// PostgreSQL on a fresh database of the throwaway test server.
+#[cfg(feature = "test-postgres")]
+pub type TestStore = buudien_store_postgres::PgStore;
+
+/// A new, empty [`TestStore`] (SQLite keeps its files in `dir`).
+#[cfg(not(feature = "test-postgres"))]
+pub async fn open_store(dir: &std::path::Path) -> TestStore {
+    buudien_store_sqlite::SqliteStore::open(dir).unwrap()
+}
+
+/// A new, empty [`TestStore`] (on its own database; `dir` is unused).
+#[cfg(feature = "test-postgres")]
+pub async fn open_store(_dir: &std::path::Path) -> TestStore {
+    buudien_store_postgres::testing::server().store().await
+}
+
 pub const USER: &str = "ann@example.org";
 pub const PASSWORD: &str = "correct horse";
 pub const LOOPBACK: &str = "127.0.0.1:40000";
@@ -22,9 +43,77 @@ pub const REMOTE: &str = "192.0.2.1:40000";
 pub const MSG1: &str = "From: bob@example.org\r\nSubject: one\r\n\r\nline 1\r\n";
 pub const MSG2: &str = "Subject: two\r\n\r\nbody\r\n";
 
+/// Fault injection: cuts the stored bytes of the message `content` (of every message
+/// when `None`) to their first `keep` octets. Returns how many were cut.
+#[cfg(not(feature = "test-postgres"))]
+pub async fn truncate_blobs(
+    _store: &TestStore,
+    dir: &std::path::Path,
+    content: Option<&[u8]>,
+    keep: usize,
+) -> usize {
+    let mut cut = 0;
+    for p in blob_files(dir) {
+        let bytes = std::fs::read(&p).unwrap();
+        if content.is_none_or(|c| c == bytes) {
+            std::fs::write(&p, &bytes[..keep.min(bytes.len())]).unwrap();
+            cut += 1;
+        }
+    }
+    cut
+}
+
+/// Fault injection: cuts the stored bytes of the message `content` (of every message
+/// when `None`) to their first `keep` octets. Returns how many were cut.
+#[cfg(feature = "test-postgres")]
+pub async fn truncate_blobs(
+    store: &TestStore,
+    _dir: &std::path::Path,
+    content: Option<&[u8]>,
+    keep: usize,
+) -> usize {
+    buudien_store_postgres::testing::truncate_blobs(store, content, keep).await
+}
+
+/// Fault injection: takes the bytes of every message out of the store (the index
+/// keeps its rows). Returns how many messages' bytes went.
+#[cfg(not(feature = "test-postgres"))]
+pub async fn remove_blobs(_store: &TestStore, dir: &std::path::Path) -> usize {
+    let files = blob_files(dir);
+    for p in &files {
+        std::fs::remove_file(p).unwrap();
+    }
+    files.len()
+}
+
+/// Fault injection: takes the bytes of every message out of the store (the index
+/// keeps its rows). Returns how many messages' bytes went.
+#[cfg(feature = "test-postgres")]
+pub async fn remove_blobs(store: &TestStore, _dir: &std::path::Path) -> usize {
+    buudien_store_postgres::testing::remove_blob_bytes(store).await
+}
+
+/// The message files of a SQLite store in `dir` (`blobs/xx/yy/<sha256 hex>`).
+#[cfg(not(feature = "test-postgres"))]
+fn blob_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.join("blobs")];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 pub struct Env {
     pub dir: TempDir,
-    pub store: SqliteStore,
+    pub store: TestStore,
     pub account: AccountId,
 }
 
@@ -35,7 +124,7 @@ pub async fn env() -> Env {
 /// An account with the given quota.
 pub async fn env_with(quota: Quota) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+    let store = open_store(dir.path()).await;
     store
         .add_domain(&Domain::parse("example.org").unwrap())
         .await
@@ -66,12 +155,12 @@ impl Env {
             .unwrap();
     }
 
-    pub fn server(&self, config: ImapConfig) -> ImapServer<SqliteStore> {
+    pub fn server(&self, config: ImapConfig) -> ImapServer<TestStore> {
         self.server_with(config, ThrottleConfig::default().refuse_after)
     }
 
     /// A server whose throttle refuses an address after `refuse_after` failures.
-    pub fn server_with(&self, config: ImapConfig, refuse_after: u32) -> ImapServer<SqliteStore> {
+    pub fn server_with(&self, config: ImapConfig, refuse_after: u32) -> ImapServer<TestStore> {
         let throttle = Arc::new(FailureThrottle::new(ThrottleConfig {
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(5),
@@ -89,7 +178,7 @@ pub struct Client {
     pub wait: Duration,
 }
 
-pub fn connect(server: &ImapServer<SqliteStore>, peer: &str) -> (Client, JoinHandle<()>) {
+pub fn connect(server: &ImapServer<TestStore>, peer: &str) -> (Client, JoinHandle<()>) {
     let (client, server_io) = tokio::io::duplex(1 << 16);
     let s = server.clone();
     let peer: SocketAddr = peer.parse().unwrap();
@@ -106,7 +195,7 @@ pub fn connect(server: &ImapServer<SqliteStore>, peer: &str) -> (Client, JoinHan
 }
 
 /// A default server and a client logged in to it over loopback.
-pub async fn session(env: &Env) -> (Client, JoinHandle<()>, ImapServer<SqliteStore>) {
+pub async fn session(env: &Env) -> (Client, JoinHandle<()>, ImapServer<TestStore>) {
     let server = env.server(ImapConfig::default());
     let (mut c, task) = connect(&server, LOOPBACK);
     c.login().await;

@@ -8,7 +8,6 @@ use buudien_store::{
     AccountId, Envelope, MailStore, NewAccount, NewRecipient, PasswordRecord, QueueId, QueueStore,
     Quota, Submission,
 };
-use buudien_store_sqlite::SqliteStore;
 use buudien_types::{Address, Domain};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,6 +17,95 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// The store the tests run on: SQLite in a temp dir; with the feature `test-postgres`,
+/// PostgreSQL on a fresh database of the throwaway test server.
+#[cfg(not(feature = "test-postgres"))]
+pub type TestStore = buudien_store_sqlite::SqliteStore;
+/// The store the tests run on: SQLite in a temp dir; with the feature `test-postgres`,
+/// PostgreSQL on a fresh database of the throwaway test server.
+#[cfg(feature = "test-postgres")]
+pub type TestStore = buudien_store_postgres::PgStore;
+
+/// A new, empty [`TestStore`] (SQLite keeps its files in `dir`).
+#[cfg(not(feature = "test-postgres"))]
+pub async fn open_store(dir: &std::path::Path) -> TestStore {
+    buudien_store_sqlite::SqliteStore::open(dir).unwrap()
+}
+
+/// A new, empty [`TestStore`] (on its own database; `dir` is unused).
+#[cfg(feature = "test-postgres")]
+pub async fn open_store(_dir: &std::path::Path) -> TestStore {
+    buudien_store_postgres::testing::server().store().await
+}
+
+/// Fault injection: cuts the stored bytes of the message `content` (of every message
+/// when `None`) to their first `keep` octets. Returns how many were cut.
+#[cfg(not(feature = "test-postgres"))]
+pub async fn truncate_blobs(
+    _store: &TestStore,
+    dir: &std::path::Path,
+    content: Option<&[u8]>,
+    keep: usize,
+) -> usize {
+    let mut cut = 0;
+    for p in blob_files(dir) {
+        let bytes = std::fs::read(&p).unwrap();
+        if content.is_none_or(|c| c == bytes) {
+            std::fs::write(&p, &bytes[..keep.min(bytes.len())]).unwrap();
+            cut += 1;
+        }
+    }
+    cut
+}
+
+/// Fault injection: cuts the stored bytes of the message `content` (of every message
+/// when `None`) to their first `keep` octets. Returns how many were cut.
+#[cfg(feature = "test-postgres")]
+pub async fn truncate_blobs(
+    store: &TestStore,
+    _dir: &std::path::Path,
+    content: Option<&[u8]>,
+    keep: usize,
+) -> usize {
+    buudien_store_postgres::testing::truncate_blobs(store, content, keep).await
+}
+
+/// Fault injection: takes the bytes of every message out of the store (the index
+/// keeps its rows). Returns how many messages' bytes went.
+#[cfg(not(feature = "test-postgres"))]
+pub async fn remove_blobs(_store: &TestStore, dir: &std::path::Path) -> usize {
+    let files = blob_files(dir);
+    for p in &files {
+        std::fs::remove_file(p).unwrap();
+    }
+    files.len()
+}
+
+/// Fault injection: takes the bytes of every message out of the store (the index
+/// keeps its rows). Returns how many messages' bytes went.
+#[cfg(feature = "test-postgres")]
+pub async fn remove_blobs(store: &TestStore, _dir: &std::path::Path) -> usize {
+    buudien_store_postgres::testing::remove_blob_bytes(store).await
+}
+
+/// The message files of a SQLite store in `dir` (`blobs/xx/yy/<sha256 hex>`).
+#[cfg(not(feature = "test-postgres"))]
+fn blob_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.join("blobs")];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
 
 /// Reply for a RCPT: (connection number from 0, address) → reply line.
 pub type RcptFn = Arc<dyn Fn(usize, &str) -> String + Send + Sync>;
@@ -332,7 +420,7 @@ async fn session(
 }
 
 pub struct Env {
-    pub store: SqliteStore,
+    pub store: TestStore,
     pub ann: AccountId,
     _dir: tempfile::TempDir,
 }
@@ -348,7 +436,7 @@ impl Env {
 /// A store with local.example and ann@local.example.
 pub async fn store() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+    let store = open_store(dir.path()).await;
     store
         .add_domain(&Domain::parse("local.example").unwrap())
         .await
@@ -414,11 +502,7 @@ impl Running {
     }
 }
 
-pub fn start(
-    store: SqliteStore,
-    config: QueueConfig,
-    resolver: Option<Arc<dyn Resolve>>,
-) -> Running {
+pub fn start(store: TestStore, config: QueueConfig, resolver: Option<Arc<dyn Resolve>>) -> Running {
     let worker = match resolver {
         Some(r) => QueueWorker::with_resolver(store, config, r).unwrap(),
         None => QueueWorker::new(store, config).unwrap(),
@@ -448,7 +532,7 @@ pub fn rcpt(address: &str) -> NewRecipient {
 }
 
 pub async fn queue(
-    store: &SqliteStore,
+    store: &TestStore,
     msg: &[u8],
     env: &Envelope,
     rcpts: &[NewRecipient],
@@ -480,12 +564,12 @@ where
     }
 }
 
-pub async fn queue_empty(store: &SqliteStore) -> bool {
+pub async fn queue_empty(store: &TestStore) -> bool {
     store.queue_list().await.unwrap().is_empty()
 }
 
 /// The messages in an account's INBOX.
-pub async fn inbox(store: &SqliteStore, account: AccountId) -> Vec<String> {
+pub async fn inbox(store: &TestStore, account: AccountId) -> Vec<String> {
     let drop = store.open_maildrop(account).await.unwrap();
     let mut out = Vec::new();
     for e in &drop.entries {

@@ -1,13 +1,12 @@
-//! Shared set-up for the session tests: a real SqliteStore in a TempDir with
-//! accounts and aliases, a server, and a client that reads replies as a protocol
-//! trace.
+//! Shared set-up for the session tests: a real store (SQLite in a TempDir, or
+//! PostgreSQL with the feature `test-postgres`) with accounts and aliases, a server,
+//! and a client that reads replies as a protocol trace.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, dead_code)]
 
 use buudien_auth::{FailureThrottle, ScramCredentials, ThrottleConfig, hash_password};
 use buudien_smtp::{Mode, SmtpConfig, SmtpServer};
 use buudien_store::{AccountId, MailStore, NewAccount, PasswordRecord, QueueStore, Quota};
-use buudien_store_sqlite::SqliteStore;
 use buudien_types::{Address, Domain};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use std::net::SocketAddr;
@@ -21,6 +20,27 @@ use tokio::io::{
 use tokio::task::JoinHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+/// The store the tests run on: SQLite in a temp dir; with the feature `test-postgres`,
+/// PostgreSQL on a fresh database of the throwaway test server.
+#[cfg(not(feature = "test-postgres"))]
+pub type TestStore = buudien_store_sqlite::SqliteStore;
+/// The store the tests run on: SQLite in a temp dir; with the feature `test-postgres`,
+/// PostgreSQL on a fresh database of the throwaway test server.
+#[cfg(feature = "test-postgres")]
+pub type TestStore = buudien_store_postgres::PgStore;
+
+/// A new, empty [`TestStore`] (SQLite keeps its files in `dir`).
+#[cfg(not(feature = "test-postgres"))]
+pub async fn open_store(dir: &std::path::Path) -> TestStore {
+    buudien_store_sqlite::SqliteStore::open(dir).unwrap()
+}
+
+/// A new, empty [`TestStore`] (on its own database; `dir` is unused).
+#[cfg(feature = "test-postgres")]
+pub async fn open_store(_dir: &std::path::Path) -> TestStore {
+    buudien_store_postgres::testing::server().store().await
+}
+
 pub const ANN: &str = "ann@example.org";
 pub const BOB: &str = "bob@example.org";
 pub const PASSWORD: &str = "correct horse";
@@ -32,14 +52,14 @@ pub const HOST: &str = "mx.example.org";
 /// team@ (ann, bob) and sales@ (ann).
 pub struct Env {
     _dir: TempDir,
-    pub store: SqliteStore,
+    pub store: TestStore,
     pub ann: AccountId,
     pub bob: AccountId,
 }
 
 pub async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+    let store = open_store(dir.path()).await;
     store
         .add_domain(&Domain::parse("example.org").unwrap())
         .await
@@ -66,7 +86,7 @@ pub fn addr(s: &str) -> Address {
     Address::parse(s).unwrap()
 }
 
-pub async fn add_account(store: &SqliteStore, address: &str) -> AccountId {
+pub async fn add_account(store: &TestStore, address: &str) -> AccountId {
     store
         .add_account(NewAccount {
             address: addr(address),
@@ -97,7 +117,7 @@ pub fn config() -> SmtpConfig {
 }
 
 impl Env {
-    pub fn server(&self, config: SmtpConfig) -> SmtpServer<SqliteStore> {
+    pub fn server(&self, config: SmtpConfig) -> SmtpServer<TestStore> {
         SmtpServer::new(self.store.clone(), config, fast_throttle(10))
     }
 
@@ -144,7 +164,7 @@ pub struct Client<T> {
 
 /// Connects a client to `server` as `peer` in `mode`; returns it and the session task.
 pub fn connect(
-    server: &SmtpServer<SqliteStore>,
+    server: &SmtpServer<TestStore>,
     peer: &str,
     mode: Mode,
 ) -> (Client<DuplexStream>, JoinHandle<()>) {
@@ -293,7 +313,7 @@ pub fn tls_pair() -> (TlsAcceptor, TlsConnector) {
 
 /// Starts a session with a TLS acceptor; returns the raw client stream.
 pub fn start_tls_capable(
-    server: &SmtpServer<SqliteStore>,
+    server: &SmtpServer<TestStore>,
     acceptor: TlsAcceptor,
     peer: &str,
     mode: Mode,

@@ -1,13 +1,14 @@
-//! A throwaway PostgreSQL for the tests of one test binary: `initdb` into a temporary
-//! directory, `pg_ctl start` on a free loopback port (socket in that directory),
-//! stopped and removed by a watchdog when the test process ends, however it ends. With
-//! `BUUDIEN_TEST_PG_URL` set (a superuser's URL), that server is used instead.
+//! A throwaway PostgreSQL for the tests of one test binary (feature `testing`; this
+//! crate's own tests and the protocol crates' `test-postgres` runs share it): `initdb`
+//! into a temporary directory, `pg_ctl start` on a free loopback port (socket in that
+//! directory), stopped and removed by a watchdog when the test process ends, however it
+//! ends. With `BUUDIEN_TEST_PG_URL` set (a superuser's URL), that server is used
+//! instead.
 //!
-//! Missing PostgreSQL binaries fail the tests: they are never skipped.
+//! Missing PostgreSQL binaries fail the tests: they are never skipped. Everything here
+//! panics on failure, as test set-up does.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
-
-use buudien_store_postgres::PgStore;
+use crate::PgStore;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -199,7 +200,9 @@ fn rand_u32() -> u32 {
 
 /// `url` as a `key=value` string without its database (so one can be appended).
 fn url_without_db(url: &str) -> String {
-    let cfg: tokio_postgres::Config = url.parse().expect("BUUDIEN_TEST_PG_URL");
+    let cfg: tokio_postgres::Config = url
+        .parse()
+        .unwrap_or_else(|e| panic!("BUUDIEN_TEST_PG_URL: {e}"));
     let mut out = Vec::new();
     for h in cfg.get_hosts() {
         match h {
@@ -281,4 +284,66 @@ async fn sweep(client: &tokio_postgres::Client) {
                 .await;
         }
     }
+}
+
+/// Fault injection: cuts the stored bytes of the blob holding `content` (every blob
+/// when `None`) to their first `keep` octets, leaving the blob's recorded size as it
+/// was, so reading it fails as damaged. Returns how many blobs were cut.
+pub async fn truncate_blobs(store: &PgStore, content: Option<&[u8]>, keep: usize) -> usize {
+    let client = store
+        .inner
+        .client()
+        .await
+        .unwrap_or_else(|e| panic!("a connection: {e}"));
+    let ids: Vec<Vec<u8>> = match content {
+        Some(c) => vec![crate::mail::blob_id(&[c]).0.to_vec()],
+        None => client
+            .query("SELECT id FROM blobs", &[])
+            .await
+            .unwrap_or_else(|e| panic!("listing blobs: {e}"))
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+    };
+    let keep = i32::try_from(keep).unwrap_or(i32::MAX);
+    let mut cut = 0;
+    for id in &ids {
+        // Only the first chunk stays, cut to `keep` octets.
+        client
+            .execute(
+                "DELETE FROM blob_chunks WHERE blob_id = $1 \
+                 AND seq > (SELECT min(seq) FROM blob_chunks WHERE blob_id = $1)",
+                &[id],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("cutting a blob: {e}"));
+        cut += client
+            .execute(
+                "UPDATE blob_chunks SET data = substring(data FROM 1 FOR $2) WHERE blob_id = $1",
+                &[id, &keep],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("cutting a blob: {e}"));
+    }
+    usize::try_from(cut).unwrap_or(usize::MAX)
+}
+
+/// Fault injection: deletes the bytes of every blob (their rows stay), so any read
+/// of a message fails. Returns how many blobs lost their bytes.
+pub async fn remove_blob_bytes(store: &PgStore) -> usize {
+    let client = store
+        .inner
+        .client()
+        .await
+        .unwrap_or_else(|e| panic!("a connection: {e}"));
+    let n: i64 = client
+        .query_one(
+            "WITH d AS (DELETE FROM blob_chunks RETURNING blob_id) \
+             SELECT count(DISTINCT blob_id) FROM d",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("removing blob bytes: {e}"))
+        .get(0);
+    usize::try_from(n).unwrap_or(0)
 }
