@@ -72,6 +72,8 @@ mod queue;
 mod schema;
 mod space;
 mod sync;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod text;
 
 pub use check::{CheckOptions, CheckReport, Problem, ProblemKind};

@@ -66,6 +66,32 @@ pub(crate) fn indexed(conn: &Connection, blob: &BlobId) -> Result<Option<(u64, i
     .map(|o| o.map(|(s, rc)| (u64::try_from(s).unwrap_or(0), rc)))
 }
 
+/// Bytes kept in the database that are not of the indexed length: looked at again
+/// under the write lock, set aside (see [`set_aside_inline`]) and answered
+/// [`StoreError::Damaged`].
+fn inline_damaged(inner: &Inner, conn: &mut Connection, blob: &BlobId) -> Result<Opened> {
+    let tx = write_tx(conn)?;
+    let Some((size, _)) = indexed(&tx, blob)? else {
+        return Err(not_found(blob));
+    };
+    let Some(bytes) = inline(&tx, blob)? else {
+        // Set aside by another reader meanwhile (or its file placed again).
+        drop(tx);
+        return open_checked(inner, conn, blob);
+    };
+    if bytes.len() as u64 == size {
+        return Ok(Opened::Inline(bytes));
+    }
+    let problem = format!("wrong size ({} octets, indexed {size})", bytes.len());
+    set_aside_inline(inner, &tx, blob, size, &problem, &bytes)?;
+    tx.commit().map_err(db_err)?;
+    tracing::error!(blob = %blob.to_hex(), problem = %problem, "damaged blob quarantined");
+    Err(StoreError::Damaged(format!(
+        "blob {}: {problem}; quarantined",
+        blob.to_hex()
+    )))
+}
+
 /// The blob's bytes when the database keeps them.
 pub(crate) fn inline(conn: &Connection, blob: &BlobId) -> Result<Option<Vec<u8>>> {
     conn.row_c(
@@ -117,10 +143,12 @@ pub(crate) fn open_checked(inner: &Inner, conn: &mut Connection, blob: &BlobId) 
     let Some((size, data)) = row else {
         return Err(not_found(blob));
     };
-    if let Some(bytes) = data {
-        return Ok(Opened::Inline(bytes));
-    }
     let size = u64::try_from(size).unwrap_or(0);
+    match data {
+        Some(bytes) if bytes.len() as u64 == size => return Ok(Opened::Inline(bytes)),
+        Some(_) => return inline_damaged(inner, conn, blob),
+        None => {}
+    }
     if let Found::Sized(f) = examine(inner, blob, size)? {
         return Ok(Opened::File(f));
     }
@@ -137,7 +165,11 @@ pub(crate) fn open_checked(inner: &Inner, conn: &mut Connection, blob: &BlobId) 
         return Err(not_found(blob));
     };
     if let Some(bytes) = inline(&tx, blob)? {
-        return Ok(Opened::Inline(bytes));
+        if bytes.len() as u64 == size {
+            return Ok(Opened::Inline(bytes));
+        }
+        drop(tx);
+        return inline_damaged(inner, conn, blob);
     }
     let problem = match examine(inner, blob, size)? {
         Found::Sized(f) => return Ok(Opened::File(f)),
