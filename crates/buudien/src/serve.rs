@@ -294,6 +294,7 @@ async fn serve_on<S: Served>(cfg: Config, store: S) -> Result<(), CliError> {
     if tokio::time::timeout(DRAIN, queue_task).await.is_err() {
         tracing::info!("queue deliveries still running after {DRAIN:?}; they are retried later");
     }
+    store.shutdown().await;
     Ok(())
 }
 

@@ -108,6 +108,9 @@ pub trait Served: MailboxStore + QueueStore + Clone {
     fn recover(&self) -> impl Future<Output = ()> + Send;
     /// Starts the backend's background tasks; `serve` aborts them at shutdown.
     fn background(&self) -> Vec<JoinHandle<()>>;
+    /// The last step of a shutdown, once the sessions ended: what they left to do
+    /// in the background is done before the process exits.
+    fn shutdown(&self) -> impl Future<Output = ()> + Send;
 }
 
 impl Served for SqliteStore {
@@ -144,6 +147,10 @@ impl Served for SqliteStore {
             tokio::spawn(self.clone().run_checkpointer()),
         ]
     }
+
+    async fn shutdown(&self) {
+        // Nothing: a maildrop lock is in-process, gone with the process.
+    }
 }
 
 impl Served for PgStore {
@@ -167,6 +174,13 @@ impl Served for PgStore {
     fn background(&self) -> Vec<JoinHandle<()>> {
         // The trigram text index behind SEARCH BODY/TEXT (when pg_trgm is there).
         vec![tokio::spawn(self.clone().run_text_indexer())]
+    }
+
+    async fn shutdown(&self) {
+        // The maildrop leases of the sessions that ended are released by spawned
+        // tasks; the runtime would drop them on exit, leaving the leases to lapse
+        // (30 s of `[IN-USE]` for the account after a restart).
+        self.release_leases().await;
     }
 }
 

@@ -278,6 +278,14 @@ impl PgStore {
         self.inner.leases.set(lock, pin);
     }
 
+    /// Runs the releases that dropped lease guards queued (POP3 maildrop locks,
+    /// snapshot pins) and waits for them: a stopping server calls it after its
+    /// sessions ended, so that it leaves no lease to lapse behind it (a restarted
+    /// server would refuse the maildrop with `[IN-USE]` until then).
+    pub async fn release_leases(&self) {
+        lease::flush(&self.inner).await;
+    }
+
     /// Ends every queue claim (after a restart of a single-node setup, as the SQLite
     /// backend does; in a cluster, claims of live nodes would be lost: do not call).
     pub async fn clear_leases(&self) -> Result<usize> {
