@@ -4,7 +4,7 @@
 
 use crate::cli::CliError;
 use crate::config::Config;
-use crate::store::{Served, open_store, with_store};
+use crate::store::{NODE_FILE, Served, Store, node_name, open_store, with_store};
 use buudien_auth::{FailureThrottle, ThrottleConfig};
 use buudien_imap::{ImapConfig, ImapServer};
 use buudien_net::{ConnLimiter, ConnTracker, Listener, TlsProvider, bind};
@@ -143,6 +143,11 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
     let spool = cfg.data_dir.join("tmp");
     std::fs::create_dir_all(&spool)
         .map_err(|e| CliError::config(format!("cannot create {}: {e}", spool.display())))?;
+    if let Store::Postgres(pg) = &store {
+        let node = node_name(&cfg.data_dir)?;
+        tracing::info!("this node's queue claims are named {node} (data_dir/{NODE_FILE})");
+        pg.set_node(&node);
+    }
     with_store!(store, |s| serve_on(cfg, s).await)
 }
 

@@ -14,7 +14,7 @@ use buudien_store::{Result, StoreError};
 
 /// The version of this code's view of the schema. Bumped whenever code depends on a
 /// new schema version.
-pub const CODE_VERSION: i64 = 1;
+pub const CODE_VERSION: i64 = 2;
 
 /// The advisory lock key migrations serialise on ("buudien" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0062_7575_6469_656e;
@@ -193,6 +193,13 @@ DO $$ BEGIN
 END $$;
 "#;
 
+/// V3: `queue.claimed_by`, the node that holds a claim (see `queue`), so a node
+/// restarted after a crash releases its own claims at once. Only adds: code of version
+/// 1 runs on it (its claims name no node and lapse with their lease).
+const V3: &str = r#"
+ALTER TABLE queue ADD COLUMN claimed_by text;
+"#;
+
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -203,6 +210,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         min_code: 1,
         sql: V2,
+    },
+    Migration {
+        version: 3,
+        min_code: 1,
+        sql: V3,
     },
 ];
 
