@@ -231,6 +231,11 @@ pub(crate) async fn migrate_as(inner: &Inner, code: i64) -> Result<()> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(pg_err)?;
+    // Without it, every start logs PostgreSQL's NOTICE that schema_version exists
+    // (the pg_trgm notice of V2 is logged by `text` instead).
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await
+        .map_err(pg_err)?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_version (
              version     bigint PRIMARY KEY,
