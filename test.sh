@@ -7,7 +7,8 @@
 #      dovecot-imapd, dovecot-pop3d);
 #   2. cargo fmt --check, clippy -D warnings, cargo test (main workspace; fuzz/ targets are clippy'd),
 #      then the protocol crates' tests again on PostgreSQL (feature test-postgres);
-#   3. builds the buudien binary and runs tests/e2e (pytest) against it;
+#   3. builds the buudien binary and runs tests/e2e (pytest) against it, twice: on the
+#      SQLite store, then with BUUDIEN_E2E_STORE=postgres on a throwaway PostgreSQL;
 #   4. runs the benchmark harness in smoke mode (bench/run --smoke: buudien against
 #      Dovecot and Postfix for a few seconds, so the harness never rots), and
 #      bench/cluster --smoke (one node against two on a throwaway PostgreSQL).
@@ -147,6 +148,18 @@ BUUDIEN_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/buudien"
 section "real clients: pytest tests/e2e (poplib, imaplib, curl, fetchmail, mbsync, offlineimap, mutt, smtplib, swaks, postfix)"
 BUUDIEN_BIN="$BUUDIEN_BIN" BUUDIEN_E2E_REQUIRE_CLIENTS=1 \
     "$PYTHON" -m pytest -q tests/e2e "$@"
+
+section "real clients on PostgreSQL: BUUDIEN_E2E_STORE=postgres pytest tests/e2e"
+# The same tests and clients, every server on `[store] backend = "postgres"`: one
+# throwaway PostgreSQL for the run (tests/e2e/pgutil.py), a fresh database per server.
+# Deselected, and listed with their reasons at the end of pytest's output: the tests
+# marked sqlite_only (SQLite's files, its fault injection, `buudien check`, the full
+# disk of data_dir) and test_cluster.py (marked own_postgres: its two nodes run on a
+# PostgreSQL of their own, already in the run above).
+pg_start=$SECONDS
+BUUDIEN_BIN="$BUUDIEN_BIN" BUUDIEN_E2E_REQUIRE_CLIENTS=1 BUUDIEN_E2E_STORE=postgres \
+    "$PYTHON" -m pytest -q tests/e2e "$@"
+echo "the PostgreSQL run took $((SECONDS - pg_start)) s"
 
 section "benchmark harness: bench/run --smoke (debug binaries, small counts)"
 cargo build -p loadgen

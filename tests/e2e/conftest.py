@@ -19,6 +19,12 @@ fixtures are imported here.
 IMAP: every server also listens for `imap` (STARTTLS) and `imaps` (implicit TLS) on
 loopback; `server.imap(user)` and `server.imap_ssl(user)` give logged-in imaplib
 clients.
+
+Store: SQLite in each server's data_dir, or, with `BUUDIEN_E2E_STORE=postgres`, every
+server the suite starts on PostgreSQL: one throwaway PostgreSQL for the session
+(pgutil.py), a fresh database per server (`[store]` added to its config). Tests marked
+`sqlite_only(reason)` (or `own_postgres(reason)`) are deselected then, and the terminal
+summary lists each with its reason.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+import pgutil
 
 REPO = Path(__file__).resolve().parents[2]
 DOMAIN = "example.test"
@@ -153,7 +161,8 @@ class Server:
     """A running `buudien serve` plus helpers to drive its CLI and its ports."""
 
     def __init__(self, binary: Path, root: Path, apop: bool = False, smtp: bool = False,
-                 sections: str = "", env: dict[str, str] | None = None):
+                 sections: str = "", env: dict[str, str] | None = None,
+                 store_url: str | None = None, pool_size: int | None = None):
         self.bin = binary
         self.env = env or {}  # extra environment of `serve` (not of the CLI)
         self.apop = apop
@@ -165,6 +174,12 @@ class Server:
         self.log_path = root / "serve.log"
         self.smtp = smtp
         self.sections = sections
+        # The PostgreSQL database of this server (`[store] backend = "postgres"`):
+        # given (test_cluster.py's nodes share one), or, when BUUDIEN_E2E_STORE=postgres,
+        # a fresh one of the session's PostgreSQL, made when the config is first
+        # written. None with SQLite.
+        self.store_url = store_url
+        self.pool_size = pool_size
         ports = free_ports(5 if smtp else 2)
         self.pop3_port, self.pop3s_port = ports[:2]
         # SMTP (25), submission (587, STARTTLS), submissions (465, implicit TLS).
@@ -220,7 +235,21 @@ class Server:
             f"allow_plaintext_auth = false\n"
             f"lock_session = true\n"
             f"{self.sections}"
+            f"{self.store_section()}"
         )
+
+    def on_postgres(self) -> bool:
+        """Whether this server's store is PostgreSQL (no SQLite file in data_dir)."""
+        return self.store_url is not None or pgutil.on_postgres()
+
+    def store_section(self) -> str:
+        """`[store]` for PostgreSQL, "" for the default SQLite store in data_dir."""
+        if self.store_url is None:
+            if not pgutil.on_postgres():
+                return ""
+            self.store_url = pgutil.session_postgres().new_database()
+        pool = f"pool_size = {self.pool_size}\n" if self.pool_size else ""
+        return f'\n[store]\nbackend = "postgres"\nurl = "{self.store_url}"\n{pool}'
 
     def ports(self) -> list[int]:
         """Every port `serve` listens on."""
@@ -528,3 +557,88 @@ def pytest_runtest_makereport(item, call):
     if report.failed:
         for title, text in _report_sources(item):
             report.sections.append((title, text))
+        if pgutil.on_postgres():
+            report.sections.append(("session PostgreSQL log (tail)", pgutil.session_log()))
+
+
+# --- the store of the run: BUUDIEN_E2E_STORE ---------------------------------------------
+#
+# With BUUDIEN_E2E_STORE=postgres every server the suite starts runs on PostgreSQL (one
+# throwaway PostgreSQL for the session, a fresh database per server; pgutil.py). Tests
+# that cannot run so are deselected, never skipped silently: each names its reason in
+# its marker, and the terminal summary lists every one of them.
+
+# Marker -> what the summary says of the tests that carry it.
+PG_RUN_MARKERS = {
+    "sqlite_only": "SQLite store only",
+    "own_postgres": "own PostgreSQL",
+}
+_left_out: list[tuple[str, str]] = []  # (node id, why), for the terminal summary
+
+
+def pytest_configure(config):
+    pgutil.store_kind()  # a bad BUUDIEN_E2E_STORE is a usage error before anything runs
+    config.addinivalue_line(
+        "markers", "sqlite_only(reason): about the SQLite store (its files, its fault "
+        "injection, `buudien check`); deselected when BUUDIEN_E2E_STORE=postgres")
+    config.addinivalue_line(
+        "markers", "own_postgres(reason): starts its own PostgreSQL; deselected when "
+        "BUUDIEN_E2E_STORE=postgres (the SQLite-store run covers it)")
+
+
+def pytest_report_header(config):
+    if pgutil.on_postgres():
+        return [f"store: PostgreSQL ({pgutil.STORE_ENV}=postgres): one throwaway server "
+                "for the session, a fresh database per buudien serve"]
+    return [f"store: SQLite in each server's data_dir ({pgutil.STORE_ENV}=postgres "
+            "runs the suite on PostgreSQL)"]
+
+
+def _pg_run_reason(item) -> str | None:
+    for name, what in PG_RUN_MARKERS.items():
+        mark = item.get_closest_marker(name)
+        if mark is not None:
+            why = mark.kwargs.get("reason") or (mark.args[0] if mark.args else "")
+            return f"{what}: {why}" if why else what
+    return None
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m: only what would have run is listed
+def pytest_collection_modifyitems(config, items):
+    if not pgutil.on_postgres():
+        return
+    keep, drop = [], []
+    for item in items:
+        why = _pg_run_reason(item)
+        if why is None:
+            keep.append(item)
+        else:
+            drop.append(item)
+            _left_out.append((item.nodeid, why))
+    if drop:
+        items[:] = keep
+        config.hook.pytest_deselected(items=drop)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not pgutil.on_postgres():
+        return
+    tr = terminalreporter
+    tr.section(f"left out of the PostgreSQL run ({pgutil.STORE_ENV}=postgres)",
+               yellow=True, bold=True)
+    if not _left_out:
+        tr.write_line("none: every collected test ran on PostgreSQL")
+        return
+    tr.write_line(f"{len(_left_out)} tests did NOT run on PostgreSQL (deselected by their "
+                  "marker, never skipped silently):", yellow=True, bold=True)
+    reasons: dict[str, list[str]] = {}
+    for nodeid, why in _left_out:
+        reasons.setdefault(why, []).append(nodeid)
+    for why, nodeids in reasons.items():
+        tr.write_line(f"- {why}:", yellow=True)
+        for nodeid in nodeids:
+            tr.write_line(f"    {nodeid}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    pgutil.stop_session_postgres()

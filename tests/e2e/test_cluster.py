@@ -1,10 +1,8 @@
 """Two buudien nodes on one PostgreSQL (`[store] backend = "postgres"`).
 
-One throwaway PostgreSQL for the module: `initdb` in a temporary directory (as the
-`postgres` user when we are root: initdb refuses root), a free loopback port, the
-socket in that directory; stopped and removed afterwards (by a watchdog if pytest is
-killed). Missing PostgreSQL server binaries fail the tests (test.sh installs Debian's
-`postgresql`); they are never skipped.
+One throwaway PostgreSQL for the module (pgutil.py: `initdb` in a temporary directory,
+a free loopback port, a watchdog). Missing PostgreSQL server binaries fail the tests
+(test.sh installs Debian's `postgresql`); they are never skipped.
 
 Two `buudien serve` processes, each with its own config file and data dir (TLS keys,
 IMAP's spool), share the database. The tests check what a cluster promises:
@@ -24,9 +22,7 @@ IMAP's spool), share the database. The tests check what a cluster promises:
 
 from __future__ import annotations
 
-import glob
 import os
-import shlex
 import shutil
 import smtplib
 import subprocess
@@ -37,111 +33,24 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DOMAIN, PASSWORD, TIMEOUT, RawPop, Server, free_port
+from conftest import DOMAIN, PASSWORD, TIMEOUT, RawPop, Server
 from imaputil import Idle, appended_uid, mail, ok
 from peers import wait_until
+from pgutil import Postgres, started
 
-DB = "buudien"
-
-
-# --- the throwaway PostgreSQL ---------------------------------------------------------
-
-
-def pg_bin_dir() -> Path:
-    """The newest /usr/lib/postgresql/*/bin with initdb, else initdb's dir on PATH."""
-    found = sorted(
-        (int(Path(p).parts[-3]), Path(p).parent)
-        for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")
-        if Path(p).parts[-3].isdigit()
-    )
-    if found:
-        return found[-1][1]
-    initdb = shutil.which("initdb")
-    if initdb and (Path(initdb).parent / "pg_ctl").exists():
-        return Path(initdb).parent
-    pytest.fail(
-        "PostgreSQL server binaries (initdb, pg_ctl) not found in /usr/lib/postgresql/*/bin "
-        "or on PATH: install Debian's `postgresql` package (test.sh does)"
-    )
+# Its nodes share a PostgreSQL of their own: with BUUDIEN_E2E_STORE=postgres the
+# module would only repeat itself (conftest deselects it then, and says so).
+pytestmark = pytest.mark.own_postgres(
+    reason="its two nodes share a throwaway PostgreSQL of the module's own; it runs in "
+           "the SQLite-store run")
 
 
-class Postgres:
-    """A PostgreSQL server in its own directory on a loopback port."""
-
-    def __init__(self):
-        self.bin = pg_bin_dir()
-        self.user = None
-        if os.geteuid() == 0:
-            # initdb refuses to run as root.
-            self.user = "postgres" if _has_user("postgres") else "nobody"
-        self.root = Path(tempfile.mkdtemp(prefix="buudien-e2e-pg-"))
-        if self.user:
-            shutil.chown(self.root, user=self.user)
-        self.data = self.root / "data"
-        self.port = free_port()
-
-    def _cmd(self, program: str, *args: str) -> list[str]:
-        prefix = ["runuser", "-u", self.user, "--"] if self.user else []
-        return [*prefix, str(self.bin / program), *args]
-
-    def _run(self, program: str, *args: str) -> None:
-        r = subprocess.run(self._cmd(program, *args), cwd=self.root, capture_output=True,
-                           timeout=120)
-        assert r.returncode == 0, (
-            f"{program} failed ({r.returncode}):\n{r.stdout.decode(errors='replace')}\n"
-            f"{r.stderr.decode(errors='replace')}"
-        )
-
-    def start(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres",
-                  "-E", "UTF8", "--locale=C", "-N")
-        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                "-c max_connections=200")
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w",
-                  "-o", opts, "start")
-        self._watchdog()
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", DB)
-
-    def _watchdog(self) -> None:
-        """Stops the server and removes its directory once pytest is gone, however it
-        ends (a fixture's teardown does not run after SIGKILL)."""
-        stop = " ".join(shlex.quote(x) for x in self._cmd(
-            "pg_ctl", "-D", str(self.data), "-m", "immediate", "stop"))
-        script = (f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
-                  f"{stop} >/dev/null 2>&1; rm -rf {shlex.quote(str(self.root))}")
-        subprocess.Popen(["setsid", "sh", "-c", script], stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def url(self) -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/{DB}"
-
-    def stop(self) -> None:
-        subprocess.run(self._cmd("pg_ctl", "-D", str(self.data), "-m", "fast", "stop"),
-                       cwd=self.root, capture_output=True, timeout=60)
-        if os.environ.get("BUUDIEN_E2E_KEEP") != "1":
-            shutil.rmtree(self.root, ignore_errors=True)
-
-    def log(self, tail: int = 6000) -> str:
-        try:
-            return (self.root / "log").read_text(errors="replace")[-tail:]
-        except OSError:
-            return ""
-
-
-def _has_user(name: str) -> bool:
-    return subprocess.run(["id", "-u", name], capture_output=True).returncode == 0
+# --- the throwaway PostgreSQL (pgutil.py) -----------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def pg():
-    server = Postgres()
-    try:
-        server.start()
-    except BaseException:
-        print(f"\n--- PostgreSQL log ---\n{server.log()}")
-        server.stop()
-        raise
+    server = started()
     yield server
     server.stop()
 
@@ -154,13 +63,12 @@ class Node(Server):
     queue's EHLO), config, data dir and ports."""
 
     def __init__(self, binary: Path, root: Path, name: str, url: str, sections: str):
-        super().__init__(binary, root, smtp=True, sections=sections)
+        super().__init__(binary, root, smtp=True, sections=sections, store_url=url,
+                         pool_size=8)
         self.name = name
-        self.url = url
 
     def config_text(self, extra: str = "") -> str:
-        store = f'\n[store]\nbackend = "postgres"\nurl = "{self.url}"\npool_size = 8\n'
-        text = super().config_text(extra + store)
+        text = super().config_text(extra)
         return text.replace(f'hostname = "mail.{DOMAIN}"',
                             f'hostname = "{self.name}.{DOMAIN}"')
 
@@ -508,8 +416,8 @@ def test_watcher_never_sees_uids_or_modseqs_go_back(cluster):
 
 
 def psql(pg: Postgres, sql: str) -> str:
-    r = subprocess.run(pg._cmd("psql", "-h", "127.0.0.1", "-p", str(pg.port), "-U",
-                               "postgres", "-d", DB, "-Atc", sql),
+    r = subprocess.run([str(pg.bin / "psql"), "-h", "127.0.0.1", "-p", str(pg.port), "-U",
+                        "postgres", "-d", pg.db, "-Atc", sql],
                        capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return r.stdout.decode().strip()

@@ -22,7 +22,15 @@ import sqlite3
 import subprocess
 import uuid
 
+import pytest
+
 from conftest import DOMAIN, PASSWORD, TIMEOUT, Server, free_port
+
+# BUUDIEN_FAULTS is buudien-store-sqlite's fault injection, and the checks read its
+# database file and blob directory.
+pytestmark = pytest.mark.sqlite_only(
+    reason="BUUDIEN_FAULTS injects faults into buudien-store-sqlite's blob files and "
+           "commits; checks read buudien.sqlite and blobs/")
 
 POINTS = ["blob_write", "blob_fsync", "blob_rename", "dir_fsync", "commit"]
 PLAN = ",".join(f"{p}:1" for p in POINTS)

@@ -21,7 +21,15 @@ import hashlib
 import socket
 from pathlib import Path
 
+import pytest
+
 from conftest import TIMEOUT, message
+
+# `buudien check` verifies the SQLite store's blob files (it refuses PostgreSQL, as
+# test_cluster.py checks); the test damages those files in data_dir.
+pytestmark = pytest.mark.sqlite_only(
+    reason="damages blob files in data_dir/blobs and runs `buudien check`, which is "
+           "for the SQLite store only")
 
 
 # These tests damage blob files: every message gets one (small messages are otherwise

@@ -4,7 +4,7 @@
 
 use crate::cli::CliError;
 use crate::config::Config;
-use crate::store::{Served, open_store, with_store};
+use crate::store::{NODE_FILE, Served, Store, node_name, open_store, with_store};
 use buudien_auth::FailureThrottle;
 use buudien_imap::{ImapConfig, ImapServer};
 use buudien_net::{ConnLimiter, ConnTracker, Listener, TlsProvider, bind};
@@ -143,6 +143,11 @@ pub async fn serve(cfg: Config) -> Result<(), CliError> {
     let spool = cfg.data_dir.join("tmp");
     std::fs::create_dir_all(&spool)
         .map_err(|e| CliError::config(format!("cannot create {}: {e}", spool.display())))?;
+    if let Store::Postgres(pg) = &store {
+        let node = node_name(&cfg.data_dir)?;
+        tracing::info!("this node's queue claims are named {node} (data_dir/{NODE_FILE})");
+        pg.set_node(&node);
+    }
     with_store!(store, |s| serve_on(cfg, s).await)
 }
 
@@ -268,6 +273,9 @@ async fn serve_on<S: Served>(cfg: Config, store: S) -> Result<(), CliError> {
     let gc = tokio::spawn(async move { collect_garbage(gc_store).await });
     // The backend's own: text indexer (both), WAL checkpointer (SQLite), failed-login
     // counts shared with the other nodes (PostgreSQL).
+    // This process's name among the nodes sharing failed logins: new at each start
+    // (unlike the queue's node-id), so a restarted node reads its own earlier
+    // failures back with the others'.
     let node = format!("{}/{:08x}", cfg.hostname, rand::random::<u32>());
     let background = store.background(&throttle, &node);
 
@@ -296,6 +304,7 @@ async fn serve_on<S: Served>(cfg: Config, store: S) -> Result<(), CliError> {
     if tokio::time::timeout(DRAIN, queue_task).await.is_err() {
         tracing::info!("queue deliveries still running after {DRAIN:?}; they are retried later");
     }
+    store.shutdown().await;
     Ok(())
 }
 

@@ -12,8 +12,15 @@ use buudien_store::{MailboxStore, QueueStore, StoreError};
 use buudien_store_postgres::PgStore;
 use buudien_store_sqlite::SqliteStore;
 use std::future::Future;
+use std::io::{ErrorKind, Read, Write};
+use std::path::Path;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
+
+/// The file in `data_dir` that names this node in the PostgreSQL queue's claims.
+pub const NODE_FILE: &str = "node-id";
+/// The longest node name read from [`NODE_FILE`].
+const NODE_NAME_MAX: usize = 64;
 
 /// An open store of either backend.
 #[derive(Clone)]
@@ -104,6 +111,66 @@ pub async fn migrate(cfg: &Config) -> Result<(), CliError> {
     Ok(())
 }
 
+/// This node's name in the shared queue's claims (PostgreSQL): read from
+/// `data_dir/node-id`, made at random at the first start. Every node has a data_dir of
+/// its own, so the name is unique in the cluster and the same after a restart, when
+/// the node takes back the claims its stopped process held.
+pub fn node_name(data_dir: &Path) -> Result<String, CliError> {
+    let path = data_dir.join(NODE_FILE);
+    let bad = |what: String| CliError::config(format!("{}: {what}", path.display()));
+    match std::fs::File::open(&path) {
+        Ok(f) => {
+            let mut text = String::new();
+            f.take(NODE_NAME_MAX as u64 + 2)
+                .read_to_string(&mut text)
+                .map_err(|e| bad(format!("cannot read: {e}")))?;
+            let name = text.trim();
+            if name.is_empty()
+                || name.len() > NODE_NAME_MAX
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                return Err(bad(format!(
+                    "expected a node name (1 to {NODE_NAME_MAX} letters, digits, '-', '_', \
+                     '.'); remove the file to get a new one"
+                )));
+            }
+            Ok(name.to_string())
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            // Written aside and linked into place: never a half-written name, and
+            // of two processes starting at once, both end up with the one linked.
+            let name = format!("{:032x}", rand::random::<u128>());
+            let tmp = data_dir.join(format!("{NODE_FILE}.{}.tmp", std::process::id()));
+            let made = std::fs::File::create(&tmp)
+                .and_then(|mut f| {
+                    f.write_all(format!("{name}\n").as_bytes())?;
+                    f.sync_all()
+                })
+                .and_then(|()| std::fs::hard_link(&tmp, &path));
+            let _ = std::fs::remove_file(&tmp);
+            match made {
+                Ok(()) => Ok(name),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => node_name_existing(&path),
+                Err(e) => Err(bad(format!("cannot write: {e}"))),
+            }
+        }
+        Err(e) => Err(bad(format!("cannot read: {e}"))),
+    }
+}
+
+/// [`node_name`] when another process made the file first.
+fn node_name_existing(path: &Path) -> Result<String, CliError> {
+    match path.parent() {
+        Some(dir) if path.exists() => node_name(dir),
+        _ => Err(CliError::config(format!(
+            "{}: cannot make the node name",
+            path.display()
+        ))),
+    }
+}
+
 /// What `serve` needs of a store beyond the protocol traits: recovery at start and
 /// the backend's own background tasks.
 pub trait Served: MailboxStore + QueueStore + Clone {
@@ -115,6 +182,9 @@ pub trait Served: MailboxStore + QueueStore + Clone {
     /// `throttle` is the server's failed-login throttle, which a shared backend
     /// shares with the other nodes; `node` names this server among them.
     fn background(&self, throttle: &Arc<FailureThrottle>, node: &str) -> Vec<JoinHandle<()>>;
+    /// The last step of a shutdown, once the sessions ended: what they left to do
+    /// in the background is done before the process exits.
+    fn shutdown(&self) -> impl Future<Output = ()> + Send;
 }
 
 impl Served for SqliteStore {
@@ -151,6 +221,10 @@ impl Served for SqliteStore {
             tokio::spawn(self.clone().run_checkpointer()),
         ]
     }
+
+    async fn shutdown(&self) {
+        // Nothing: a maildrop lock is in-process, gone with the process.
+    }
 }
 
 impl Served for PgStore {
@@ -167,8 +241,16 @@ impl Served for PgStore {
     }
 
     async fn recover(&self) {
-        // Nothing: queue claims may belong to other live nodes; a dead node's claims
-        // and maildrop leases expire on their own.
+        // Only this node's own queue claims (by its name, `node-id` in data_dir): they
+        // belong to a stopped process of it. Other nodes' may be live; a dead node's
+        // claims and maildrop leases expire on their own.
+        match self.release_own_claims().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                "{n} queued messages were claimed by this node before it stopped; retrying them"
+            ),
+            Err(e) => tracing::warn!("cannot release this node's old queue claims: {e}"),
+        }
     }
 
     fn background(&self, throttle: &Arc<FailureThrottle>, node: &str) -> Vec<JoinHandle<()>> {
@@ -182,6 +264,13 @@ impl Served for PgStore {
                 node.to_string(),
             )),
         ]
+    }
+
+    async fn shutdown(&self) {
+        // The maildrop leases of the sessions that ended are released by spawned
+        // tasks; the runtime would drop them on exit, leaving the leases to lapse
+        // (30 s of `[IN-USE]` for the account after a restart).
+        self.release_leases().await;
     }
 }
 
@@ -264,6 +353,34 @@ mod tests {
             .err()
             .ok_or("opened a store")?;
         assert_eq!(e.code, exit::CONFIG, "{}", e.message);
+        Ok(())
+    }
+
+    #[test]
+    fn the_node_name_is_made_once_and_kept() -> Result<(), String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let first = node_name(dir.path()).map_err(|e| e.message)?;
+        assert_eq!(first.len(), 32, "{first}");
+        // A restart reads the same name; no temporary file is left.
+        assert_eq!(node_name(dir.path()).map_err(|e| e.message)?, first);
+        let files: Vec<_> = std::fs::read_dir(dir.path())
+            .map_err(|e| e.to_string())?
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        assert_eq!(files, vec![std::ffi::OsString::from(NODE_FILE)]);
+        // An operator's own name is taken as it is.
+        std::fs::write(dir.path().join(NODE_FILE), "mx-1.example\n").map_err(|e| e.to_string())?;
+        assert_eq!(
+            node_name(dir.path()).map_err(|e| e.message)?,
+            "mx-1.example"
+        );
+        // Nonsense is a one-line config error that names the file.
+        for bad in ["", "two words\n", &"x".repeat(NODE_NAME_MAX + 1)] {
+            std::fs::write(dir.path().join(NODE_FILE), bad).map_err(|e| e.to_string())?;
+            let e = node_name(dir.path()).err().ok_or("a bad name was taken")?;
+            assert_eq!(e.code, exit::CONFIG, "{}", e.message);
+            assert!(e.message.contains(NODE_FILE) && !e.message.contains('\n'));
+        }
         Ok(())
     }
 }

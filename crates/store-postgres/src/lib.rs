@@ -90,6 +90,8 @@ pub(crate) struct Inner {
     watch: sync::Watch,
     leases: lease::Leases,
     text: text::TextSettings,
+    /// This node's name in the queue's claims (`queue.claimed_by`), if set.
+    node: Mutex<Option<String>>,
 }
 
 /// Locks a mutex, recovering it if a panicking thread poisoned it.
@@ -269,6 +271,7 @@ impl PgStore {
             watch: sync::Watch::new(),
             leases: lease::Leases::default(),
             text: text::TextSettings::new(),
+            node: Mutex::new(None),
         };
         schema::migrate_as(&inner, code).await?;
         let trgm = text::available(&inner).await?;
@@ -292,6 +295,33 @@ impl PgStore {
     /// third of it. For tests of a holder that dies.
     pub fn set_leases(&self, lock: Duration, pin: Duration) {
         self.inner.leases.set(lock, pin);
+    }
+
+    /// Runs the releases that dropped lease guards queued (POP3 maildrop locks,
+    /// snapshot pins) and waits for them: a stopping server calls it after its
+    /// sessions ended, so that it leaves no lease to lapse behind it (a restarted
+    /// server would refuse the maildrop with `[IN-USE]` until then).
+    pub async fn release_leases(&self) {
+        lease::flush(&self.inner).await;
+    }
+
+    /// Names this node in the queue claims it makes from now on, so that the node,
+    /// restarted after a crash under the same name, can take back what it held
+    /// ([`PgStore::release_own_claims`]) instead of waiting for the leases to run
+    /// out. The name must be stable across restarts and unique in the cluster.
+    pub fn set_node(&self, name: &str) {
+        *lock(&self.inner.node) = Some(name.to_string());
+    }
+
+    /// Ends the queue claims made under this node's name ([`PgStore::set_node`]):
+    /// at the start of `serve`, every such claim belongs to a stopped process of this
+    /// node (other nodes' claims are left alone). The number released; 0 without a
+    /// name.
+    pub async fn release_own_claims(&self) -> Result<usize> {
+        let Some(node) = lock(&self.inner.node).clone() else {
+            return Ok(0);
+        };
+        in_tx!(self.inner, |tx| queue::release_claims_of(tx, &node))
     }
 
     /// Ends every queue claim (after a restart of a single-node setup, as the SQLite
@@ -449,7 +479,14 @@ impl QueueStore for PgStore {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<QueuedMessage>> {
-        in_tx!(self.inner, |tx| queue::claim(tx, now, lease, limit))
+        let node = lock(&self.inner.node).clone();
+        in_tx!(self.inner, |tx| queue::claim(
+            tx,
+            now,
+            lease,
+            limit,
+            node.as_deref()
+        ))
     }
 
     async fn record(&self, id: QueueId, results: &[(u32, Outcome)]) -> Result<()> {

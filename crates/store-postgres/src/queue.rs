@@ -4,7 +4,9 @@
 //! Claims: `SELECT … FOR UPDATE SKIP LOCKED` picks due messages no other worker is
 //! claiming at this moment, and `lease_until` (written in the same transaction) keeps
 //! them from other workers on any node until released or the lease runs out, so a
-//! worker that dies leaves its messages to the others.
+//! worker that dies leaves its messages to the others. `claimed_by` names the node
+//! that claimed (when it has a name), so the node restarted after a crash takes back
+//! its own claims at once.
 
 use crate::mail::{blob_from, i64_of, u64_of};
 use crate::{Tx, blobs, exec, get, row_one, row_opt, rows};
@@ -166,6 +168,7 @@ pub(crate) async fn claim(
     now: SystemTime,
     lease: Duration,
     limit: usize,
+    node: Option<&str>,
 ) -> Result<Vec<QueuedMessage>> {
     let now_ms = millis(now);
     let until = now_ms.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
@@ -188,8 +191,8 @@ pub(crate) async fn claim(
     }
     exec(
         tx,
-        "UPDATE queue SET lease_until = $1 WHERE id = ANY($2)",
-        &[&until, &ids],
+        "UPDATE queue SET lease_until = $1, claimed_by = $3 WHERE id = ANY($2)",
+        &[&until, &ids, &node],
     )
     .await?;
     // A flush before this claim is served by this very attempt.
@@ -277,6 +280,17 @@ async fn delete(tx: &Tx<'_>, id: QueueId) -> Result<bool> {
 }
 
 /// Ends a claim; a message with nothing pending and nothing unreported is removed.
+/// Ends the live claims `node` made (its process is gone): they are due at once.
+pub(crate) async fn release_claims_of(tx: &Tx<'_>, node: &str) -> Result<usize> {
+    let n = exec(
+        tx,
+        "UPDATE queue SET lease_until = 0 WHERE claimed_by = $1 AND lease_until > 0",
+        &[&node],
+    )
+    .await?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
 pub(crate) async fn release(tx: &Tx<'_>, id: QueueId) -> Result<()> {
     let open = row_opt(
         tx,

@@ -14,7 +14,7 @@ use buudien_store::{Result, StoreError};
 
 /// The version of this code's view of the schema. Bumped whenever code depends on a
 /// new schema version.
-pub const CODE_VERSION: i64 = 1;
+pub const CODE_VERSION: i64 = 2;
 
 /// The advisory lock key migrations serialise on ("buudien" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0062_7575_6469_656e;
@@ -207,6 +207,13 @@ CREATE TABLE auth_events (
 CREATE INDEX auth_events_at ON auth_events(at);
 "#;
 
+/// V4: `queue.claimed_by`, the node that holds a claim (see `queue`), so a node
+/// restarted after a crash releases its own claims at once. Only adds: code of version
+/// 1 runs on it (its claims name no node and lapse with their lease).
+const V4: &str = r#"
+ALTER TABLE queue ADD COLUMN claimed_by text;
+"#;
+
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -223,6 +230,11 @@ const MIGRATIONS: &[Migration] = &[
         min_code: 1,
         sql: V3,
     },
+    Migration {
+        version: 4,
+        min_code: 1,
+        sql: V4,
+    },
 ];
 
 /// The newest schema version this code knows.
@@ -236,6 +248,11 @@ pub(crate) async fn migrate_as(inner: &Inner, code: i64) -> Result<()> {
     let mut client = inner.client().await?;
     let tx = client.transaction().await.map_err(pg_err)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg_err)?;
+    // Without it, every start logs PostgreSQL's NOTICE that schema_version exists
+    // (the pg_trgm notice of V2 is logged by `text` instead).
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
         .await
         .map_err(pg_err)?;
     tx.batch_execute(

@@ -3,7 +3,8 @@
 //! exclusive across stores and lapses when its holder is gone, a change on one store
 //! wakes a watcher on another (the latency is printed), UIDs and MODSEQs become
 //! visible in increasing order under concurrent writers, queue claims never overlap,
-//! and a snapshot on one store keeps its blobs from another store's collection.
+//! a node restarted under its name takes back its own claims only, and a snapshot on
+//! one store keeps its blobs from another store's collection.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -483,4 +484,66 @@ async fn mixed_writers_on_two_nodes_neither_fail_nor_lose_counts() {
         r.read_to_end(&mut got).await.unwrap();
         assert_eq!(got.len() as u64, e.size);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_takes_back_its_own_claims_only() {
+    let (url, n) = nodes(2).await;
+    let (a, b) = (&n[0], &n[1]);
+    a.set_node("node-a");
+    b.set_node("node-b");
+    let env = Envelope {
+        sender: "a@c.example".into(),
+        envid: None,
+        ret: None,
+        eight_bit: false,
+        smtputf8: false,
+    };
+    let rcpt = vec![NewRecipient {
+        address: "r@remote.example".into(),
+        orcpt: None,
+        notify: None,
+    }];
+    let now = SystemTime::now();
+    for i in 0..2 {
+        let m = format!("Subject: claim {i}\r\n\r\nx\r\n");
+        ok(a.submit(Submission {
+            message: m.as_bytes(),
+            local_prefix: &[],
+            received: now,
+            local: &[],
+            outbound: Some((&env, &rcpt)),
+        })
+        .await);
+    }
+    let hour = Duration::from_secs(3600);
+    let held_by_a = ok(a.claim(now, hour, 1).await);
+    let held_by_b = ok(b.claim(now, hour, 1).await);
+    assert_eq!((held_by_a.len(), held_by_b.len()), (1, 1));
+    assert!(
+        ok(a.claim(now, hour, 2).await).is_empty(),
+        "both are claimed"
+    );
+    // Node A "crashes" and starts again under its name: only its claim comes back.
+    drop(n);
+    let a2 = ok(PgStore::connect(&url, 2).await);
+    // Without a name, nothing is released (the claims may be anyone's).
+    assert_eq!(ok(a2.release_own_claims().await), 0);
+    a2.set_node("node-a");
+    assert_eq!(ok(a2.release_own_claims().await), 1);
+    let again = ok(a2.claim(now, hour, 2).await);
+    let ids: Vec<_> = again.iter().map(|m| m.id).collect();
+    assert_eq!(
+        ids,
+        vec![held_by_a[0].id],
+        "only node A's claim is taken back"
+    );
+    // Node B's claim is still live: a restart of A never takes it.
+    assert_eq!(
+        ok(a2.release_own_claims().await),
+        1,
+        "A's new claim is its own again"
+    );
+    a2.set_node("node-c");
+    assert_eq!(ok(a2.release_own_claims().await), 0);
 }
