@@ -1,6 +1,7 @@
 //! Delivery and submission, mailboxes, the POP3 maildrop snapshot, expunge and the
 //! change log.
 
+use crate::blobs_s3::S3Blobs;
 use crate::lease::Leases;
 use crate::{Tx, blobs, exec, get, queue, row_one, row_opt, rows};
 use buudien_store::{
@@ -188,7 +189,7 @@ impl Prepared {
 /// Stores local copies (quota-checked, UIDs and MODSEQs from the mailbox rows) and
 /// queues the outbound part, in the caller's transaction. Accounts are locked in id
 /// order, so concurrent deliveries to several accounts cannot deadlock.
-pub(crate) async fn store(tx: &Tx<'_>, p: &Prepared) -> Result<Submitted> {
+pub(crate) async fn store(tx: &Tx<'_>, s3: Option<&S3Blobs>, p: &Prepared) -> Result<Submitted> {
     let local_size = p
         .local
         .as_ref()
@@ -199,10 +200,10 @@ pub(crate) async fn store(tx: &Tx<'_>, p: &Prepared) -> Result<Submitted> {
     let n_local = i64_of(p.accounts.len() as u64);
     let shared_blob = p.remote.is_none() && p.outbound.is_some();
     if let Some((id, bytes, _)) = &p.local {
-        blobs::add_refs(tx, id, bytes, n_local + i64::from(shared_blob)).await?;
+        blobs::add_refs(tx, s3, id, bytes, n_local + i64::from(shared_blob)).await?;
     }
     if let Some((id, bytes)) = &p.remote {
-        blobs::add_refs(tx, id, bytes, 1).await?;
+        blobs::add_refs(tx, s3, id, bytes, 1).await?;
     }
     let received_secs = secs(p.received);
     let mut delivered = Vec::with_capacity(p.accounts.len());

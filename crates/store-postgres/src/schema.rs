@@ -193,6 +193,15 @@ DO $$ BEGIN
 END $$;
 "#;
 
+/// V3: objects of collected blobs still to be deleted from object storage (see
+/// `blobs_s3`): the transaction that deletes a blob row records its id here, and the
+/// object goes after it committed. Only adds: code of version 1 runs on it.
+const V3: &str = r#"
+CREATE TABLE blob_deletions (
+    id  bytea PRIMARY KEY
+);
+"#;
+
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -203,6 +212,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         min_code: 1,
         sql: V2,
+    },
+    Migration {
+        version: 3,
+        min_code: 1,
+        sql: V3,
     },
 ];
 
