@@ -91,6 +91,7 @@ impl std::fmt::Debug for S3Settings {
 pub(crate) struct S3Blobs {
     store: Arc<AmazonS3>,
     prefix: String,
+    bucket: String,
 }
 
 /// An object store failure: temporary (the protocol answers "try again later").
@@ -136,6 +137,7 @@ impl S3Blobs {
         let blobs = S3Blobs {
             store: Arc::new(store),
             prefix,
+            bucket: s.bucket.clone(),
         };
         // One page of the listing: a missing bucket or refused credentials show now,
         // not at the first delivery.
@@ -145,6 +147,11 @@ impl S3Blobs {
             return Err(s3_err(&format!("bucket {}", s.bucket), e));
         }
         Ok(blobs)
+    }
+
+    /// `bucket B, prefix P`, for the logs.
+    pub(crate) fn describe(&self) -> String {
+        format!("bucket {}, prefix {}", self.bucket, self.prefix)
     }
 
     /// The key of a blob's object.

@@ -294,6 +294,11 @@ impl PgStore {
         })
     }
 
+    /// Where new blobs' bytes go when not in the database: `bucket B, prefix P`.
+    pub fn object_storage(&self) -> Option<String> {
+        self.inner.s3.as_ref().map(|s| s.describe())
+    }
+
     /// The newest schema version this code knows.
     pub fn schema_version() -> i64 {
         schema::latest()
