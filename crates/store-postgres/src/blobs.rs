@@ -34,7 +34,7 @@ pub(crate) async fn add_refs(
     tx: &Tx<'_>,
     s3: Option<&S3Blobs>,
     id: &BlobId,
-    bytes: &[u8],
+    bytes: &bytes::Bytes,
     refs: i64,
 ) -> Result<()> {
     let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);

@@ -159,9 +159,9 @@ impl S3Blobs {
         Path::from(format!("{}/{}", self.prefix, id.to_hex()))
     }
 
-    /// Uploads a blob's bytes; returns once the store has them.
-    pub(crate) async fn put(&self, id: &BlobId, bytes: &[u8]) -> Result<()> {
-        let payload = PutPayload::from(bytes.to_vec());
+    /// Uploads a blob's bytes (shared, not copied); returns once the store has them.
+    pub(crate) async fn put(&self, id: &BlobId, bytes: &bytes::Bytes) -> Result<()> {
+        let payload = PutPayload::from(bytes.clone());
         self.store
             .put(&self.path(id), payload)
             .await

@@ -336,7 +336,8 @@ async fn allocate(tx: &Tx<'_>, mailbox: MailboxId) -> Result<(i64, i64)> {
 /// One message of an APPEND, read and parsed before the transaction.
 pub(crate) struct Prepared {
     id: BlobId,
-    bytes: Vec<u8>,
+    /// Shared with an upload to object storage without a copy.
+    bytes: bytes::Bytes,
     em: EmailMeta,
     flags: Flags,
     keywords: BTreeSet<String>,
@@ -366,7 +367,7 @@ pub(crate) async fn prepare(messages: Vec<NewMessage>) -> Result<Vec<Prepared>> 
         out.push(Prepared {
             id: blob_id(&[&bytes]),
             em: email_meta(&bytes),
-            bytes,
+            bytes: bytes.into(),
             flags: m.flags,
             keywords: m.keywords.into_iter().collect(),
             received: m.received,

@@ -9,6 +9,7 @@ use buudien_store::{
     NewRecipient, Result, SpecialUse, StoreError, Submission, Submitted,
 };
 use buudien_types::{Uid, UidValidity};
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -139,9 +140,10 @@ pub(crate) async fn insert_email(
 /// local and queued copies, their blob ids and the parsed structure.
 pub(crate) struct Prepared {
     accounts: BTreeSet<AccountId>,
-    local: Option<(BlobId, Vec<u8>, EmailMeta)>,
+    /// The local copy's blob (bytes shared with an upload to object storage).
+    local: Option<(BlobId, Bytes, EmailMeta)>,
     /// The queued copy's blob when it differs from the local one.
-    remote: Option<(BlobId, Vec<u8>)>,
+    remote: Option<(BlobId, Bytes)>,
     message_len: i64,
     received: SystemTime,
     outbound: Option<(Envelope, Vec<NewRecipient>)>,
@@ -168,10 +170,10 @@ impl Prepared {
         } else {
             let whole = [prefix, s.message].concat();
             let em = email_meta(&whole);
-            Some((blob_id(&[&whole]), whole, em))
+            Some((blob_id(&[&whole]), whole.into(), em))
         };
         let remote = if outbound.is_some() && (local.is_none() || !prefix.is_empty()) {
-            Some((blob_id(&[s.message]), s.message.to_vec()))
+            Some((blob_id(&[s.message]), Bytes::copy_from_slice(s.message)))
         } else {
             None
         };
