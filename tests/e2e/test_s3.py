@@ -8,8 +8,8 @@ the tests, never skips them. PostgreSQL is started as in test_cluster.py.
 The tests check that mail taken by SMTP is read back whole over IMAP and POP3 while its
 bytes live in the bucket (key `<prefix>/<SHA-256 hex>`) and not in `blob_chunks`; that
 a message deleted over POP3 has its object removed by the collection a restart runs;
-and that with the object store down, SMTP answers 451 (try again later) and the
-message is not half stored.
+and that with the object store down, SMTP answers 451 (try again later), APPEND NO and
+`buudien deliver` exits 75, and no message is half stored.
 """
 
 from __future__ import annotations
@@ -221,7 +221,12 @@ def test_an_outage_is_a_temporary_failure(s3):
         with pytest.raises(smtplib.SMTPDataError) as e:
             s.sendmail("someone@elsewhere.test", [user], msg)
     assert 400 <= e.value.smtp_code < 500, e.value
-    assert s3.sql("SELECT count(*) FROM blobs") == rows, "no row without its object"
+    # IMAP APPEND: NO; `buudien deliver`: exit 75 (EX_TEMPFAIL), the MTA keeps it.
     m = node.imap(user, pw)
+    typ, data = m.append("INBOX", None, None, mail("appended meanwhile"))
+    assert typ == "NO", (typ, data)
+    r = node.deliver(user, b"Subject: piped meanwhile\n\nx\n", check=False)
+    assert r.returncode == 75, (r.returncode, r.stderr)
+    assert s3.sql("SELECT count(*) FROM blobs") == rows, "no row without its object"
     assert ok(m.select("INBOX")) == [b"0"]
     m.logout()

@@ -19,8 +19,11 @@
 //!
 //! Orphan objects (a PUT whose transaction then failed, or a node that crashed before
 //! committing) are harmless: nothing refers to them, and a later delivery of the same
-//! bytes reuses the key. They could be swept by listing `<prefix>/` and deleting the
-//! objects older than a day that have no `blobs` row; buudien does not do that yet.
+//! bytes reuses the key. They could be swept by listing `<prefix>/` for objects older
+//! than a day that have no `blobs` row and deleting them through `blob_deletions` as
+//! collection does: the record must be written only where no row exists, under a lock
+//! a delivery creating that row also takes (a plain "no row, delete" could race a
+//! delivery of the same bytes whose row is not committed yet). Not done yet.
 //!
 //! Reading fetches ranges of [`CHUNK`] octets, at most [`READ_AHEAD`] ahead of the
 //! reader, like the chunks in PostgreSQL: memory stays bounded and each request is
