@@ -4,7 +4,8 @@
 //! uploaded again; collection deletes the object only after the row, finishes
 //! deletions an outage interrupted, and never deletes the object of a blob that was
 //! delivered again meanwhile; an outage during a delivery is a temporary error that
-//! leaves no row.
+//! leaves no row; and deliveries of the same bytes racing collection on another node
+//! never leave a row without its object.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -242,6 +243,48 @@ async fn collection_and_outages() {
         client.head(&key(&b2)).await,
         Err(object_store::Error::NotFound { .. })
     ));
+}
+
+/// Two nodes race: one delivers the same bytes again and again and expunges them,
+/// the other collects all the while. Whenever a delivery is in the mailbox its bytes
+/// read back, and at the end every row has its object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collection_racing_deliveries_of_the_same_bytes() {
+    let url = common::server().fresh_db().await;
+    let m = moto::shared();
+    let bucket = m.fresh_bucket();
+    let a = ok(PgStore::connect_with_s3(&url, 4, &m.settings(&bucket)).await);
+    let b = ok(PgStore::connect_with_s3(&url, 4, &m.settings(&bucket)).await);
+    let who = account(&a, "race@example.org").await;
+    let same = message("same", 3000);
+    let collector = tokio::spawn(async move {
+        let mut rounds = 0;
+        let stop = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < stop {
+            b.collect_garbage().await?;
+            rounds += 1;
+            if rounds == 400 {
+                break;
+            }
+        }
+        Ok::<_, StoreError>(rounds)
+    });
+    for _ in 0..80 {
+        let d = ok(a.deliver(&[who], &same, SystemTime::now()).await)[0];
+        let blob = blob_of(&a, d.mailbox).await;
+        assert!(
+            read_all(&a, &blob).await == same,
+            "a delivered message reads"
+        );
+        ok(a.expunge(d.mailbox, &[d.uid]).await);
+    }
+    let rounds = ok(collector.await.unwrap());
+    assert!(rounds > 1, "the collector ran while the deliveries did");
+    let d = ok(a.deliver(&[who], &same, SystemTime::now()).await)[0];
+    ok(a.collect_garbage().await);
+    let blob = blob_of(&a, d.mailbox).await;
+    assert!(m.client(&bucket).head(&key(&blob)).await.is_ok());
+    assert!(read_all(&a, &blob).await == same);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
