@@ -9,8 +9,9 @@
 //! streams the chunks ([`open`]).
 //!
 //! With object storage configured (`blobs_s3`), a new blob's bytes go to its bucket
-//! instead of `blob_chunks`; the row is the same, and blobs that have chunks are
-//! read from them whatever the setting.
+//! instead of `blob_chunks`, uploaded by the transaction that creates its row before
+//! it commits (so a row still always has its bytes); the row is the same, and blobs
+//! that have chunks are read from them whatever the setting.
 
 use crate::blobs_s3::{self, S3Blobs};
 use crate::{Inner, Tx, exec, get, in_tx, pg_err, row_opt, rows};
