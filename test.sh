@@ -4,7 +4,8 @@
 #      (fetchmail, curl, openssl, postfix, dnsmasq, swaks, dig, mbsync, offlineimap,
 #      mutt, python3-pytest, postgresql (server binaries for crates/store-postgres's
 #      tests, which start their own throwaway server), and for the benchmark
-#      dovecot-imapd, dovecot-pop3d);
+#      dovecot-imapd, dovecot-pop3d); and moto's S3 server (PyPI `moto[server]`, in a
+#      venv under the target directory) for the object-storage blob tests;
 #   2. cargo fmt --check, clippy -D warnings, cargo test (main workspace; fuzz/ targets are clippy'd),
 #      then the protocol crates' tests again on PostgreSQL (feature test-postgres);
 #   3. builds the buudien binary and runs tests/e2e (pytest) against it, twice: on the
@@ -61,6 +62,25 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql
 # swaks speaks TLS (--tls, --tlsc) only with IO::Socket::SSL, a mere Recommends.
 perl -MIO::Socket::SSL -e 1 >/dev/null 2>&1 || missing+=(libio-socket-ssl-perl)
 find_python >/dev/null || missing+=(python3-pytest)
+# The object-storage blob tests (crates/store-postgres/tests/s3.rs, tests/e2e/test_s3.py)
+# run against moto's S3 server: BUUDIEN_TEST_MOTO, else moto_server on PATH, else one
+# this script installs from PyPI into a venv (which Debian's python3 makes only with
+# python3-venv).
+MOTO_VENV="${CARGO_TARGET_DIR:-$ROOT/target}/s3-venv"
+find_moto() {
+    if [[ -n ${BUUDIEN_TEST_MOTO:-} && -x $BUUDIEN_TEST_MOTO ]]; then
+        echo "$BUUDIEN_TEST_MOTO"
+    elif [[ -x $MOTO_VENV/bin/moto_server ]]; then
+        echo "$MOTO_VENV/bin/moto_server"
+    elif command -v moto_server >/dev/null 2>&1; then
+        command -v moto_server
+    else
+        return 1
+    fi
+}
+if ! find_moto >/dev/null && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    missing+=(python3-venv)
+fi
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"
     command -v apt-get >/dev/null 2>&1 \
@@ -100,6 +120,13 @@ else
     echo "fetchmail, curl, openssl, postfix, dnsmasq, swaks, dig, mbsync, offlineimap, mutt, dovecot, postgresql and pytest are present"
 fi
 PYTHON=$(find_python) || die "python3 with pytest still not found after installing python3-pytest"
+if ! find_moto >/dev/null; then
+    echo "installing moto[server] into $MOTO_VENV"
+    python3 -m venv "$MOTO_VENV" || die "python3 -m venv $MOTO_VENV failed"
+    "$MOTO_VENV/bin/pip" install -q 'moto[server]==5.2.5' || die "pip install 'moto[server]' failed"
+fi
+BUUDIEN_TEST_MOTO=$(find_moto) || die "moto_server still not found after installing moto[server]"
+export BUUDIEN_TEST_MOTO
 echo "fetchmail: $(fetchmail --version 2>/dev/null | head -n1 || true)"
 echo "curl:      $(curl --version | head -n1)"
 echo "postfix:   $(/usr/sbin/postconf -d -h mail_version 2>/dev/null || echo '?')"
@@ -110,6 +137,7 @@ echo "offlineimap: $(offlineimap --version 2>/dev/null | head -n1 || true)"
 echo "mutt:      $(mutt -v 2>/dev/null | head -n1 || true)"
 echo "dovecot:   $(/usr/sbin/dovecot --version 2>/dev/null || echo ?)"
 echo "postgres:  $(for b in /usr/lib/postgresql/*/bin/postgres; do "$b" --version; done 2>/dev/null | tail -n1 || echo ?)"
+echo "moto:      $BUUDIEN_TEST_MOTO"
 echo "python:    $PYTHON ($("$PYTHON" -c 'import pytest, sys; print(sys.version.split()[0], "pytest", pytest.__version__)'))"
 
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs)"

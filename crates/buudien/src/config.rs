@@ -48,6 +48,8 @@ pub struct Config {
 /// `[store]`: the backend. The embedded SQLite store under `data_dir` is the default;
 /// `backend = "postgres"` with `url` puts the store in PostgreSQL, shared by every
 /// node of a cluster (blobs included; `data_dir` then holds only temporary files).
+/// With PostgreSQL, `blobs = "s3"` and the `s3_*` keys put message bytes in an
+/// S3-compatible bucket instead of the database.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Store {
@@ -63,6 +65,35 @@ pub struct Store {
     /// file. Default 128 KiB.
     #[serde(deserialize_with = "opt_size")]
     pub inline_max: Option<u64>,
+    /// Where message bytes go with PostgreSQL: `"postgres"` (default) or `"s3"`.
+    pub blobs: Blobs,
+    /// The S3 endpoint URL (`https://…`); absent for AWS itself.
+    pub s3_endpoint: Option<String>,
+    /// The bucket (must exist); required with `blobs = "s3"`.
+    pub s3_bucket: Option<String>,
+    /// The region. Default `us-east-1`.
+    pub s3_region: Option<String>,
+    /// Objects are `<prefix>/<hex of the blob's SHA-256>`. Default `blobs`.
+    pub s3_prefix: Option<String>,
+    /// The access key id; with `s3_secret_key_file`. Without both, the environment's
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`).
+    pub s3_access_key: Option<String>,
+    /// A file holding the secret access key (its first line), read at start.
+    /// Relative paths are relative to the config file.
+    pub s3_secret_key_file: Option<PathBuf>,
+    /// Allow an `http://` endpoint (required for one, refused otherwise).
+    pub s3_allow_http: bool,
+}
+
+/// Where PostgreSQL's message bytes go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Blobs {
+    /// In the database (`bytea` chunks).
+    #[default]
+    Postgres,
+    /// In an S3-compatible bucket (`s3_*` keys).
+    S3,
 }
 
 /// The store backends.
@@ -83,11 +114,20 @@ impl Default for Store {
             url: None,
             pool_size: 16,
             inline_max: None,
+            blobs: Blobs::Postgres,
+            s3_endpoint: None,
+            s3_bucket: None,
+            s3_region: None,
+            s3_prefix: None,
+            s3_access_key: None,
+            s3_secret_key_file: None,
+            s3_allow_http: false,
         }
     }
 }
 
-/// The URL may hold a password: it is never printed.
+/// The URL may hold a password: it is never printed (nor the S3 key id and secret
+/// file).
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
@@ -95,7 +135,17 @@ impl std::fmt::Debug for Store {
             .field("url", &self.url.as_ref().map(|_| "<set>"))
             .field("pool_size", &self.pool_size)
             .field("inline_max", &self.inline_max)
-            .finish()
+            .field("blobs", &self.blobs)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("s3_bucket", &self.s3_bucket)
+            .field("s3_region", &self.s3_region)
+            .field("s3_prefix", &self.s3_prefix)
+            .field(
+                "s3_access_key",
+                &self.s3_access_key.as_ref().map(|_| "<set>"),
+            )
+            .field("s3_allow_http", &self.s3_allow_http)
+            .finish_non_exhaustive()
     }
 }
 
@@ -110,13 +160,92 @@ impl Store {
                 "[store] url is only used with backend = \"postgres\" (SQLite lives in data_dir)"
                     .into(),
             ),
-            (Backend::Postgres, _) if self.inline_max.is_some() => Err(
-                "[store] inline_max is for the SQLite store (PostgreSQL keeps every message in the database)"
-                    .into(),
-            ),
+            (Backend::Postgres, _) if self.inline_max.is_some() => {
+                Err("[store] inline_max is for the SQLite store".into())
+            }
             _ if self.pool_size == 0 => Err("[store] pool_size must be at least 1".into()),
-            _ => Ok(()),
+            _ => self.check_s3(),
         }
+    }
+
+    /// Whether any `s3_*` key is set.
+    fn any_s3_key(&self) -> bool {
+        self.s3_endpoint.is_some()
+            || self.s3_bucket.is_some()
+            || self.s3_region.is_some()
+            || self.s3_prefix.is_some()
+            || self.s3_access_key.is_some()
+            || self.s3_secret_key_file.is_some()
+            || self.s3_allow_http
+    }
+
+    /// The object storage keys: only with `blobs = "s3"` on PostgreSQL, a bucket, an
+    /// endpoint that is a URL (`http://` only with `s3_allow_http`), a plain prefix,
+    /// and the key id and secret file together.
+    fn check_s3(&self) -> Result<(), String> {
+        if self.blobs == Blobs::Postgres {
+            if self.any_s3_key() {
+                return Err("[store] s3_* keys are only used with blobs = \"s3\"".into());
+            }
+            return Ok(());
+        }
+        if self.backend != Backend::Postgres {
+            return Err(
+                "[store] blobs = \"s3\" needs backend = \"postgres\" (SQLite keeps its blobs in data_dir)"
+                    .into(),
+            );
+        }
+        let bucket = self.s3_bucket.as_deref().unwrap_or_default();
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if self.s3_bucket.is_none() {
+            return Err("[store] blobs = \"s3\" needs s3_bucket".into());
+        }
+        if !bucket_ok {
+            return Err(format!(
+                "[store] s3_bucket {bucket:?} is not a bucket name (3-63 of a-z 0-9 . -)"
+            ));
+        }
+        match self.s3_endpoint.as_deref() {
+            Some(e) if e.starts_with("http://") && !self.s3_allow_http => {
+                return Err(format!(
+                    "[store] s3_endpoint {e} is plain HTTP: set s3_allow_http = true to allow it"
+                ));
+            }
+            Some(e) if e.starts_with("http://") => {}
+            Some(e) if e.starts_with("https://") && !self.s3_allow_http => {}
+            Some(e) if !e.starts_with("https://") => {
+                return Err(format!(
+                    "[store] s3_endpoint {e} is not an http:// or https:// URL"
+                ));
+            }
+            _ if self.s3_allow_http => {
+                return Err("[store] s3_allow_http is only for an http:// s3_endpoint".into());
+            }
+            _ => {}
+        }
+        if let Some(p) = &self.s3_prefix {
+            let plain = !p.is_empty()
+                && p.len() <= 200
+                && p.split('/').all(|seg| {
+                    !seg.is_empty()
+                        && seg
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                });
+            if !plain {
+                return Err(format!(
+                    "[store] s3_prefix {p:?} must be path segments of A-Z a-z 0-9 - _ . \
+                     joined by /"
+                ));
+            }
+        }
+        if self.s3_access_key.is_some() != self.s3_secret_key_file.is_some() {
+            return Err("[store] s3_access_key and s3_secret_key_file go together".into());
+        }
+        Ok(())
     }
 }
 
@@ -457,6 +586,11 @@ impl Config {
             let base = path.parent().unwrap_or(Path::new("."));
             cfg.data_dir = base.join(&cfg.data_dir);
         }
+        if let Some(f) = &mut cfg.store.s3_secret_key_file
+            && f.is_relative()
+        {
+            *f = path.parent().unwrap_or(Path::new(".")).join(&*f);
+        }
         if let Some(tls) = &mut cfg.tls {
             let base = path.parent().unwrap_or(Path::new("."));
             if tls.cert.is_relative() {
@@ -624,6 +758,117 @@ servers = ["127.0.0.1:5353"]
         let c = Config::parse(&format!("{base}[store]\ninline_max = \"64K\"\n"))?;
         assert_eq!(c.store.inline_max, Some(64 << 10));
         assert_eq!(Config::parse(base)?.store.inline_max, None);
+        Ok(())
+    }
+
+    #[test]
+    fn s3_blob_keys() -> Result<(), String> {
+        let pg = "hostname = \"h\"\ndata_dir = \"d\"\n[store]\nbackend = \"postgres\"\n\
+                  url = \"postgres://db/mail\"\n";
+        let c = Config::parse(pg)?;
+        assert_eq!(
+            c.store.blobs,
+            Blobs::Postgres,
+            "bytes in PostgreSQL by default"
+        );
+        let c = Config::parse(&format!(
+            "{pg}blobs = \"s3\"\ns3_endpoint = \"https://s3.example:9000\"\n\
+             s3_bucket = \"mail-blobs\"\ns3_region = \"eu-west-1\"\ns3_prefix = \"node/blobs\"\n\
+             s3_access_key = \"AKIDEXAMPLE\"\ns3_secret_key_file = \"/etc/buudien/s3.key\"\n"
+        ))?;
+        assert_eq!(c.store.blobs, Blobs::S3);
+        assert_eq!(
+            c.store.s3_endpoint.as_deref(),
+            Some("https://s3.example:9000")
+        );
+        assert_eq!(c.store.s3_bucket.as_deref(), Some("mail-blobs"));
+        assert_eq!(c.store.s3_region.as_deref(), Some("eu-west-1"));
+        assert_eq!(c.store.s3_prefix.as_deref(), Some("node/blobs"));
+        assert_eq!(
+            c.store.s3_secret_key_file.as_deref(),
+            Some(Path::new("/etc/buudien/s3.key"))
+        );
+        assert!(!c.store.s3_allow_http);
+        assert!(
+            !format!("{c:?}").contains("AKIDEXAMPLE"),
+            "key id not printed"
+        );
+        // AWS itself (no endpoint), credentials from the environment; plain HTTP when
+        // asked for.
+        Config::parse(&format!("{pg}blobs = \"s3\"\ns3_bucket = \"b12\"\n"))?;
+        let c = Config::parse(&format!(
+            "{pg}blobs = \"s3\"\ns3_bucket = \"b12\"\ns3_endpoint = \"http://127.0.0.1:9000\"\n\
+             s3_allow_http = true\n"
+        ))?;
+        assert!(c.store.s3_allow_http);
+        let sqlite = "hostname = \"h\"\ndata_dir = \"d\"\n[store]\n";
+        for (bad, says) in [
+            (
+                format!("{sqlite}blobs = \"s3\"\ns3_bucket = \"b12\"\n"),
+                "needs backend",
+            ),
+            (format!("{sqlite}s3_bucket = \"b12\"\n"), "only used with"),
+            (format!("{pg}s3_bucket = \"b12\"\n"), "only used with"),
+            (format!("{pg}blobs = \"s3\"\n"), "needs s3_bucket"),
+            (
+                format!("{pg}blobs = \"s3\"\ns3_bucket = \"Bad_Name\"\n"),
+                "not a bucket",
+            ),
+            (
+                format!("{pg}blobs = \"s3\"\ns3_bucket = \"b12\"\ns3_endpoint = \"http://x\"\n"),
+                "s3_allow_http",
+            ),
+            (
+                format!("{pg}blobs = \"s3\"\ns3_bucket = \"b12\"\ns3_allow_http = true\n"),
+                "only for an http://",
+            ),
+            (
+                format!(
+                    "{pg}blobs = \"s3\"\ns3_bucket = \"b12\"\ns3_endpoint = \"https://x\"\ns3_allow_http = true\n"
+                ),
+                "only for an http://",
+            ),
+            (
+                format!("{pg}blobs = \"s3\"\ns3_bucket = \"b12\"\ns3_endpoint = \"s3.example\"\n"),
+                "not an http",
+            ),
+            (
+                format!("{pg}blobs = \"s3\"\ns3_bucket = \"b12\"\ns3_prefix = \"/a//b\"\n"),
+                "s3_prefix",
+            ),
+            (
+                format!("{pg}blobs = \"s3\"\ns3_bucket = \"b12\"\ns3_access_key = \"k\"\n"),
+                "go together",
+            ),
+            (
+                format!("{pg}blobs = \"s3\"\ns3_bucket = \"b12\"\ns3_secret_key_file = \"f\"\n"),
+                "go together",
+            ),
+            (format!("{pg}blobs = \"disk\"\n"), "unknown variant"),
+            (
+                format!("{pg}blobs = \"s3\"\ns3_bucket = \"b12\"\ns3_secret = \"x\"\n"),
+                "unknown field",
+            ),
+        ] {
+            let e = Config::parse(&bad).err().unwrap_or_default();
+            assert!(e.contains(says) && !e.contains('\n'), "{bad}: {e}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn s3_secret_file_is_relative_to_the_config() -> Result<(), String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join("buudien.toml");
+        std::fs::write(
+            &path,
+            "hostname = \"h\"\ndata_dir = \"d\"\n[store]\nbackend = \"postgres\"\n\
+             url = \"postgres://db/mail\"\nblobs = \"s3\"\ns3_bucket = \"b12\"\n\
+             s3_access_key = \"k\"\ns3_secret_key_file = \"s3.key\"\n",
+        )
+        .map_err(|e| e.to_string())?;
+        let c = Config::load(&path)?;
+        assert_eq!(c.store.s3_secret_key_file, Some(dir.path().join("s3.key")));
         Ok(())
     }
 

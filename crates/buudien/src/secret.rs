@@ -1,4 +1,5 @@
-//! Passwords on the command line: from stdin, from a prompt, or generated.
+//! Passwords on the command line: from stdin, from a prompt, or generated; and
+//! secrets the configuration names by file (`[store] s3_secret_key_file`).
 
 use crate::cli::CliError;
 use buudien_store::PasswordRecord;
@@ -82,6 +83,37 @@ fn check(pw: String, what: &str) -> Result<String, CliError> {
     Ok(pw)
 }
 
+/// The longest secret file read.
+const MAX_SECRET_FILE: u64 = 4096;
+
+/// The secret in a file: its first line, without the line ending. A missing,
+/// unreadable, empty or over-long file is a configuration error naming the file (never
+/// the secret). A file others may read is logged as a warning.
+pub fn from_file(path: &std::path::Path, what: &str) -> Result<String, CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    let bad = |e: String| CliError::config(format!("{what} file {}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    if let Ok(m) = file.metadata()
+        && m.permissions().mode() & 0o004 != 0
+    {
+        tracing::warn!("{what} file {} is readable by everyone", path.display());
+    }
+    let mut text = String::new();
+    file.take(MAX_SECRET_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| bad(e.to_string()))?;
+    if text.len() as u64 > MAX_SECRET_FILE {
+        return Err(bad(format!("longer than {MAX_SECRET_FILE} bytes")));
+    }
+    let line = text.lines().next().unwrap_or_default().trim().to_string();
+    if line.is_empty() || line.chars().any(char::is_control) {
+        return Err(bad(
+            "its first line is empty or has control characters".into()
+        ));
+    }
+    Ok(line)
+}
+
 /// The stored form of a password: an Argon2id hash and SCRAM-SHA-256 keys.
 pub fn record(password: &str) -> Result<PasswordRecord, CliError> {
     let hash = buudien_auth::hash_password(password.as_bytes())
@@ -104,6 +136,25 @@ mod tests {
         assert_eq!(a.len(), GENERATED_LEN);
         assert_ne!(a, b);
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn secret_files() -> Result<(), String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let f = dir.path().join("key");
+        std::fs::write(&f, "s3cr3t/+KEY\nignored\n").map_err(|e| e.to_string())?;
+        assert_eq!(from_file(&f, "s3").map_err(|e| e.message)?, "s3cr3t/+KEY");
+        for bad in ["", "\n", &"x".repeat(5000)] {
+            std::fs::write(&f, bad).map_err(|e| e.to_string())?;
+            let e = from_file(&f, "s3").err().ok_or("accepted a bad file")?;
+            assert!(
+                !e.message.contains('\n') && e.message.contains("key"),
+                "{}",
+                e.message
+            );
+        }
+        assert!(from_file(&dir.path().join("none"), "s3").is_err());
+        Ok(())
     }
 
     #[test]

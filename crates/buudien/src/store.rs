@@ -6,10 +6,10 @@
 //! WAL checkpointer, `check`) is behind [`Served`] or asks for [`open_sqlite`].
 
 use crate::cli::{CliError, exit};
-use crate::config::{Backend, Config};
+use crate::config::{Backend, Blobs, Config};
 use buudien_auth::FailureThrottle;
 use buudien_store::{MailboxStore, QueueStore, StoreError};
-use buudien_store_postgres::PgStore;
+use buudien_store_postgres::{PgStore, S3Settings};
 use buudien_store_sqlite::SqliteStore;
 use std::future::Future;
 use std::io::{ErrorKind, Read, Write};
@@ -73,17 +73,57 @@ pub async fn open_postgres(cfg: &Config) -> Result<PgStore, CliError> {
     let url = cfg.store.url.as_deref().ok_or_else(|| {
         CliError::config("[store] backend = \"postgres\" needs url = \"postgres://…\"")
     })?;
-    PgStore::connect(url, cfg.store.pool_size)
-        .await
-        .map_err(|e| {
-            // An unreachable or starting database is worth another try (an MTA
-            // running `deliver` keeps the message and retries on 75).
-            let code = match &e {
-                StoreError::Refused(_) => exit::CONFIG,
-                _ => exit::TEMPFAIL,
-            };
-            CliError::new(code, format!("cannot open the PostgreSQL store: {e}"))
-        })
+    let opened = match s3_settings(cfg)? {
+        Some(s3) => PgStore::connect_with_s3(url, cfg.store.pool_size, &s3).await,
+        None => PgStore::connect(url, cfg.store.pool_size).await,
+    };
+    opened.map_err(|e| {
+        // An unreachable or starting database is worth another try (an MTA
+        // running `deliver` keeps the message and retries on 75).
+        let code = match &e {
+            StoreError::Refused(_) => exit::CONFIG,
+            _ => exit::TEMPFAIL,
+        };
+        CliError::new(code, format!("cannot open the PostgreSQL store: {e}"))
+    })
+}
+
+/// The object storage settings of `[store] blobs = "s3"` (`None` otherwise): the
+/// secret from `s3_secret_key_file`, or both keys from the environment as the AWS
+/// tools name them.
+fn s3_settings(cfg: &Config) -> Result<Option<S3Settings>, CliError> {
+    let st = &cfg.store;
+    if st.blobs != Blobs::S3 {
+        return Ok(None);
+    }
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (access_key, secret_key, session_token) = match (&st.s3_access_key, &st.s3_secret_key_file)
+    {
+        (Some(k), Some(f)) => (
+            k.clone(),
+            crate::secret::from_file(f, "[store] s3_secret_key_file")?,
+            None,
+        ),
+        _ => match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+            (Some(k), Some(s)) => (k, s, env("AWS_SESSION_TOKEN")),
+            _ => {
+                return Err(CliError::config(
+                    "[store] blobs = \"s3\" needs s3_access_key and s3_secret_key_file, \
+                         or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment",
+                ));
+            }
+        },
+    };
+    Ok(Some(S3Settings {
+        endpoint: st.s3_endpoint.clone(),
+        bucket: st.s3_bucket.clone().unwrap_or_default(),
+        region: st.s3_region.clone().unwrap_or_else(|| "us-east-1".into()),
+        prefix: st.s3_prefix.clone().unwrap_or_else(|| "blobs".into()),
+        access_key,
+        secret_key,
+        session_token,
+        allow_http: st.s3_allow_http,
+    }))
 }
 
 /// Opens the configured store. Must run inside a tokio runtime (PostgreSQL's
@@ -234,8 +274,12 @@ impl Served for PgStore {
         } else {
             "no pg_trgm: scans"
         };
+        let blobs = match self.object_storage() {
+            Some(at) => format!("blobs in {at}"),
+            None => "blobs in the database".into(),
+        };
         format!(
-            "PostgreSQL (schema version {}, SEARCH text: {search})",
+            "PostgreSQL (schema version {}, SEARCH text: {search}, {blobs})",
             PgStore::schema_version()
         )
     }
@@ -336,6 +380,26 @@ mod tests {
         assert_eq!(e.code, exit::USAGE);
         assert!(
             e.message.contains("SQLite") && !e.message.contains('\n'),
+            "{}",
+            e.message
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_missing_s3_secret_file_is_a_configuration_error() -> Result<(), String> {
+        let cfg = Config::parse(
+            "hostname = \"h\"\ndata_dir = \"/nonexistent\"\n[store]\nbackend = \"postgres\"\n\
+             url = \"postgres://u@127.0.0.1:1/mail\"\nblobs = \"s3\"\ns3_bucket = \"b12\"\n\
+             s3_access_key = \"k\"\ns3_secret_key_file = \"/nonexistent/s3.key\"\n",
+        )?;
+        let e = runtime()
+            .block_on(open_store(&cfg))
+            .err()
+            .ok_or("opened a store")?;
+        assert_eq!(e.code, exit::CONFIG, "{}", e.message);
+        assert!(
+            e.message.contains("/nonexistent/s3.key") && !e.message.contains('\n'),
             "{}",
             e.message
         );

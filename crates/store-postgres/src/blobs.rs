@@ -7,7 +7,13 @@
 //! row exists has all its chunks. `refcount` counts emails and queued messages;
 //! a blob at 0 is garbage unless a live snapshot (a POP3 maildrop) pins it. Reading
 //! streams the chunks ([`open`]).
+//!
+//! With object storage configured (`blobs_s3`), a new blob's bytes go to its bucket
+//! instead of `blob_chunks`, uploaded by the transaction that creates its row before
+//! it commits (so a row still always has its bytes); the row is the same, and blobs
+//! that have chunks are read from them whatever the setting.
 
+use crate::blobs_s3::{self, S3Blobs};
 use crate::{Inner, Tx, exec, get, in_tx, pg_err, row_opt, rows};
 use buudien_store::{BlobId, BlobReader, Result, StoreError};
 use std::pin::Pin;
@@ -22,9 +28,16 @@ pub const CHUNK: usize = 1 << 20;
 const GC_BATCH: i64 = 10_000;
 
 /// Adds `refs` references to the blob of `bytes` (id `id`), creating it with its
-/// chunks when it does not exist. Revives garbage (refcount 0) that was not collected
-/// yet: its chunks are still there.
-pub(crate) async fn add_refs(tx: &Tx<'_>, id: &BlobId, bytes: &[u8], refs: i64) -> Result<()> {
+/// chunks (or, with `s3`, its object, uploaded before this transaction commits)
+/// when it does not exist. Revives garbage (refcount 0) that was not collected
+/// yet: its bytes are still there. A blob that exists is never written again.
+pub(crate) async fn add_refs(
+    tx: &Tx<'_>,
+    s3: Option<&S3Blobs>,
+    id: &BlobId,
+    bytes: &bytes::Bytes,
+    refs: i64,
+) -> Result<()> {
     let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
     // Portable upsert (no xmax tricks): update, else insert; a concurrent insert of
     // the same blob makes ours do nothing, and the update is tried again.
@@ -45,6 +58,10 @@ pub(crate) async fn add_refs(tx: &Tx<'_>, id: &BlobId, bytes: &[u8], refs: i64) 
         )
         .await?;
         if n > 0 {
+            if let Some(s3) = s3 {
+                blobs_s3::before_put(tx, id).await?;
+                return s3.put(id, bytes).await;
+            }
             for (seq, chunk) in bytes.chunks(CHUNK).enumerate() {
                 let seq = i32::try_from(seq)
                     .map_err(|_| StoreError::Refused("message too large".into()))?;
@@ -74,17 +91,20 @@ pub(crate) async fn unref(tx: &Tx<'_>, id: &[u8]) -> Result<()> {
 
 /// The queue between a blob's chunk fetcher and its reader: chunks, then `None`
 /// at the end (a channel closed without it is an error, never a short read).
-type ChunkRx = tokio::sync::mpsc::Receiver<std::io::Result<Option<Vec<u8>>>>;
+pub(crate) type ChunkRx = tokio::sync::mpsc::Receiver<std::io::Result<Option<Vec<u8>>>>;
 
 /// Chunks fetched ahead of the reader, at most (so a reader holds about 3 MiB).
-const READ_AHEAD: usize = 2;
+pub(crate) const READ_AHEAD: usize = 2;
 
 /// Opens a blob for reading: its size, the length of its chunks and its first chunk
 /// are read at once (so a missing blob fails here, and one whose chunks do not add up
 /// to its size fails as damaged before any byte is read, as the protocols expect),
 /// the other chunks one at a time by a task, at most [`READ_AHEAD`] ahead of the
-/// reader: a large message is never held whole.
+/// reader: a large message is never held whole. A blob without chunks is read from
+/// object storage when it is configured.
 pub(crate) async fn open(inner: &Arc<Inner>, blob: &BlobId) -> Result<BlobReader> {
+    // Without chunks, the bytes are in object storage (when there is one).
+    let in_bucket = inner.s3.is_some();
     let (size, first) = in_tx!(inner, |tx| async move {
         // octet_length of a stored bytea comes from its header, without reading it.
         let Some(r) = row_opt(
@@ -99,7 +119,7 @@ pub(crate) async fn open(inner: &Arc<Inner>, blob: &BlobId) -> Result<BlobReader
         };
         let size = u64::try_from(get::<i64>(&r, 0)?).unwrap_or(0);
         let stored = u64::try_from(get::<i64>(&r, 1)?).unwrap_or(0);
-        if stored != size {
+        if stored != size && !(stored == 0 && in_bucket) {
             return Err(StoreError::Damaged(format!(
                 "blob {} has {stored} octets in its chunks, its row says {size}",
                 blob.to_hex()
@@ -111,13 +131,18 @@ pub(crate) async fn open(inner: &Arc<Inner>, blob: &BlobId) -> Result<BlobReader
             &[&&blob.0[..]],
         )
         .await?;
-        let first: Vec<u8> = match first {
-            Some(r) => get(&r, 0)?,
-            None => Vec::new(),
+        let first: Option<Vec<u8>> = match first {
+            Some(r) => Some(get(&r, 0)?),
+            None => None,
         };
         Ok((size, first))
     })?;
     let id = *blob;
+    let first = match (first, &inner.s3) {
+        (Some(first), _) => first,
+        (None, Some(s3)) if size > 0 => return blobs_s3::open(inner, s3, id, size).await,
+        (None, _) => Vec::new(),
+    };
     let damaged = move |got: u64| {
         StoreError::Damaged(format!(
             "blob {} has {got} octets in its chunks, its row says {size}",
@@ -174,20 +199,27 @@ pub(crate) async fn open(inner: &Arc<Inner>, blob: &BlobId) -> Result<BlobReader
         };
         let _ = tx.send(last).await;
     });
-    Ok(Box::pin(ChunkReader {
-        rx,
-        buf: Vec::new(),
-        pos: 0,
-        done: false,
-    }))
+    Ok(Box::pin(ChunkReader::new(rx)))
 }
 
 /// Reads the chunks a fetcher task sends.
-struct ChunkReader {
+pub(crate) struct ChunkReader {
     rx: ChunkRx,
     buf: Vec<u8>,
     pos: usize,
     done: bool,
+}
+
+impl ChunkReader {
+    /// A reader of what a fetcher task sends on `rx`.
+    pub(crate) fn new(rx: ChunkRx) -> ChunkReader {
+        ChunkReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
 }
 
 impl AsyncRead for ChunkReader {
@@ -227,9 +259,10 @@ impl AsyncRead for ChunkReader {
     }
 }
 
-/// A blob's bytes. [`StoreError::NotFound`] when it does not exist (collected), and
-/// [`StoreError::Damaged`] when its chunks do not add up to its size.
-pub(crate) async fn read(tx: &Tx<'_>, blob: &BlobId) -> Result<Vec<u8>> {
+/// A blob's bytes (from its chunks, else from `s3`). [`StoreError::NotFound`] when it
+/// does not exist (collected), and [`StoreError::Damaged`] when its bytes do not add
+/// up to its size.
+pub(crate) async fn read(tx: &Tx<'_>, s3: Option<&S3Blobs>, blob: &BlobId) -> Result<Vec<u8>> {
     let Some(r) = row_opt(tx, "SELECT size FROM blobs WHERE id = $1", &[&&blob.0[..]]).await?
     else {
         return Err(StoreError::NotFound(format!("blob {}", blob.to_hex())));
@@ -242,6 +275,11 @@ pub(crate) async fn read(tx: &Tx<'_>, blob: &BlobId) -> Result<Vec<u8>> {
         &[&&blob.0[..]],
     )
     .await?;
+    if let Some(s3) = s3
+        && chunks.is_empty()
+    {
+        return s3.read(blob, size as u64).await;
+    }
     for c in &chunks {
         let data: &[u8] = get(c, 0)?;
         out.extend_from_slice(data);
@@ -259,8 +297,9 @@ pub(crate) async fn read(tx: &Tx<'_>, blob: &BlobId) -> Result<Vec<u8>> {
 /// Deletes unreferenced blobs no live snapshot pins (and snapshots whose lease ran
 /// out); returns how many blobs went. Each candidate is locked before its pins are
 /// looked at: a snapshot pins under a share lock of the blob row, so a pin being
-/// written is waited for and then seen.
-pub(crate) async fn collect_garbage(tx: &Tx<'_>) -> Result<usize> {
+/// written is waited for and then seen. With `s3`, each deleted row's object is
+/// recorded in `blob_deletions`, for `blobs_s3::delete_pending` once this commits.
+pub(crate) async fn collect_garbage(tx: &Tx<'_>, s3: bool) -> Result<usize> {
     exec(tx, "DELETE FROM snapshots WHERE until < now()", &[]).await?;
     let candidates = rows(
         tx,
@@ -289,6 +328,9 @@ pub(crate) async fn collect_garbage(tx: &Tx<'_>) -> Result<usize> {
         .await?;
         if pinned.is_some() {
             continue;
+        }
+        if s3 {
+            blobs_s3::schedule_delete(tx, id).await?;
         }
         exec(tx, "DELETE FROM blobs WHERE id = $1", &[&id]).await?;
         n += 1;

@@ -4,6 +4,7 @@
 //! written to the change log (RFC 7162 §3.1).
 
 use crate::admin::unix_now;
+use crate::blobs_s3::S3Blobs;
 use crate::mail::{
     EmailMeta, MAILBOX_COLUMNS, blob_from, blob_id, check_quota, email_meta, expunge_locked,
     i64_of, insert_email, lock_account_of, mailbox_row, secs, u64_of, uid_of,
@@ -335,7 +336,8 @@ async fn allocate(tx: &Tx<'_>, mailbox: MailboxId) -> Result<(i64, i64)> {
 /// One message of an APPEND, read and parsed before the transaction.
 pub(crate) struct Prepared {
     id: BlobId,
-    bytes: Vec<u8>,
+    /// Shared with an upload to object storage without a copy.
+    bytes: bytes::Bytes,
     em: EmailMeta,
     flags: Flags,
     keywords: BTreeSet<String>,
@@ -365,7 +367,7 @@ pub(crate) async fn prepare(messages: Vec<NewMessage>) -> Result<Vec<Prepared>> 
         out.push(Prepared {
             id: blob_id(&[&bytes]),
             em: email_meta(&bytes),
-            bytes,
+            bytes: bytes.into(),
             flags: m.flags,
             keywords: m.keywords.into_iter().collect(),
             received: m.received,
@@ -377,6 +379,7 @@ pub(crate) async fn prepare(messages: Vec<NewMessage>) -> Result<Vec<Prepared>> 
 /// APPEND of several messages in one transaction (RFC 3502: all or none).
 pub(crate) async fn append_many(
     tx: &Tx<'_>,
+    s3: Option<&S3Blobs>,
     mailbox: MailboxId,
     prepared: &[Prepared],
 ) -> Result<Vec<MessageEntry>> {
@@ -389,7 +392,7 @@ pub(crate) async fn append_many(
     let mut out = Vec::with_capacity(prepared.len());
     for p in prepared {
         let size = i64_of(p.bytes.len() as u64);
-        blobs::add_refs(tx, &p.id, &p.bytes, 1).await?;
+        blobs::add_refs(tx, s3, &p.id, &p.bytes, 1).await?;
         let email = insert_email(tx, account, &p.id, size, &p.em, secs(p.received)).await?;
         let (uid, modseq) = allocate(tx, mailbox).await?;
         exec(

@@ -8,6 +8,8 @@
 //! - `admin`: domains, accounts, aliases.
 //! - `blobs`: message bytes as `bytea` chunks, refcounted; snapshot pins; garbage
 //!   collection.
+//! - `blobs_s3`: optionally, message bytes in S3-compatible object storage instead
+//!   ([`S3Settings`]), PUT before the row commits, deleted after it is collected.
 //! - `mail`: delivery and submission, the POP3 maildrop, expunge, the change log.
 //! - `folders`: IMAP's mailbox operations.
 //! - `sync`: entries, metadata, delta, `\Recent`, and the change watch (LISTEN/NOTIFY
@@ -32,13 +34,15 @@
 //!   the blob; a blob with `refcount <= 0` is garbage unless a live snapshot pins it.
 //!   Garbage collection locks each candidate row before it looks at the pins, and a
 //!   snapshot locks its blobs (`FOR SHARE`) while it pins them, so the two never miss
-//!   each other.
+//!   each other. With object storage, the object is stored before the row commits
+//!   and deleted only after the row's deletion committed (`blob_deletions`).
 //! - Every change of a mailbox's UIDNEXT or HIGHESTMODSEQ (and its deletion) sends
 //!   `NOTIFY buudien_mailbox` with its id (a trigger), on commit.
 
 mod admin;
 mod auth;
 mod blobs;
+mod blobs_s3;
 mod folders;
 mod lease;
 mod mail;
@@ -51,6 +55,7 @@ mod text;
 mod tls;
 
 pub use auth::{AUTH_BATCH, AuthEvent};
+pub use blobs_s3::{S3_CONNECT_TIMEOUT, S3_TIMEOUT, S3Settings};
 pub use lease::{LOCK_LEASE, PIN_LEASE};
 pub use schema::CODE_VERSION;
 pub use text::{DEFAULT_ON_DEMAND, READ_LIMIT, TEXT_LIMIT};
@@ -92,6 +97,8 @@ pub(crate) struct Inner {
     text: text::TextSettings,
     /// This node's name in the queue's claims (`queue.claimed_by`), if set.
     node: Mutex<Option<String>>,
+    /// Object storage for new blobs' bytes, when configured.
+    s3: Option<Arc<blobs_s3::S3Blobs>>,
 }
 
 /// Locks a mutex, recovering it if a panicking thread poisoned it.
@@ -230,11 +237,31 @@ impl PgStore {
     /// up to date (see `schema`). Must be called inside a tokio runtime: background
     /// tasks (the change watch, lease renewals) run on it.
     pub async fn connect(url: &str, pool_size: usize) -> Result<PgStore> {
-        PgStore::connect_as(url, pool_size, CODE_VERSION).await
+        PgStore::open(url, pool_size, CODE_VERSION, None).await
+    }
+
+    /// [`PgStore::connect`] with new blobs' bytes in object storage (`s3`) instead of
+    /// PostgreSQL; the bucket is checked first (a temporary error when it does not
+    /// answer). Blobs already in PostgreSQL stay readable.
+    pub async fn connect_with_s3(url: &str, pool_size: usize, s3: &S3Settings) -> Result<PgStore> {
+        PgStore::open(url, pool_size, CODE_VERSION, Some(s3)).await
     }
 
     /// [`PgStore::connect`] as if this were code version `code` (for upgrade tests).
     pub async fn connect_as(url: &str, pool_size: usize, code: i64) -> Result<PgStore> {
+        PgStore::open(url, pool_size, code, None).await
+    }
+
+    async fn open(
+        url: &str,
+        pool_size: usize,
+        code: i64,
+        s3: Option<&S3Settings>,
+    ) -> Result<PgStore> {
+        let s3 = match s3 {
+            Some(s) => Some(Arc::new(blobs_s3::S3Blobs::connect(s).await?)),
+            None => None,
+        };
         let (url, root) = tls::split_root_cert(url)?;
         let mut config: tokio_postgres::Config = url
             .parse()
@@ -272,6 +299,7 @@ impl PgStore {
             leases: lease::Leases::default(),
             text: text::TextSettings::new(),
             node: Mutex::new(None),
+            s3,
         };
         schema::migrate_as(&inner, code).await?;
         let trgm = text::available(&inner).await?;
@@ -283,6 +311,11 @@ impl PgStore {
         Ok(PgStore {
             inner: Arc::new(inner),
         })
+    }
+
+    /// Where new blobs' bytes go when not in the database: `bucket B, prefix P`.
+    pub fn object_storage(&self) -> Option<String> {
+        self.inner.s3.as_ref().map(|s| s.describe())
     }
 
     /// The newest schema version this code knows.
@@ -463,14 +496,20 @@ impl MailStore for PgStore {
 
     async fn collect_garbage(&self) -> Result<usize> {
         lease::flush(&self.inner).await;
-        in_tx!(self.inner, |tx| blobs::collect_garbage(tx))
+        let s3 = self.inner.s3.as_deref();
+        let n = in_tx!(self.inner, |tx| blobs::collect_garbage(tx, s3.is_some()))?;
+        if let Some(s3) = s3 {
+            blobs_s3::delete_pending(&self.inner, s3).await?;
+        }
+        Ok(n)
     }
 }
 
 impl QueueStore for PgStore {
     async fn submit(&self, submission: Submission<'_>) -> Result<Submitted> {
         let prepared = mail::Prepared::new(&submission)?;
-        in_tx!(self.inner, |tx| mail::store(tx, &prepared))
+        let s3 = self.inner.s3.as_deref();
+        in_tx!(self.inner, |tx| mail::store(tx, s3, &prepared))
     }
 
     async fn claim(
@@ -585,8 +624,9 @@ impl MailboxStore for PgStore {
         messages: Vec<NewMessage>,
     ) -> Result<Vec<MessageEntry>> {
         let prepared = folders::prepare(messages).await?;
+        let s3 = self.inner.s3.as_deref();
         in_tx!(self.inner, |tx| folders::append_many(
-            tx, mailbox, &prepared
+            tx, s3, mailbox, &prepared
         ))
     }
 

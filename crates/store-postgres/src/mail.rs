@@ -1,6 +1,7 @@
 //! Delivery and submission, mailboxes, the POP3 maildrop snapshot, expunge and the
 //! change log.
 
+use crate::blobs_s3::S3Blobs;
 use crate::lease::Leases;
 use crate::{Tx, blobs, exec, get, queue, row_one, row_opt, rows};
 use buudien_store::{
@@ -8,6 +9,7 @@ use buudien_store::{
     NewRecipient, Result, SpecialUse, StoreError, Submission, Submitted,
 };
 use buudien_types::{Uid, UidValidity};
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -138,9 +140,10 @@ pub(crate) async fn insert_email(
 /// local and queued copies, their blob ids and the parsed structure.
 pub(crate) struct Prepared {
     accounts: BTreeSet<AccountId>,
-    local: Option<(BlobId, Vec<u8>, EmailMeta)>,
+    /// The local copy's blob (bytes shared with an upload to object storage).
+    local: Option<(BlobId, Bytes, EmailMeta)>,
     /// The queued copy's blob when it differs from the local one.
-    remote: Option<(BlobId, Vec<u8>)>,
+    remote: Option<(BlobId, Bytes)>,
     message_len: i64,
     received: SystemTime,
     outbound: Option<(Envelope, Vec<NewRecipient>)>,
@@ -167,10 +170,10 @@ impl Prepared {
         } else {
             let whole = [prefix, s.message].concat();
             let em = email_meta(&whole);
-            Some((blob_id(&[&whole]), whole, em))
+            Some((blob_id(&[&whole]), whole.into(), em))
         };
         let remote = if outbound.is_some() && (local.is_none() || !prefix.is_empty()) {
-            Some((blob_id(&[s.message]), s.message.to_vec()))
+            Some((blob_id(&[s.message]), Bytes::copy_from_slice(s.message)))
         } else {
             None
         };
@@ -188,7 +191,7 @@ impl Prepared {
 /// Stores local copies (quota-checked, UIDs and MODSEQs from the mailbox rows) and
 /// queues the outbound part, in the caller's transaction. Accounts are locked in id
 /// order, so concurrent deliveries to several accounts cannot deadlock.
-pub(crate) async fn store(tx: &Tx<'_>, p: &Prepared) -> Result<Submitted> {
+pub(crate) async fn store(tx: &Tx<'_>, s3: Option<&S3Blobs>, p: &Prepared) -> Result<Submitted> {
     let local_size = p
         .local
         .as_ref()
@@ -199,10 +202,10 @@ pub(crate) async fn store(tx: &Tx<'_>, p: &Prepared) -> Result<Submitted> {
     let n_local = i64_of(p.accounts.len() as u64);
     let shared_blob = p.remote.is_none() && p.outbound.is_some();
     if let Some((id, bytes, _)) = &p.local {
-        blobs::add_refs(tx, id, bytes, n_local + i64::from(shared_blob)).await?;
+        blobs::add_refs(tx, s3, id, bytes, n_local + i64::from(shared_blob)).await?;
     }
     if let Some((id, bytes)) = &p.remote {
-        blobs::add_refs(tx, id, bytes, 1).await?;
+        blobs::add_refs(tx, s3, id, bytes, 1).await?;
     }
     let received_secs = secs(p.received);
     let mut delivered = Vec::with_capacity(p.accounts.len());

@@ -214,6 +214,15 @@ const V4: &str = r#"
 ALTER TABLE queue ADD COLUMN claimed_by text;
 "#;
 
+/// V5: objects of collected blobs still to be deleted from object storage (see
+/// `blobs_s3`): the transaction that deletes a blob row records its id here, and the
+/// object goes after it committed. Only adds: code of version 1 runs on it.
+const V5: &str = r#"
+CREATE TABLE blob_deletions (
+    id  bytea PRIMARY KEY
+);
+"#;
+
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -234,6 +243,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 4,
         min_code: 1,
         sql: V4,
+    },
+    Migration {
+        version: 5,
+        min_code: 1,
+        sql: V5,
     },
 ];
 

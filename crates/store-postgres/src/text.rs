@@ -20,6 +20,7 @@
 //! Without `pg_trgm` (not installable on the server) the index is off: `search_text`
 //! answers `None` and SEARCH reads the messages.
 
+use crate::blobs_s3::S3Blobs;
 use crate::mail::u64_of;
 use crate::{Inner, PgStore, Tx, blobs, exec, get, in_tx, row_one, row_opt, rows};
 use buudien_message::{MessageMeta, PIECE_SEPARATOR, fold_needle, searchable_text};
@@ -52,7 +53,11 @@ enum Extract {
 }
 
 /// Reads one unindexed email; `None` when it is gone or indexed meanwhile.
-async fn read_one(tx: &Tx<'_>, id: i64) -> Result<Option<(Vec<u8>, Option<Vec<u8>>)>> {
+async fn read_one(
+    tx: &Tx<'_>,
+    s3: Option<&S3Blobs>,
+    id: i64,
+) -> Result<Option<(Vec<u8>, Option<Vec<u8>>)>> {
     let Some(r) = row_opt(
         tx,
         "SELECT blob_id, size, meta FROM emails WHERE id = $1 AND text_state = 0",
@@ -66,7 +71,7 @@ async fn read_one(tx: &Tx<'_>, id: i64) -> Result<Option<(Vec<u8>, Option<Vec<u8
         return Ok(Some((Vec::new(), None)));
     }
     let blob = crate::mail::blob_from(get(&r, 0)?)?;
-    match blobs::read(tx, &blob).await {
+    match blobs::read(tx, s3, &blob).await {
         Ok(bytes) => Ok(Some((bytes, get(&r, 2)?))),
         Err(StoreError::NotFound(_)) => Ok(None),
         Err(StoreError::Damaged(e)) => {
@@ -98,11 +103,12 @@ fn extract(bytes: &[u8], meta: Option<&[u8]>) -> Extract {
 /// indexer was first. Returns how many were recorded.
 async fn index_emails(inner: &Inner, ids: &[i64]) -> Result<usize> {
     let mut n = 0;
+    let s3 = inner.s3.as_deref();
     for batch in ids.chunks(BATCH) {
         let read = in_tx!(inner, |tx| async move {
             let mut out = Vec::with_capacity(batch.len());
             for &id in batch {
-                if let Some(x) = read_one(tx, id).await? {
+                if let Some(x) = read_one(tx, s3, id).await? {
                     out.push((id, x));
                 }
             }

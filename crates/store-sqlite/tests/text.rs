@@ -39,7 +39,15 @@ const MESSAGES: &[&str] = &[
 ];
 
 async fn setup(dir: &Path) -> (SqliteStore, MailboxId) {
+    setup_with(dir, true).await
+}
+
+/// `setup`, with the messages kept in the database (`inline`) or in files.
+async fn setup_with(dir: &Path, inline: bool) -> (SqliteStore, MailboxId) {
     let s = SqliteStore::open(dir).unwrap();
+    if !inline {
+        s.set_inline_max(0);
+    }
     s.add_domain(&Domain::parse("a.example").unwrap())
         .await
         .unwrap();
@@ -234,13 +242,15 @@ async fn text_over_the_limit_is_left_to_a_scan() {
 #[tokio::test]
 async fn a_version_6_database_gains_the_index() {
     let dir = tempfile::tempdir().unwrap();
-    let (s, inbox) = setup(dir.path()).await;
+    // A version 6 database keeps every message in a file.
+    let (s, inbox) = setup_with(dir.path(), false).await;
     drop(s);
     let db = rusqlite::Connection::open(dir.path().join("buudien.sqlite")).unwrap();
     db.execute_batch(
         "DROP TRIGGER email_text_drop; DROP TABLE email_text; DROP INDEX emails_text_pending;
          ALTER TABLE emails DROP COLUMN text_state; DROP INDEX emails_blob;
-         DROP INDEX queue_blob; PRAGMA user_version = 6;",
+         DROP INDEX queue_blob; ALTER TABLE blobs DROP COLUMN data;
+         PRAGMA user_version = 6;",
     )
     .unwrap();
     drop(db);
@@ -249,7 +259,7 @@ async fn a_version_6_database_gains_the_index() {
     let v: i64 = db
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(v, 8);
+    assert_eq!(v, 9);
     assert_eq!(s.text_backlog().await.unwrap(), 7);
     let hits = s
         .search_text(inbox, "STRASSE", false)
