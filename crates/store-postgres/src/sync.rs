@@ -317,6 +317,13 @@ pub(crate) async fn entries(
 /// rest is bounded by its HIGHESTMODSEQ, so a change committed between the reads
 /// (READ COMMITTED) is left to the next delta instead of being half seen.
 pub(crate) async fn delta(tx: &Tx<'_>, mailbox: MailboxId, since: u64) -> Result<Delta> {
+    // One snapshot for the mailbox row and its entries: under READ COMMITTED each
+    // statement has its own, and a flag change committed between them moved a new
+    // message's MODSEQ above the HIGHESTMODSEQ read first, so it was left out while
+    // UIDNEXT already counted it — a session never heard of that message.
+    tx.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+        .map_err(pg_err)?;
     let since = i64_of(since);
     let Some(r) = row_opt(
         tx,
