@@ -74,9 +74,13 @@ def _has_user(name: str) -> bool:
 class Postgres:
     """A PostgreSQL server in its own directory on a loopback port."""
 
-    def __init__(self, db: str = "buudien"):
+    def __init__(self, db: str = "buudien", tls: bool = False):
         self.bin = pg_bin_dir()
         self.db = db
+        # With `tls`: ssl = on with a self-signed certificate for 127.0.0.1 (`self.ca`,
+        # which is also the CA a client must trust).
+        self.tls = tls
+        self.ca: Path | None = None
         self.user = None
         if os.geteuid() == 0:
             # initdb refuses to run as root.
@@ -108,10 +112,40 @@ class Postgres:
         opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
                 "-c max_connections=400")
+        if self.tls:
+            opts += " " + self._make_cert()
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w",
                   "-o", opts, "start")
         self._watchdog()
         self.create_database(self.db)
+
+    def _make_cert(self) -> str:
+        """A CA (`self.ca`, what clients trust) and a server certificate for 127.0.0.1
+        signed by it, in the server's directory; the key readable by its owner only
+        (PostgreSQL insists). Returns the server options that use them."""
+        ca_key, ca = self.root / "ca.key", self.root / "ca.crt"
+        key, csr, cert = self.root / "server.key", self.root / "server.csr", \
+            self.root / "server.crt"
+        ext = self.root / "server.ext"
+        ext.write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        for cmd in (
+            ["openssl", "req", "-x509", *ec, "-days", "2", "-keyout", str(ca_key),
+             "-out", str(ca), "-subj", "/CN=buudien test CA"],
+            ["openssl", "req", "-new", *ec, "-keyout", str(key), "-out", str(csr),
+             "-subj", "/CN=127.0.0.1"],
+            ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey",
+             str(ca_key), "-CAcreateserial", "-days", "2", "-extfile", str(ext),
+             "-out", str(cert)],
+        ):
+            r = subprocess.run(cmd, capture_output=True, timeout=60)
+            assert r.returncode == 0, r.stderr.decode(errors="replace")
+        key.chmod(0o600)
+        if self.user:
+            shutil.chown(key, user=self.user)
+            shutil.chown(cert, user=self.user)
+        self.ca = ca
+        return f"-c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key}"
 
     def create_database(self, name: str) -> None:
         """CREATE DATABASE `name` (a client over TCP: any OS user will do)."""
@@ -150,9 +184,10 @@ class Postgres:
             return ""
 
 
-def started() -> Postgres:
-    """A new, running PostgreSQL; its log is printed when it does not start."""
-    server = Postgres()
+def started(tls: bool = False) -> Postgres:
+    """A new, running PostgreSQL (with TLS when `tls`); its log is printed when it does
+    not start."""
+    server = Postgres(tls=tls)
     try:
         server.start()
     except BaseException:

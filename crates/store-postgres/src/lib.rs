@@ -137,6 +137,24 @@ pub(crate) fn pg_err(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// An error and its causes on one line (`a: b: c`): a TLS handshake's reason (an
+/// unknown issuer, a wrong name) is a cause, not the error's own text.
+pub(crate) fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    // Bounded: error chains are short, but nothing here trusts that.
+    for _ in 0..8 {
+        let Some(cause) = next else { break };
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
 /// Runs a prepared (cached) statement, returning its rows.
 pub(crate) async fn rows(
     tx: &Tx<'_>,
@@ -225,7 +243,7 @@ impl Inner {
             deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
                 StoreError::Busy
             }
-            e => StoreError::Database(format!("PostgreSQL connection: {e}")),
+            e => StoreError::Database(format!("PostgreSQL connection: {}", causes(&e))),
         })
     }
 }
