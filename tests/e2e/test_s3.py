@@ -28,7 +28,13 @@ import pytest
 
 from conftest import DOMAIN, TIMEOUT, Server, free_port
 from imaputil import mail, ok
-from test_cluster import Postgres
+from pgutil import Postgres
+
+# Its node's store is a PostgreSQL of the module's own (with the bucket beside it):
+# with BUUDIEN_E2E_STORE=postgres it would only repeat itself.
+pytestmark = pytest.mark.own_postgres(
+    reason="its node uses a throwaway PostgreSQL of the module's own and a moto bucket; "
+           "it runs in the SQLite-store run")
 
 BUCKET = "buudien-e2e"
 PREFIX = "mail/blobs"
