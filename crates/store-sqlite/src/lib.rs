@@ -294,6 +294,9 @@ impl Inner {
         last != 0 && now.saturating_sub(last) < u64::try_from(window.as_millis()).unwrap_or(0)
     }
 
+    /// A new connection. `journal_size_limit`: the log holds small messages until
+    /// they are checkpointed, so a burst can grow it far; when it starts over, it is
+    /// cut back to 64 MiB instead of keeping the burst's size for ever.
     fn connect(&self) -> Result<Connection> {
         let conn = Connection::open(&self.db_path).map_err(db_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
@@ -302,7 +305,8 @@ impl Inner {
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              PRAGMA foreign_keys = ON;
-             PRAGMA cache_size = -512;",
+             PRAGMA cache_size = -512;
+             PRAGMA journal_size_limit = 67108864;",
         )
         .map_err(db_err)?;
         conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES)
