@@ -1,4 +1,5 @@
-//! The embedded store: SQLite in WAL mode for the index, one file per blob, all under
+//! The embedded store: SQLite in WAL mode for the index and small messages (up to
+//! [`DEFAULT_INLINE_MAX`], in `blobs.data`), one file per larger blob, all under
 //! `data_dir`, with no setup.
 //!
 //! # Layout
@@ -24,6 +25,7 @@
 //! - `gate`: the in-process write gate writers queue at before `BEGIN IMMEDIATE`
 //!   (SQLite's busy handler sleeps; the gate wakes the next writer at once).
 //! - `space`: the free-space reserve new messages may not eat into (deletions may).
+//! - `testing` (feature `testing`): damaging stored messages, for tests.
 //! - `faults`: fault injection for tests. `BUUDIEN_FAULTS=point:n,…` (read once at
 //!   open) makes the n-th `blob_write`, `blob_fsync`, `blob_rename`, `dir_fsync` or
 //!   `commit` (of a message-storing transaction) fail with `EIO`; unset, it costs one
@@ -39,6 +41,9 @@
 //!   garbage collection makes them durable before it unlinks a file they freed.
 //! - Deliveries, APPEND, STORE, EXPUNGE and the `\Recent` claim go through the group
 //!   commit (`group`): concurrent ones share one transaction, each in its savepoint.
+//! - A small message's bytes are written in the row of its blob (`blobs.data`) by the
+//!   transaction that first references it, so they are durable with that commit; a
+//!   blob has its bytes in the row or in its file, never neither while referenced.
 //! - A blob file is renamed into place (and its directory fsynced) while the write lock
 //!   is held, before the rows that reference it commit; garbage collection deletes
 //!   the rows durably, then unlinks those files still without a row under the lock,
