@@ -60,7 +60,7 @@ async fn envelope_and_bodystructure_come_from_the_stored_structure() {
     assert!(r.contains("\"mixed\")"), "BODY has no extension data: {r}");
     assert!(!r.contains("boundary"), "{r}");
     // The structure was stored at delivery: FETCH does not need the blob for it.
-    assert!(remove_blobs(&env.store, env.dir.path()).await > 0);
+    assert!(testing::remove_blob_bytes(&env.store).await > 0);
     let r = c
         .cmd("d", "FETCH 1 (ENVELOPE BODYSTRUCTURE RFC822.SIZE)")
         .await;
@@ -238,7 +238,7 @@ async fn a_damaged_message_gets_serverbug_and_the_others_are_served() {
     env.deliver(MSG1).await;
     env.deliver(MSG2).await;
     env.deliver(MULTI).await;
-    let cut = truncate_blobs(&env.store, env.dir.path(), Some(MSG2.as_bytes()), 5).await;
+    let cut = testing::truncate_blobs(&env.store, Some(MSG2.as_bytes()), 5).await;
     assert_eq!(cut, 1);
     let mut c = selected(&env).await;
     // RFC 9051 §6.4.5 (NO: can't fetch that data), §7.1 SERVERBUG: the messages that

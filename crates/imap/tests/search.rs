@@ -622,7 +622,7 @@ async fn flag_searches_never_read_blobs() {
     c.search("b", "SEARCH BODY \"body 150\"", "* SEARCH 150")
         .await;
     // Take every message file away.
-    assert_eq!(remove_blobs(&env.store, env.dir.path()).await, n as usize);
+    assert_eq!(testing::remove_blob_bytes(&env.store).await, n as usize);
     // Flags, sets and sizes answer from the snapshot alone.
     let unseen: Vec<String> = (101..=n).map(|u| u.to_string()).collect();
     c.searches(&[

@@ -359,7 +359,7 @@ async fn indexed_searches_do_not_read_messages() {
     env.deliver("Subject: c\r\n\r\nnothing\r\n").await;
     assert_eq!(env.store.index_text(10).await.unwrap(), 3);
     // With the message files gone, only the index can answer.
-    assert_eq!(remove_blobs(&env.store, env.dir.path()).await, 3);
+    assert_eq!(testing::remove_blob_bytes(&env.store).await, 3);
     let server = env.server(ImapConfig::default());
     let (mut c, _task) = connect(&server, LOOPBACK);
     c.login().await;

@@ -1122,7 +1122,7 @@ async fn retr_and_top_of_a_damaged_message_answer_sys_perm() {
     env.deliver(MSG1).await;
     env.deliver(MSG2).await;
     // Cut MSG2's stored bytes to "Subj".
-    let cut = common::truncate_blobs(&env.store, env._dir.path(), Some(MSG2.as_bytes()), 4).await;
+    let cut = common::testing::truncate_blobs(&env.store, Some(MSG2.as_bytes()), 4).await;
     assert_eq!(cut, 1);
     let server = env.server(config());
     let (mut c, _) = connect(&server, LOOPBACK);

@@ -189,7 +189,7 @@ async fn a_damaged_queued_message_bounces_at_once() {
         &[rcpt("bob@remote.example")],
     )
     .await;
-    assert_eq!(truncate_blobs(&env.store, env.dir(), None, 3).await, 1);
+    assert_eq!(testing::truncate_blobs(&env.store, None, 3).await, 1);
     let w = start(env.store.clone(), config(Some(fake.addr)), None);
     w.handle.wake();
     until(10, "the queue to empty", || queue_empty(&env.store)).await;

@@ -286,6 +286,13 @@ async fn sweep(client: &tokio_postgres::Client) {
     }
 }
 
+/// A store on a new database of the test server (`_dir` is unused: the SQLite
+/// backend's `testing::open_store` keeps its files there; the two have one shape, so a
+/// test picks a backend by its import alone).
+pub async fn open_store(_dir: &std::path::Path) -> PgStore {
+    server().store().await
+}
+
 /// Fault injection: cuts the stored bytes of the blob holding `content` (every blob
 /// when `None`) to their first `keep` octets, leaving the blob's recorded size as it
 /// was, so reading it fails as damaged. Returns how many blobs were cut.

@@ -9,6 +9,12 @@
 use crate::SqliteStore;
 use std::path::{Path, PathBuf};
 
+/// A new store in `dir` (the PostgreSQL backend's `testing::open_store` has the same
+/// shape, so a test picks a backend by its import alone).
+pub async fn open_store(dir: &Path) -> SqliteStore {
+    SqliteStore::open(dir).unwrap_or_else(|e| panic!("opening the store: {e}"))
+}
+
 /// The message files under `dir`'s `blobs/`.
 fn blob_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

@@ -20,26 +20,14 @@ use tokio::io::{
 use tokio::task::JoinHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-/// The store the tests run on: SQLite in a temp dir; with the feature `test-postgres`,
-/// PostgreSQL on a fresh database of the throwaway test server.
-#[cfg(not(feature = "test-postgres"))]
-pub type TestStore = buudien_store_sqlite::SqliteStore;
-/// The store the tests run on: SQLite in a temp dir; with the feature `test-postgres`,
-/// PostgreSQL on a fresh database of the throwaway test server.
 #[cfg(feature = "test-postgres")]
-pub type TestStore = buudien_store_postgres::PgStore;
-
-/// A new, empty [`TestStore`] (SQLite keeps its files in `dir`).
+pub use buudien_store_postgres::{PgStore as TestStore, testing};
+/// The store the tests run on, and its fault injection (`testing`): SQLite in a temp
+/// dir; with the feature `test-postgres`, PostgreSQL on a fresh database of the
+/// throwaway test server. Both backends' `testing` modules have one shape.
 #[cfg(not(feature = "test-postgres"))]
-pub async fn open_store(dir: &std::path::Path) -> TestStore {
-    buudien_store_sqlite::SqliteStore::open(dir).unwrap()
-}
-
-/// A new, empty [`TestStore`] (on its own database; `dir` is unused).
-#[cfg(feature = "test-postgres")]
-pub async fn open_store(_dir: &std::path::Path) -> TestStore {
-    buudien_store_postgres::testing::server().store().await
-}
+pub use buudien_store_sqlite::{SqliteStore as TestStore, testing};
+pub use testing::open_store;
 
 pub const ANN: &str = "ann@example.org";
 pub const BOB: &str = "bob@example.org";
