@@ -142,6 +142,13 @@ echo "python:    $PYTHON ($("$PYTHON" -c 'import pytest, sys; print(sys.version.
 
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs)"
 
+# A run from a clean clone gains nothing from incremental compilation, whose caches
+# would double the target directory; a developer who wants them sets it to 1.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+target_dir="${CARGO_TARGET_DIR:-$ROOT/target}"
+mkdir -p "$target_dir"
+echo "disk:      $(df -h --output=avail "$target_dir" | tail -1 | tr -d ' ') free where the build goes ($target_dir); a clean run needs about 10 GB"
+
 section "cargo fmt --check"
 cargo fmt --all --check
 cargo fmt --manifest-path fuzz/Cargo.toml --check
