@@ -678,8 +678,11 @@ def test_nearly_full_disk_acks_only_what_it_keeps(servers, reserve_kib):
     finally:
         m.logout()
     summary = {k: {x: v.count(x) for x in set(v)} for k, v in outcomes.items()}
+    # The disk did fill for each kind of write. Not "the last one failed": a WAL
+    # checkpoint that shrinks the log gives back room, and a later small message may
+    # then fit (and is then kept, as the check below proves).
     for k, v in outcomes.items():
-        assert v[-1] not in (250, "OK", 0), f"{k} never failed on a full disk: {v}"
+        assert any(x not in (250, "OK", 0) for x in v), f"{k} never failed on a full disk: {v}"
     assert sorted(message_ids(srv, user, pw)) == sorted(expected)
     check_store(srv)
 

@@ -13,12 +13,18 @@ third is sound. Then:
   session goes on;
 - `check` lists the one the read quarantined as `quarantined`, `check --quarantine`
   sets the other aside, and the next `check` lists both as quarantined and exits 0.
+
+A damaged text index (the FTS5 tables behind SEARCH BODY/TEXT): `check` reports it,
+SEARCH answers by reading the messages meanwhile, the server rebuilds the index when
+it finds it damaged, and then EXPUNGE (whose trigger touches the index) works again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import socket
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -159,4 +165,65 @@ def test_damaged_blobs_are_reported_refused_and_quarantined(launcher):
     pop.multiline()
     assert pop.cmd("QUIT").startswith(b"+OK")
     pop.close()
+    assert "panicked" not in srv.log()
+
+
+def indexed(data: Path) -> int:
+    """Emails in the text index (`emails.text_state = 1`), read beside the server."""
+    db = sqlite3.connect(f"file:{data / 'buudien.sqlite'}?mode=ro", uri=True, timeout=10)
+    try:
+        return db.execute("SELECT count(*) FROM emails WHERE text_state = 1").fetchone()[0]
+    finally:
+        db.close()
+
+
+def wait_for(what: str, cond, srv, limit: float = 30) -> None:
+    deadline = time.monotonic() + limit
+    while not cond():
+        assert time.monotonic() < deadline, f"{what} within {limit} s:\n{srv.log()}"
+        time.sleep(0.2)
+
+
+def test_a_damaged_text_index_is_rebuilt_by_the_server(launcher):
+    srv = launcher(smtp=False)
+    user, pw = srv.new_user("fts")
+    words = ("marmalade", "pumpernickel", "quince")
+    for w in words:
+        srv.deliver(user, message(f"text index {w}", f"a note about {w} jam\n"))
+    wait_for("the background indexer indexing 3 emails", lambda: indexed(srv.data) == 3, srv)
+    assert srv.stop() == 0
+
+    # Garbage over FTS5's structure record: FTS5 can no longer even open its table.
+    db = sqlite3.connect(srv.data / "buudien.sqlite")
+    with db:
+        n = db.execute("UPDATE email_text_data SET block = x'ffffffffffffffff' "
+                       "WHERE id = 10").rowcount
+    db.close()
+    assert n == 1
+    r = srv.cli("check", check=False)
+    out = r.stdout.decode()
+    assert r.returncode == 1, (out, r.stderr)
+    assert "text-index damaged" in out, out
+
+    srv.start()
+    imap = RawImap(srv.imap_port)
+    assert b" OK" in imap.cmd(f'LOGIN {user} "{pw}"')
+    assert b" OK" in imap.cmd("SELECT INBOX")
+    # SEARCH reads the messages while the index is unusable: still the right answer.
+    r = imap.cmd("UID SEARCH BODY pumpernickel")
+    assert b"* SEARCH 2\r\n" in r and r.splitlines()[-1].startswith(b"t3 OK"), r
+    wait_for("the server rebuilding the index",
+             lambda: "text index was damaged: rebuilt it" in srv.log(), srv)
+    wait_for("the indexer indexing the 3 emails again", lambda: indexed(srv.data) == 3, srv)
+    assert b" OK" in imap.cmd("UID STORE 3 +FLAGS (\\Deleted)")
+    r = imap.cmd("EXPUNGE")
+    assert b"* 3 EXPUNGE" in r and r.splitlines()[-1].startswith(b"t5 OK"), r
+    for w, want in zip(words, (b"* SEARCH 1\r\n", b"* SEARCH 2\r\n", b"* SEARCH\r\n")):
+        r = imap.cmd(f"UID SEARCH BODY {w}")
+        assert want in r, (w, r)
+    imap.cmd("LOGOUT")
+    imap.close()
+    r = srv.cli("check", check=False)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "text-index" not in r.stdout.decode()
     assert "panicked" not in srv.log()

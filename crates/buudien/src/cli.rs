@@ -120,13 +120,14 @@ pub enum Command {
     #[command(subcommand)]
     Queue(QueueCmd),
     /// Verify every stored message file against the index: exists, indexed size,
-    /// SHA-256; also orphan files and reference counts. One line per problem; exit 0
+    /// SHA-256; also orphan files, reference counts and the text index of SEARCH.
+    /// One line per problem; exit 0
     /// clean (damage quarantined earlier is listed but does not fail), 1 problems
     /// found. Safe beside a running server.
     Check {
         /// Move damaged message files to quarantine/ in the data directory and
         /// record them (reads of them then fail at once; the next check lists them as
-        /// quarantined).
+        /// quarantined); rebuild a damaged text index.
         #[arg(long)]
         quarantine: bool,
     },

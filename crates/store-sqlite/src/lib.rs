@@ -142,6 +142,10 @@ pub(crate) struct Inner {
     text_enabled: AtomicBool,
     /// Unindexed emails a SEARCH indexes before it answers.
     text_on_demand: AtomicUsize,
+    /// A statement found the text index damaged: the indexer rebuilds it.
+    text_damaged: AtomicBool,
+    /// When the text index was last rebuilt (rebuilds are spaced out).
+    text_rebuilt: Mutex<Option<std::time::Instant>>,
     /// When the store was opened: the clock `last_write` counts from.
     opened: std::time::Instant,
     /// Milliseconds after `opened` of the last group commit (0: none yet).
@@ -201,6 +205,8 @@ impl SqliteStore {
             group: group::Group::default(),
             text_enabled: AtomicBool::new(true),
             text_on_demand: AtomicUsize::new(text::DEFAULT_ON_DEMAND),
+            text_damaged: AtomicBool::new(false),
+            text_rebuilt: Mutex::new(None),
             opened: std::time::Instant::now(),
             last_write: AtomicU64::new(0),
         };
@@ -270,6 +276,12 @@ impl SqliteStore {
                 None => inner.connect()?,
             };
             let r = f(&inner, &mut conn);
+            if let Err(StoreError::Database(m)) = &r
+                && m.starts_with(text::DAMAGED)
+            {
+                // The text indexer rebuilds it (see `text::repair`).
+                inner.text_damaged.store(true, Ordering::Relaxed);
+            }
             // A connection left inside a failed transaction is not reused.
             if conn.is_autocommit() {
                 let mut pool = lock(&inner.pool);
@@ -327,6 +339,7 @@ pub(crate) fn db_err(e: rusqlite::Error) -> StoreError {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy,
         Some(ErrorCode::DiskFull) => StoreError::Full(e.to_string()),
         Some(ErrorCode::SystemIoFailure | ErrorCode::CannotOpen) => StoreError::Io(e.to_string()),
+        _ if text::is_damage(&e) => StoreError::Database(format!("{}{e}", text::DAMAGED)),
         _ => StoreError::Database(e.to_string()),
     }
 }

@@ -154,16 +154,10 @@ CREATE TABLE quarantine (
 );
 ";
 
-/// V7: the text index for SEARCH BODY / TEXT (see `text`). `emails.text_state` says
-/// whether an email's text is in `email_text` (0 not yet, 1 indexed, 2 left to a
-/// scan: too large or unreadable); the FTS5 table is contentless (the text is not
-/// kept twice) with deletes, keyed by `emails.id`, and folded by buudien before it
-/// is indexed (`case_sensitive 1`). A trigger drops an email's entry when the email
-/// row goes, so no writer has to know of the index. Existing emails start unindexed
-/// and are indexed in the background.
-const V7: &str = "
-ALTER TABLE emails ADD COLUMN text_state INTEGER NOT NULL DEFAULT 0;
-CREATE INDEX emails_text_pending ON emails(id) WHERE text_state <> 1;
+/// The FTS5 table and its trigger, as V7 made them; `text::rebuild` makes them anew.
+macro_rules! text_index {
+    () => {
+        "
 CREATE VIRTUAL TABLE email_text USING fts5(
     header, body,
     tokenize = 'trigram case_sensitive 1',
@@ -172,7 +166,35 @@ CREATE VIRTUAL TABLE email_text USING fts5(
 CREATE TRIGGER email_text_drop AFTER DELETE ON emails WHEN old.text_state = 1 BEGIN
     DELETE FROM email_text WHERE rowid = old.id;
 END;
-";
+"
+    };
+}
+
+/// V7: the text index for SEARCH BODY / TEXT (see `text`). `emails.text_state` says
+/// whether an email's text is in `email_text` (0 not yet, 1 indexed, 2 left to a
+/// scan: too large or unreadable); the FTS5 table is contentless (the text is not
+/// kept twice) with deletes, keyed by `emails.id`, and folded by buudien before it
+/// is indexed (`case_sensitive 1`). A trigger drops an email's entry when the email
+/// row goes, so no writer has to know of the index. Existing emails start unindexed
+/// and are indexed in the background.
+const V7: &str = concat!(
+    "
+ALTER TABLE emails ADD COLUMN text_state INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX emails_text_pending ON emails(id) WHERE text_state <> 1;
+",
+    text_index!()
+);
+
+/// The text index's table and trigger (those of V7), for `text::rebuild`.
+pub(crate) const TEXT_INDEX: &str = text_index!();
+/// The tables FTS5 keeps `email_text` in.
+pub(crate) const TEXT_INDEX_SHADOWS: &[&str] = &[
+    "email_text_data",
+    "email_text_idx",
+    "email_text_docsize",
+    "email_text_config",
+    "email_text_content",
+];
 
 /// V8: indexes on the columns that reference `blobs(id)`. Deleting a blob row checks
 /// the foreign keys, which without them scanned every email and queued message once

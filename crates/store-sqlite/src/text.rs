@@ -49,6 +49,19 @@
 //! index entry goes with the email row (a trigger), so expunge and garbage
 //! collection need no change either.
 //!
+//! # Damage
+//! FTS5 keeps its index in tables of its own (`email_text_data`, …). If their content
+//! goes wrong (SQLite reports `SQLITE_CORRUPT_VTAB`, or cannot even open the table),
+//! every statement touching the index fails, including the trigger under EXPUNGE
+//! and `DROP TABLE` itself, while the rest of the database is sound. Such an error
+//! is marked [`DAMAGED`]; the store notes it, SEARCH scans meanwhile, and the next
+//! round of the background indexer (or `buudien check`) rebuilds the index with
+//! [`rebuild`]: FTS5's tables are dropped, the table's own schema row removed (the
+//! one way to drop a table FTS5 cannot open), the table and trigger made anew, and
+//! every email marked unindexed, all in one transaction; the indexer then indexes
+//! them again. Rebuilds are at least [`REBUILD_SPACING`] apart, so damage that a
+//! rebuild does not cure costs a log line, not a rebuild loop.
+//!
 //! # Cost
 //! A lookup costs the FTS5 phrase query (over every account's emails: the index is
 //! per server, so a needle common in other accounts costs their matches too), then
@@ -89,6 +102,12 @@ const BUSY_WINDOW: Duration = Duration::from_millis(500);
 const BUSY_PAUSE: Duration = Duration::from_secs(1);
 /// The background indexer's pause when nothing is left to index.
 const IDLE_PAUSE: Duration = Duration::from_secs(2);
+
+/// The least time between two rebuilds of a damaged index.
+pub const REBUILD_SPACING: Duration = Duration::from_secs(600);
+/// How the message of a [`StoreError::Database`] starts when it is the text index's
+/// own damage (see [`is_damage`]).
+pub(crate) const DAMAGED: &str = "text index damaged: ";
 
 /// `emails.text_state`: in `email_text`.
 const INDEXED: i64 = 1;
@@ -209,6 +228,98 @@ pub(crate) fn index_pending(inner: &Inner, conn: &mut Connection, limit: usize) 
         rows.collect::<rusqlite::Result<_>>().map_err(db_err)?
     };
     index_emails(inner, conn, &ids)
+}
+
+/// Whether `e` is FTS5 finding its own tables damaged: `SQLITE_CORRUPT_VTAB`, or its
+/// table that cannot be opened at all ("vtable constructor failed"). The index is
+/// the one virtual table of the store.
+pub(crate) fn is_damage(e: &rusqlite::Error) -> bool {
+    match e {
+        rusqlite::Error::SqliteFailure(f, msg) => {
+            f.extended_code == rusqlite::ffi::SQLITE_CORRUPT_VTAB
+                || msg
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with("vtable constructor failed"))
+        }
+        _ => false,
+    }
+}
+
+/// Drops the text index and makes it anew, empty, in one transaction: FTS5's tables
+/// go with `DROP TABLE`, the virtual table's own row of the schema is deleted (FTS5
+/// may be unable to open it, and then `DROP TABLE email_text` fails), the table and
+/// its trigger are created as V7 created them, and every indexed email is marked
+/// unindexed for the background indexer. Returns how many emails were.
+pub(crate) fn rebuild(conn: &mut Connection) -> Result<u64> {
+    let tx = write_tx_light(conn)?;
+    tx.execute_batch("DROP TRIGGER IF EXISTS email_text_drop")
+        .map_err(db_err)?;
+    for shadow in crate::schema::TEXT_INDEX_SHADOWS {
+        tx.execute_batch(&format!("DROP TABLE IF EXISTS {shadow}"))
+            .map_err(db_err)?;
+    }
+    tx.execute_batch(
+        "PRAGMA writable_schema = ON;
+         DELETE FROM sqlite_schema WHERE type = 'table' AND name = 'email_text';
+         PRAGMA writable_schema = RESET;",
+    )
+    .map_err(db_err)?;
+    tx.execute_batch(crate::schema::TEXT_INDEX)
+        .map_err(db_err)?;
+    let n = tx
+        .execute(
+            "UPDATE emails SET text_state = 0 WHERE text_state = ?1",
+            [INDEXED],
+        )
+        .map_err(db_err)?;
+    tx.commit().map_err(db_err)?;
+    Ok(u64::try_from(n).unwrap_or(u64::MAX))
+}
+
+/// Rebuilds the index if a statement found it damaged since the last look, and the
+/// last rebuild is at least [`REBUILD_SPACING`] ago.
+pub(crate) fn repair(inner: &Inner, conn: &mut Connection) -> Result<()> {
+    if !inner.text_damaged.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let mut last = crate::lock(&inner.text_rebuilt);
+    if last.is_some_and(|t| t.elapsed() < REBUILD_SPACING) {
+        return Ok(());
+    }
+    *last = Some(std::time::Instant::now());
+    inner.text_damaged.store(false, Ordering::Relaxed);
+    match rebuild(conn) {
+        Ok(n) => {
+            tracing::warn!(
+                "text index was damaged: rebuilt it empty; {n} emails are indexed again \
+                 in the background, and SEARCH reads the rest meanwhile"
+            );
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!("text index is damaged and could not be rebuilt: {e}");
+            Err(e)
+        }
+    }
+}
+
+/// Whether the text index's tables hold together: FTS5's `integrity-check` (of the
+/// index's own structure: a contentless table has no text to compare against).
+/// `Ok(Some(problem))` when they do not.
+pub(crate) fn integrity(conn: &Connection) -> Result<Option<String>> {
+    match conn.execute(
+        "INSERT INTO email_text (email_text, rank) VALUES ('integrity-check', 0)",
+        [],
+    ) {
+        Ok(_) => Ok(None),
+        Err(e)
+            if is_damage(&e)
+                || e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseCorrupt) =>
+        {
+            Ok(Some(e.to_string()))
+        }
+        Err(e) => Err(db_err(e)),
+    }
 }
 
 /// The messages of `mailbox` whose email is not indexed: (UID, email, state).
@@ -362,9 +473,27 @@ impl SqliteStore {
     }
 
     /// Indexes up to `limit` emails not yet in the text index; returns how many.
+    /// First rebuilds the index if it was found damaged (see the module's "Damage").
     pub async fn index_text(&self, limit: usize) -> Result<usize> {
-        self.run(move |inner, c| index_pending(inner, c, limit))
-            .await
+        self.run(move |inner, c| {
+            repair(inner, c)?;
+            index_pending(inner, c, limit)
+        })
+        .await
+    }
+
+    /// Checks the text index's own structure (FTS5's `integrity-check`) and returns
+    /// what is wrong, if anything; with `rebuild`, a damaged index is rebuilt at once
+    /// (emptied, its emails indexed again by the server). Blocking, like
+    /// [`SqliteStore::check`]; works beside a running server.
+    pub fn check_text_index(&self, rebuild: bool) -> Result<Option<String>> {
+        let mut conn = self.inner.connect()?;
+        let problem = integrity(&conn)?;
+        if problem.is_some() && rebuild {
+            let n = self::rebuild(&mut conn)?;
+            tracing::info!("text index rebuilt: {n} emails to index again");
+        }
+        Ok(problem)
     }
 
     /// Emails not yet in the text index (those left to scans not counted).
