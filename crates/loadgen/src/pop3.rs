@@ -30,15 +30,7 @@ pub async fn status<S: AsyncRead + AsyncWrite + Unpin>(
 pub async fn multiline<S: AsyncRead + AsyncWrite + Unpin>(
     c: &mut Conn<S>,
 ) -> io::Result<(u64, u64)> {
-    let (mut lines, mut bytes) = (0u64, 0u64);
-    loop {
-        let line = c.line().await?;
-        if line == b".\r\n" || line == b".\n" {
-            return Ok((lines, bytes));
-        }
-        lines += 1;
-        bytes += line.len() as u64;
-    }
+    c.dot_body().await
 }
 
 /// Logs in with USER/PASS after reading the greeting.
@@ -178,6 +170,26 @@ mod tests {
         status(&mut c, "x").await.unwrap();
         assert_eq!(multiline(&mut c).await.unwrap(), (2, 20));
         status(&mut c, "x").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn multiline_split_into_single_octets() {
+        // Every octet in a read of its own: the terminator and the stuffed dots
+        // straddle reads.
+        let (a, mut b) = tokio::io::duplex(1);
+        let mut c = Conn::new(a);
+        let writer = tokio::spawn(async move {
+            let body = b"+OK\r\n.\rx\r\n..\r\n.x\n\r\n.\n+OK next\r\n";
+            for byte in body {
+                b.write_all(&[*byte]).await.unwrap();
+            }
+            b
+        });
+        status(&mut c, "x").await.unwrap();
+        // ".\rx", "..", ".x" (LF only), "" and then ".\n" ends it.
+        assert_eq!(multiline(&mut c).await.unwrap(), (4, 14));
+        status(&mut c, "x").await.unwrap();
+        drop(writer.await.unwrap());
     }
 
     #[tokio::test]
