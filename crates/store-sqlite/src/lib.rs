@@ -87,6 +87,7 @@ pub use text::{DEFAULT_ON_DEMAND, READ_LIMIT, TEXT_LIMIT};
 use crate::cached::Cached;
 use buudien_store::*;
 use buudien_types::{Address, Domain, Uid};
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -318,6 +319,14 @@ impl Inner {
         let conn = Connection::open(&self.db_path).map_err(db_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
         conn.set_prepared_statement_cache_capacity(cached::CAPACITY);
+        // Plans that never depend on bound values. Without this, SQLite marks a
+        // statement whose plan looked at a parameter's value (`col = ?` weighed as 0/1
+        // or not, `LIMIT ?`) for recompiling whenever that value changes, and the
+        // statement cache clears the bindings of every statement it takes back, which
+        // SQLite treats as such a change: delta's statements were compiled anew on
+        // every call (a ninth of the server's CPU in the IMAP benchmark).
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+            .map_err(db_err)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
@@ -701,6 +710,47 @@ impl MailboxStore for SqliteStore {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A cached statement is not compiled again when it is reused with other values
+    /// (see `connect`): delta's and entries' statements, each run with values that
+    /// SQLite's planner weighs differently (0/1 and larger numbers).
+    #[test]
+    fn cached_statements_are_not_recompiled_for_new_values() {
+        use rusqlite::StatementStatus;
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).unwrap();
+        let conn = s.inner.connect().unwrap();
+        for sql in [
+            format!(
+                "{} WHERE e.mailbox_id = ?1 AND e.uid = ?2",
+                folders::ENTRY_QUERY
+            ),
+            format!(
+                "{} WHERE e.mailbox_id = ?1 AND e.modseq > ?2 ORDER BY e.uid",
+                folders::ENTRY_QUERY
+            ),
+            "SELECT id FROM emails WHERE text_state <> 1 AND text_state = 0 \
+             ORDER BY id LIMIT ?1"
+                .to_string(),
+        ] {
+            let vars = if sql.contains("?2") { 2 } else { 1 };
+            for v in [1i64, 7, 0, 1000, 1] {
+                let mut stmt = conn.prepare_cached(&sql).unwrap();
+                let mut rows = if vars == 2 {
+                    stmt.query(rusqlite::params![v, v]).unwrap()
+                } else {
+                    stmt.query([v]).unwrap()
+                };
+                while rows.next().unwrap().is_some() {}
+                drop(rows);
+                assert_eq!(
+                    stmt.get_status(StatementStatus::RePrepare),
+                    0,
+                    "recompiled for value {v}: {sql}"
+                );
+            }
+        }
+    }
 
     /// The background indexer holds back while mail is written: a group commit marks
     /// the store busy for the window, a fresh store is not.
