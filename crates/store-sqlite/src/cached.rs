@@ -1,7 +1,7 @@
 //! Statements from the connection's cache: each SQL text is compiled once per
 //! pooled connection instead of on every call (compiling was a sixth of the server's
 //! CPU under the IMAP benchmark). That holds only with the query planner stability
-//! guarantee the store's connections turn on (see `SqliteStore::connect`): without
+//! guarantee the store's connections turn on (see `Inner::connect`): without
 //! it SQLite recompiles a reused statement whose plan looked at a bound value.
 
 use rusqlite::{Connection, Params, Row};
