@@ -266,3 +266,54 @@ mod tests {
         Ok(())
     }
 }
+
+/// A blob file read on the calling thread: each read is a plain `read(2)`, which for
+/// mail the page cache holds takes microseconds, where `tokio::fs::File` handed
+/// every 64 KiB chunk to the blocking pool and back (a POP3 RETR of 1 MiB was 16
+/// such hand-offs). A read the disk must serve blocks the thread for that read, as
+/// it does in a server with a process per session.
+pub struct HereFile(pub File);
+
+impl tokio::io::AsyncRead for HereFile {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::io::Read;
+        let n = loop {
+            match self.0.read(buf.initialize_unfilled()) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
+        buf.advance(n);
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod here_tests {
+    use super::HereFile;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn reads_a_file_to_its_end_in_small_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&p, &data).unwrap();
+        let mut r = HereFile(std::fs::File::open(&p).unwrap());
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = r.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, data);
+    }
+}

@@ -271,30 +271,58 @@ impl SqliteStore {
         F: FnOnce(&Arc<Inner>, &mut Connection) -> Result<R> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = match lock(&inner.pool).pop() {
-                Some(c) => c,
-                None => inner.connect()?,
-            };
-            let r = f(&inner, &mut conn);
-            if let Err(StoreError::Database(m)) = &r
-                && m.starts_with(text::DAMAGED)
-            {
-                // The text indexer rebuilds it (see `text::repair`).
-                inner.text_damaged.store(true, Ordering::Relaxed);
-            }
-            // A connection left inside a failed transaction is not reused.
-            if conn.is_autocommit() {
-                let mut pool = lock(&inner.pool);
-                if pool.len() < POOL_IDLE {
-                    pool.push(conn);
-                }
-            }
-            r
-        })
-        .await
-        .map_err(|e| StoreError::Database(format!("store task failed: {e}")))?
+        tokio::task::spawn_blocking(move || with_conn(&inner, f))
+            .await
+            .map_err(|e| StoreError::Database(format!("store task failed: {e}")))?
     }
+
+    /// Runs `f` with a pooled connection on the calling thread, for the short reads
+    /// a session makes around nearly every command (what changed, the entries and
+    /// structure of a few messages, a small message's bytes). A WAL reader never
+    /// waits for a writer, and these touch a bounded few rows, so the hand-off to the
+    /// blocking pool cost more than the query: a quarter of the server's CPU under
+    /// the IMAP benchmark went to waking and parking pool threads.
+    ///
+    /// Each call spends a unit of the task's cooperative budget, so a session that
+    /// makes many in a row (a FETCH over a large mailbox, in batches) still yields
+    /// the thread to the other sessions now and then. A delta after a mass change
+    /// of a large mailbox is the longest of these: its rows are the changed
+    /// messages, at most the mailbox.
+    async fn run_here<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&Arc<Inner>, &mut Connection) -> Result<R>,
+    {
+        let r = with_conn(&self.inner, f);
+        tokio::task::consume_budget().await;
+        r
+    }
+}
+
+/// Runs `f` with a connection from the pool (a new one when none is idle), and
+/// gives it back unless it was left inside a transaction.
+fn with_conn<R, F>(inner: &Arc<Inner>, f: F) -> Result<R>
+where
+    F: FnOnce(&Arc<Inner>, &mut Connection) -> Result<R>,
+{
+    let mut conn = match lock(&inner.pool).pop() {
+        Some(c) => c,
+        None => inner.connect()?,
+    };
+    let r = f(inner, &mut conn);
+    if let Err(StoreError::Database(m)) = &r
+        && m.starts_with(text::DAMAGED)
+    {
+        // The text indexer rebuilds it (see `text::repair`).
+        inner.text_damaged.store(true, Ordering::Relaxed);
+    }
+    // A connection left inside a failed transaction is not reused.
+    if conn.is_autocommit() {
+        let mut pool = lock(&inner.pool);
+        if pool.len() < POOL_IDLE {
+            pool.push(conn);
+        }
+    }
+    r
 }
 
 impl Inner {
@@ -455,11 +483,11 @@ impl MailStore for SqliteStore {
     async fn read_blob(&self, blob: &BlobId) -> Result<BlobReader> {
         let blob = *blob;
         let opened = self
-            .run(move |inner, c| quarantine::open_checked(inner, c, &blob))
+            .run_here(|inner, c| quarantine::open_checked(inner, c, &blob))
             .await?;
         Ok(match opened {
             quarantine::Opened::Inline(bytes) => Box::pin(std::io::Cursor::new(bytes)),
-            quarantine::Opened::File(f) => Box::pin(tokio::fs::File::from_std(f)),
+            quarantine::Opened::File(f) => Box::pin(blobs::HereFile(f)),
         })
     }
 
@@ -569,17 +597,15 @@ impl MailboxStore for SqliteStore {
     }
 
     async fn entries(&self, mailbox: MailboxId, uids: &[Uid]) -> Result<Vec<MessageEntry>> {
-        let uids = uids.to_vec();
-        self.run(move |_, c| sync::entries(c, mailbox, &uids)).await
+        self.run_here(|_, c| sync::entries(c, mailbox, uids)).await
     }
 
     async fn metas(&self, mailbox: MailboxId, uids: &[Uid]) -> Result<Vec<StoredMeta>> {
-        let uids = uids.to_vec();
-        self.run(move |_, c| sync::metas(c, mailbox, &uids)).await
+        self.run_here(|_, c| sync::metas(c, mailbox, uids)).await
     }
 
     async fn delta(&self, mailbox: MailboxId, since: u64) -> Result<Delta> {
-        self.run(move |_, c| sync::delta(c, mailbox, since)).await
+        self.run_here(|_, c| sync::delta(c, mailbox, since)).await
     }
 
     async fn recent_mark(&self, mailbox: MailboxId) -> Result<Uid> {
