@@ -71,14 +71,17 @@ pub use section::{Section, section_range};
 /// last line had none (RFC 5322 §2.3: lines end in CRLF).
 pub fn normalize(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len() + raw.len() / 50 + 2);
-    let mut prev = 0u8;
-    for &b in raw {
-        if b == b'\n' && prev != b'\r' {
-            out.push(b'\r');
+    // Spans between bare LFs are copied whole.
+    let mut start = 0;
+    for i in memchr::memchr_iter(b'\n', raw) {
+        let bare = i == 0 || raw.get(i - 1) != Some(&b'\r');
+        if bare {
+            out.extend_from_slice(raw.get(start..i).unwrap_or_default());
+            out.extend_from_slice(b"\r\n");
+            start = i + 1;
         }
-        out.push(b);
-        prev = b;
     }
+    out.extend_from_slice(raw.get(start..).unwrap_or_default());
     if !out.is_empty() && !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
     }

@@ -86,10 +86,7 @@ impl DataReceiver {
                 State::Text => {
                     // Fast path: copy the run up to the next CR or LF at once.
                     let rest = input.get(i..).unwrap_or_default();
-                    let run = rest
-                        .iter()
-                        .position(|&c| c == b'\r' || c == b'\n')
-                        .unwrap_or(rest.len());
+                    let run = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
                     if run > 0 {
                         self.emit(out, rest.get(..run).unwrap_or_default());
                         i += run;
