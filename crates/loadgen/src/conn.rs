@@ -52,6 +52,11 @@ fn timeout_err() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "server did not answer in time")
 }
 
+/// The error for a connection the server closed mid-reply.
+fn closed_err() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "server closed")
+}
+
 /// An error for a reply the client did not expect.
 pub fn protocol_err(what: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.into())
@@ -73,10 +78,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             loop {
                 let avail = self.inner.fill_buf().await?;
                 if avail.is_empty() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "server closed",
-                    ));
+                    return Err(closed_err());
                 }
                 let (take, done) = match avail.iter().position(|&b| b == b'\n') {
                     Some(i) => (i + 1, true),
@@ -115,10 +117,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             loop {
                 let avail = self.inner.fill_buf().await?;
                 if avail.is_empty() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "server closed",
-                    ));
+                    return Err(closed_err());
                 }
                 let mut i = 0;
                 let mut end = None;
@@ -178,10 +177,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             while left > 0 {
                 let avail = self.inner.fill_buf().await?;
                 if avail.is_empty() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "server closed",
-                    ));
+                    return Err(closed_err());
                 }
                 let take = avail.len().min(left);
                 self.inner.consume(take);

@@ -55,6 +55,13 @@
 //!   files (under the lock). A temporary file is removed when its write fails.
 //! - UIDNEXT/HIGHESTMODSEQ are bumped with `UPDATE … RETURNING` in the transaction
 //!   that uses them.
+//! - Writes, and reads that can take long, run on tokio's blocking pool; only a
+//!   session's short reads (`delta`, `entries`, `metas`, opening a message; a WAL
+//!   reader never waits for a writer) run on the calling thread
+//!   (`SqliteStore::run_here`). Every connection has the query planner stability
+//!   guarantee on, so a cached statement is compiled once per connection.
+//! - The text index is derived data: a damaged one is rebuilt empty (`text::rebuild`)
+//!   and refilled, never repaired in place.
 //! - A queued message holds one reference on its blob, like an email does, so garbage
 //!   collection never takes the bytes of a message still in the queue. `submit` stores
 //!   the local copies and the queue rows in one transaction.
