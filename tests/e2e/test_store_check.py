@@ -16,7 +16,8 @@ third is sound. Then:
 
 A damaged text index (the FTS5 tables behind SEARCH BODY/TEXT): `check` reports it,
 SEARCH answers by reading the messages meanwhile, the server rebuilds the index when
-it finds it damaged, and then EXPUNGE (whose trigger touches the index) works again.
+it finds it damaged, and EXPUNGE afterwards leaves no stale answer (an expunged
+email's entry is removed by the indexer later, and matches no message meanwhile).
 """
 
 from __future__ import annotations

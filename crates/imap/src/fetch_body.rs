@@ -8,7 +8,6 @@ use buudien_imap_proto::{FetchAttr, Partial, SectionText};
 use buudien_message::{MessageMeta, Section};
 use buudien_store::{BlobId, MailboxStore, MessageEntry, StoreError, StoredMeta};
 use std::ops::Range;
-use tokio::io::AsyncReadExt;
 
 /// The answer to one FETCH item of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,15 +284,7 @@ async fn read_range<S: MailboxStore>(
     blob: &BlobId,
     range: Range<u64>,
 ) -> Result<Vec<u8>, StoreError> {
-    let mut reader = store.read_blob(blob).await?;
-    if range.start > 0 {
-        let mut skip = (&mut reader).take(range.start);
-        tokio::io::copy(&mut skip, &mut tokio::io::sink()).await?;
-    }
-    let len = range.end.saturating_sub(range.start);
-    let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(1 << 20));
-    reader.take(len).read_to_end(&mut out).await?;
-    Ok(out)
+    store.read_blob_range(blob, range).await
 }
 
 #[cfg(test)]

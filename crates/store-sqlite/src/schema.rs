@@ -154,7 +154,18 @@ CREATE TABLE quarantine (
 );
 ";
 
-/// The FTS5 table and its trigger, as V7 made them; `text::rebuild` makes them anew.
+/// The trigger that notes an indexed email's row going (V10).
+macro_rules! text_gone_trigger {
+    () => {
+        "
+CREATE TRIGGER email_text_gone AFTER DELETE ON emails WHEN old.text_state = 1 BEGIN
+    INSERT OR IGNORE INTO text_gone (id) VALUES (old.id);
+END;
+"
+    };
+}
+
+/// The FTS5 table and its trigger, as V7 made them (V10 replaced the trigger).
 macro_rules! text_index {
     () => {
         "
@@ -185,8 +196,18 @@ CREATE INDEX emails_text_pending ON emails(id) WHERE text_state <> 1;
     text_index!()
 );
 
-/// The text index's table and trigger (those of V7), for `text::rebuild`.
-pub(crate) const TEXT_INDEX: &str = text_index!();
+/// The text index's table and trigger as they are now (V7's table, V10's trigger),
+/// for `text::rebuild`.
+pub(crate) const TEXT_INDEX: &str = concat!(
+    "
+CREATE VIRTUAL TABLE email_text USING fts5(
+    header, body,
+    tokenize = 'trigram case_sensitive 1',
+    content = '', contentless_delete = 1
+);
+",
+    text_gone_trigger!()
+);
 /// The tables FTS5 keeps `email_text` in.
 pub(crate) const TEXT_INDEX_SHADOWS: &[&str] = &[
     "email_text_data",
@@ -212,7 +233,22 @@ const V9: &str = "
 ALTER TABLE blobs ADD COLUMN data BLOB;
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+/// V10: an email's entry leaves the text index in the background, not inside the
+/// transaction that deletes the email. FTS5 writes a delete out when the statement's
+/// savepoint is released and then merges its segments, so with V7's trigger every
+/// EXPUNGE (and every garbage collection) paid for an index merge while holding the
+/// write lock: on a store with a large index, IMAP's p99 went from 19 to 40-150 ms.
+/// Now the trigger notes the email's id in `text_gone`, and the text indexer
+/// deletes those entries in batches (see `text`).
+const V10: &str = concat!(
+    "
+DROP TRIGGER email_text_drop;
+CREATE TABLE text_gone (id INTEGER PRIMARY KEY);
+",
+    text_gone_trigger!()
+);
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 /// Brings the database to the newest schema.
 pub fn migrate(conn: &mut Connection) -> Result<()> {

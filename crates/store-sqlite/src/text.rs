@@ -45,15 +45,20 @@
 //! background, one short write transaction per batch; and a SEARCH first indexes up
 //! to [`SqliteStore::set_text_index`]'s on-demand bound of the mailbox's unindexed
 //! emails, then reports the rest as unknown, which SEARCH reads and scans. So a
-//! SEARCH right after a delivery is exact whether or not the indexer got there. The
-//! index entry goes with the email row (a trigger), so expunge and garbage
-//! collection need no change either.
+//! SEARCH right after a delivery is exact whether or not the indexer got there.
+//! When an indexed email's row goes (expunge, garbage collection), a trigger notes
+//! its id in `text_gone`, so no writer has to know of the index, and the indexer
+//! removes the entry later ([`purge_gone`]): an FTS5 delete inside the deleting
+//! transaction made every EXPUNGE pay for a merge of the index's segments under the
+//! write lock. An entry left meanwhile matches no message (its email has none),
+//! and an id given again to a new email loses its old entry when that email is
+//! indexed; until then SEARCH scans that message.
 //!
 //! # Damage
 //! FTS5 keeps its index in tables of its own (`email_text_data`, …). If their content
 //! goes wrong (SQLite reports `SQLITE_CORRUPT_VTAB`, or cannot even open the table),
-//! every statement touching the index fails, including the trigger under EXPUNGE
-//! and `DROP TABLE` itself, while the rest of the database is sound. Such an error
+//! every statement touching the index fails, including `DROP TABLE` itself, while
+//! the rest of the database is sound (EXPUNGE does not touch it). Such an error
 //! is marked [`DAMAGED`]; the store notes it, SEARCH scans meanwhile, and the next
 //! round of the background indexer (or `buudien check`) rebuilds the index with
 //! [`rebuild`]: FTS5's tables are dropped, the table's own schema row removed (the
@@ -96,13 +101,27 @@ const BATCH: usize = 128;
 /// Emails it reads per round while mail is being written: indexing a batch of large
 /// messages took a third of the server's CPU under a stream of 100 KiB deliveries.
 const BUSY_BATCH: usize = 8;
-/// Emails recorded per write transaction: FTS5 inserts are slow enough that a big
-/// transaction would hold every other writer up (the IMAP benchmark's p99 showed it).
+/// Emails recorded per write transaction, at most: FTS5 inserts are slow enough that
+/// a big transaction would hold every other writer up (the IMAP benchmark's p99
+/// showed it).
 const WRITE_CHUNK: usize = 16;
+/// Folded text recorded per write transaction, at most (256 KiB; one email with
+/// more goes alone): 16 emails of a few hundred KiB each held the write lock for
+/// a tenth of a second.
+const WRITE_CHUNK_BYTES: usize = 256 << 10;
+/// Entries of emails that went, removed per write transaction (see `purge_gone`).
+const PURGE_CHUNK: usize = 256;
+/// Entries of emails that went, removed per round of the background indexer.
+const PURGE_ROUND: usize = 1024;
 /// Writes this recent make the background indexer hold back.
 const BUSY_WINDOW: Duration = Duration::from_millis(500);
-/// The background indexer's pause between batches while mail is being written.
+/// The background indexer's pause between looks while mail is being written.
 const BUSY_PAUSE: Duration = Duration::from_secs(1);
+/// While mail is being written, the background indexer writes to the index this
+/// seldom (one round of [`BUSY_BATCH`] emails and [`PURGE_ROUND`] removals): each
+/// write to a large FTS5 index merges segments, which took a quarter of the
+/// server's CPU under the IMAP benchmark when it came every second.
+const BUSY_ROUND_EVERY: Duration = Duration::from_secs(30);
 /// The background indexer's pause when nothing is left to index.
 const IDLE_PAUSE: Duration = Duration::from_secs(2);
 
@@ -170,8 +189,8 @@ fn extract(inner: &Inner, conn: &mut Connection, id: i64) -> Result<Extract> {
 }
 
 /// Indexes these emails (those still unindexed): reads them without a lock, then
-/// records them in write transactions of [`WRITE_CHUNK`]. Returns how many were
-/// recorded.
+/// records them in write transactions of at most [`WRITE_CHUNK`] emails and
+/// [`WRITE_CHUNK_BYTES`] of text. Returns how many were recorded.
 pub(crate) fn index_emails(inner: &Inner, conn: &mut Connection, ids: &[i64]) -> Result<usize> {
     let mut done = Vec::with_capacity(ids.len());
     for &id in ids {
@@ -184,7 +203,7 @@ pub(crate) fn index_emails(inner: &Inner, conn: &mut Connection, ids: &[i64]) ->
         return Ok(0);
     }
     let mut n = 0;
-    for chunk in done.chunks(WRITE_CHUNK) {
+    for chunk in write_chunks(&done) {
         let tx = write_tx_light(conn)?;
         {
             let mut mark = tx
@@ -194,6 +213,12 @@ pub(crate) fn index_emails(inner: &Inner, conn: &mut Connection, ids: &[i64]) ->
                 .map_err(db_err)?;
             let mut insert = tx
                 .prepare_cached("INSERT INTO email_text (rowid, header, body) VALUES (?1, ?2, ?3)")
+                .map_err(db_err)?;
+            let mut gone = tx
+                .prepare_cached("DELETE FROM text_gone WHERE id = ?1")
+                .map_err(db_err)?;
+            let mut stale = tx
+                .prepare_cached("DELETE FROM email_text WHERE rowid = ?1")
                 .map_err(db_err)?;
             for (id, e) in chunk {
                 let state = if matches!(e, Extract::Text(..)) {
@@ -205,6 +230,11 @@ pub(crate) fn index_emails(inner: &Inner, conn: &mut Connection, ids: &[i64]) ->
                 if mark.execute(params![id, state]).map_err(db_err)? == 0 {
                     continue;
                 }
+                // The id of an email that went, given again (see `purge_gone`): its
+                // old entry goes before the new one comes.
+                if gone.execute([id]).map_err(db_err)? > 0 {
+                    stale.execute([id]).map_err(db_err)?;
+                }
                 if let Extract::Text(header, body) = e {
                     insert.execute(params![id, header, body]).map_err(db_err)?;
                 }
@@ -214,6 +244,66 @@ pub(crate) fn index_emails(inner: &Inner, conn: &mut Connection, ids: &[i64]) ->
         tx.commit().map_err(db_err)?;
     }
     Ok(n)
+}
+
+/// Removes the entries of up to `limit` emails that went (noted in `text_gone` by
+/// the delete trigger, V10), in write transactions of [`PURGE_CHUNK`]; returns how
+/// many. Until then an entry may answer a lookup: its email id has no mailbox
+/// entries, so it matches no message; an id SQLite gives to a new email is in
+/// `text_gone` until that email is indexed, which removes the old entry first, and a
+/// SEARCH treats an unindexed email's message as unknown whatever the index says.
+pub(crate) fn purge_gone(conn: &mut Connection, limit: usize) -> Result<usize> {
+    let ids: Vec<i64> = {
+        let mut stmt = conn
+            .prepare_cached("SELECT id FROM text_gone ORDER BY id LIMIT ?1")
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| r.get(0))
+            .map_err(db_err)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db_err)?
+    };
+    let mut n = 0;
+    for chunk in ids.chunks(PURGE_CHUNK) {
+        let tx = write_tx_light(conn)?;
+        {
+            let mut gone = tx
+                .prepare_cached("DELETE FROM text_gone WHERE id = ?1")
+                .map_err(db_err)?;
+            let mut entry = tx
+                .prepare_cached("DELETE FROM email_text WHERE rowid = ?1")
+                .map_err(db_err)?;
+            for id in chunk {
+                // Gone already: an indexer of the reused id was first.
+                if gone.execute([id]).map_err(db_err)? > 0 {
+                    entry.execute([id]).map_err(db_err)?;
+                    n += 1;
+                }
+            }
+        }
+        tx.commit().map_err(db_err)?;
+    }
+    Ok(n)
+}
+
+/// `done` cut into runs of at most [`WRITE_CHUNK`] emails and [`WRITE_CHUNK_BYTES`]
+/// of text (a run holds at least one email).
+fn write_chunks(done: &[(i64, Extract)]) -> Vec<&[(i64, Extract)]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, (_, e)) in done.iter().enumerate() {
+        let len = match e {
+            Extract::Text(h, b) => h.len() + b.len(),
+            _ => 0,
+        };
+        if i > start && (i - start == WRITE_CHUNK || bytes + len > WRITE_CHUNK_BYTES) {
+            chunks.extend(done.get(start..i));
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    chunks.extend(done.get(start..));
+    chunks.retain(|c| !c.is_empty());
+    chunks
 }
 
 /// Indexes up to `limit` unindexed emails of any account, oldest first.
@@ -251,12 +341,18 @@ pub(crate) fn is_damage(e: &rusqlite::Error) -> bool {
 /// Drops the text index and makes it anew, empty, in one transaction: FTS5's tables
 /// go with `DROP TABLE`, the virtual table's own row of the schema is deleted (FTS5
 /// may be unable to open it, and then `DROP TABLE email_text` fails), the table and
-/// its trigger are created as V7 created them, and every indexed email is marked
-/// unindexed for the background indexer. Returns how many emails were.
+/// its trigger are created anew ([`crate::schema::TEXT_INDEX`]), the ids of emails
+/// that went are forgotten (their entries went with the tables), and every indexed
+/// email is marked unindexed for the background indexer. Returns how many emails
+/// were.
 pub(crate) fn rebuild(conn: &mut Connection) -> Result<u64> {
     let tx = write_tx_light(conn)?;
-    tx.execute_batch("DROP TRIGGER IF EXISTS email_text_drop")
-        .map_err(db_err)?;
+    tx.execute_batch(
+        "DROP TRIGGER IF EXISTS email_text_drop;
+         DROP TRIGGER IF EXISTS email_text_gone;
+         DELETE FROM text_gone;",
+    )
+    .map_err(db_err)?;
     for shadow in crate::schema::TEXT_INDEX_SHADOWS {
         tx.execute_batch(&format!("DROP TABLE IF EXISTS {shadow}"))
             .map_err(db_err)?;
@@ -460,6 +556,9 @@ pub(crate) fn search(
     tx.commit().map_err(db_err)?;
     matched.sort_unstable();
     matched.dedup();
+    // An unindexed email's id may still have the entry of an email that went (see
+    // `purge_gone`): its message is unknown, whatever the index says.
+    matched.retain(|u| unknown.binary_search(u).is_err());
     Ok(Some(TextHits { matched, unknown }))
 }
 
@@ -475,12 +574,14 @@ impl SqliteStore {
             .store(on_demand, Ordering::Relaxed);
     }
 
-    /// Indexes up to `limit` emails not yet in the text index; returns how many.
+    /// Indexes up to `limit` emails not yet in the text index, after removing the
+    /// entries of up to [`PURGE_ROUND`] emails that went; returns how many of both.
     /// First rebuilds the index if it was found damaged (see the module's "Damage").
     pub async fn index_text(&self, limit: usize) -> Result<usize> {
         self.run(move |inner, c| {
             repair(inner, c)?;
-            index_pending(inner, c, limit)
+            let purged = purge_gone(c, PURGE_ROUND)?;
+            Ok(index_pending(inner, c, limit)? + purged)
         })
         .await
     }
@@ -516,14 +617,20 @@ impl SqliteStore {
     /// The background indexer: indexes new emails in batches, in short write
     /// transactions, and looks again every couple of seconds when none is left.
     /// While mail is being written (a group commit in the last [`BUSY_WINDOW`]) it
-    /// takes one small batch ([`BUSY_BATCH`]) per [`BUSY_PAUSE`] only, so indexing yields the machine to
-    /// deliveries and sessions and catches up when they quieten (a SEARCH indexes
-    /// what it needs first, or scans). Runs until dropped (abort its task).
+    /// takes one small round ([`BUSY_BATCH`]) per [`BUSY_ROUND_EVERY`] only, so
+    /// indexing yields the machine to deliveries and sessions and catches up when
+    /// they quieten (a SEARCH indexes what it needs first, or scans). Runs until
+    /// dropped (abort its task).
     pub async fn run_text_indexer(self) {
+        let mut last_busy_round = tokio::time::Instant::now();
         loop {
             let mut batch = BATCH;
             if self.inner.written_within(BUSY_WINDOW) {
                 tokio::time::sleep(BUSY_PAUSE).await;
+                if last_busy_round.elapsed() < BUSY_ROUND_EVERY {
+                    continue;
+                }
+                last_busy_round = tokio::time::Instant::now();
                 batch = BUSY_BATCH;
             }
             match self.index_text(batch).await {
@@ -562,5 +669,37 @@ mod tests {
     fn phrases_are_quoted() {
         assert_eq!(phrase("a\"b c", true), "body : \"a\"\"b c\"");
         assert_eq!(phrase("abc", false), "\"abc\"");
+    }
+
+    #[test]
+    fn write_chunks_are_bounded_by_count_and_by_text() {
+        let text = |n: usize| Extract::Text(String::new(), "x".repeat(n));
+        let sizes = |chunks: Vec<&[(i64, Extract)]>| -> Vec<Vec<i64>> {
+            chunks
+                .into_iter()
+                .map(|c| c.iter().map(|(id, _)| *id).collect())
+                .collect()
+        };
+        // Small texts: runs of WRITE_CHUNK.
+        let small: Vec<_> = (0..40).map(|i| (i, text(10))).collect();
+        let runs = sizes(write_chunks(&small));
+        assert_eq!(runs.iter().map(Vec::len).collect::<Vec<_>>(), [16, 16, 8]);
+        assert_eq!(runs.concat(), (0..40).collect::<Vec<_>>());
+        // Large texts: a run stays under WRITE_CHUNK_BYTES, and one email larger than
+        // that goes alone; emails to scan weigh nothing.
+        let third = WRITE_CHUNK_BYTES / 3;
+        let large = vec![
+            (1, text(third)),
+            (2, text(third)),
+            (3, Extract::Scan),
+            (4, text(third)),
+            (5, text(WRITE_CHUNK_BYTES * 2)),
+            (6, text(1)),
+        ];
+        assert_eq!(
+            sizes(write_chunks(&large)),
+            [vec![1, 2, 3, 4], vec![5], vec![6]]
+        );
+        assert!(write_chunks(&[]).is_empty());
     }
 }

@@ -144,6 +144,27 @@ pub trait MailStore: Send + Sync + 'static {
     /// recorded size fails here with [`StoreError::Damaged`], before any byte is read
     /// (the protocols answer for it before they start sending).
     fn read_blob(&self, blob: &BlobId) -> impl Future<Output = Result<BlobReader>> + Send;
+    /// The octets `range` of a blob, in memory (clamped to the blob's end); fails as
+    /// [`MailStore::read_blob`] does. For a header or one MIME part: a store may
+    /// read just that range (the default reads up to its end through `read_blob`).
+    fn read_blob_range(
+        &self,
+        blob: &BlobId,
+        range: std::ops::Range<u64>,
+    ) -> impl Future<Output = Result<Vec<u8>>> + Send {
+        async move {
+            use tokio::io::AsyncReadExt;
+            let mut reader = self.read_blob(blob).await?;
+            if range.start > 0 {
+                let mut skip = (&mut reader).take(range.start);
+                tokio::io::copy(&mut skip, &mut tokio::io::sink()).await?;
+            }
+            let len = range.end.saturating_sub(range.start);
+            let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(1 << 20));
+            reader.take(len).read_to_end(&mut out).await?;
+            Ok(out)
+        }
+    }
     /// Expunges these UIDs from a mailbox in one transaction; UIDs already gone are
     /// skipped. Returns how many were expunged.
     fn expunge(
