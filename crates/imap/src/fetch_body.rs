@@ -6,7 +6,7 @@
 
 use buudien_imap_proto::{FetchAttr, Partial, SectionText};
 use buudien_message::{MessageMeta, Section};
-use buudien_store::{BlobId, MailboxStore, MessageEntry, StoreError, StoredMeta};
+use buudien_store::{MailboxStore, MessageEntry, StoreError, StoredMeta};
 use std::ops::Range;
 
 /// The answer to one FETCH item of one message.
@@ -66,7 +66,7 @@ impl MessageData {
         // The surrogate is made from the whole message; only such messages are held
         // in memory whole.
         let surrogate = if ascii && (needs_body || needs_meta) {
-            let raw = read_range(store, &entry.blob, 0..entry.size).await?;
+            let raw = store.read_blob_range(&entry.blob, 0..entry.size).await?;
             Some(buudien_message::downgrade(&raw))
         } else {
             None
@@ -85,7 +85,7 @@ impl MessageData {
                     // Stored before structures were kept (or damaged): parse once.
                     let whole = match &surrogate {
                         Some(s) => s.clone(),
-                        None => read_range(store, &entry.blob, 0..entry.size).await?,
+                        None => store.read_blob_range(&entry.blob, 0..entry.size).await?,
                     };
                     Some(MessageMeta::parse(&whole))
                 }
@@ -263,7 +263,7 @@ async fn bytes_of<S: MailboxStore>(
 ) -> Result<Vec<u8>, StoreError> {
     match surrogate {
         Some(s) => Ok(slice(s, range)),
-        None => read_range(store, &entry.blob, range).await,
+        None => store.read_blob_range(&entry.blob, range).await,
     }
 }
 
@@ -276,15 +276,6 @@ fn slice(s: &[u8], range: Range<u64>) -> Vec<u8> {
         .unwrap_or(usize::MAX)
         .clamp(start, s.len());
     s.get(start..end).map(<[u8]>::to_vec).unwrap_or_default()
-}
-
-/// Reads `range` of a blob into memory.
-async fn read_range<S: MailboxStore>(
-    store: &S,
-    blob: &BlobId,
-    range: Range<u64>,
-) -> Result<Vec<u8>, StoreError> {
-    store.read_blob_range(blob, range).await
 }
 
 #[cfg(test)]
