@@ -373,7 +373,12 @@ impl Inner {
 
     /// A new connection. `journal_size_limit`: the log holds small messages until
     /// they are checkpointed, so a burst can grow it far; when it starts over, it is
-    /// cut back to 64 MiB instead of keeping the burst's size for ever.
+    /// cut back to 256 MiB instead of keeping the burst's size for ever. Below that
+    /// size the log's file is kept and written over: appending to it instead
+    /// allocated new blocks, which the kernel zeroes around every 4,120-octet frame
+    /// and which every commit's sync then records in the file system's journal (with
+    /// 64 MiB, SMTP of 100 KiB messages spent a tenth of its samples in that
+    /// `memset`; 256 MiB took 8 senders from 1,410 to 1,600 msg/s).
     /// `cache_spill`: a write transaction keeps up to 32 MiB of changed pages in
     /// memory (the cache itself stays at 512 KiB of clean pages); with the cache's
     /// own bound, a group commit of 32 messages of 100 KiB wrote its pages to the log
@@ -399,7 +404,7 @@ impl Inner {
              PRAGMA cache_size = -512;
              PRAGMA cache_spill = 8192;
              PRAGMA temp_store = MEMORY;
-             PRAGMA journal_size_limit = 67108864;",
+             PRAGMA journal_size_limit = 268435456;",
         )
         .map_err(db_err)?;
         conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES)
