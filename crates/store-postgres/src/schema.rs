@@ -223,6 +223,13 @@ CREATE TABLE blob_deletions (
 );
 "#;
 
+/// V6: a STORE drops the message's previous flag change from `changes` by UID, which
+/// the primary key (by MODSEQ) could only find by reading every change the mailbox
+/// ever logged. Only adds: code of version 1 runs on it.
+const V6: &str = r#"
+CREATE INDEX changes_uid ON changes(mailbox_id, uid);
+"#;
+
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -248,6 +255,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 5,
         min_code: 1,
         sql: V5,
+    },
+    Migration {
+        version: 6,
+        min_code: 1,
+        sql: V6,
     },
 ];
 

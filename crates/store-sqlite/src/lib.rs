@@ -789,6 +789,32 @@ impl MailboxStore for SqliteStore {
 mod tests {
     use super::*;
 
+    /// The hot statements of a selected mailbox find their rows through the index
+    /// meant for them, not by walking the mailbox (or its whole change log).
+    #[test]
+    fn hot_statements_use_their_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).unwrap();
+        let conn = s.inner.connect().unwrap();
+        for (sql, index) in [
+            (folders::DROP_FLAG_CHANGE, "changes_uid"),
+            (sync::ENTRIES_CHANGED, "entries_modseq"),
+        ] {
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map(rusqlite::params![1, 1], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert!(
+                plan.iter()
+                    .any(|p| p.contains(&format!("USING INDEX {index}"))),
+                "{sql}: {plan:?}"
+            );
+        }
+    }
+
     /// A cached statement is not compiled again when it is reused with other values
     /// (see `connect`): delta's and entries' statements, each run with values that
     /// SQLite's planner weighs differently (0/1 and larger numbers).

@@ -200,6 +200,11 @@ pub fn entries(
     rows.into_iter().map(entry_from).collect()
 }
 
+/// The entries of mailbox `?1` changed after MODSEQ `?2` (`ENTRY_QUERY`'s columns).
+pub(crate) const ENTRIES_CHANGED: &str = "SELECT e.uid, m.blob_id, m.size, e.flags, e.keywords, e.modseq, \
+     m.received_at, m.surrogate_size FROM mailbox_entries e INDEXED BY entries_modseq \
+     JOIN emails m ON m.id = e.email_id WHERE e.mailbox_id = ?1 AND e.modseq > ?2 ORDER BY e.uid";
+
 /// Everything that changed after `since`, read in one transaction.
 pub fn delta(conn: &mut Connection, mailbox: MailboxId, since: u64) -> Result<Delta> {
     let since = i64::try_from(since).unwrap_or(i64::MAX);
@@ -215,12 +220,30 @@ pub fn delta(conn: &mut Connection, mailbox: MailboxId, since: u64) -> Result<De
         .optional()
         .map_err(db_err)?
         .ok_or_else(|| StoreError::NotFound(format!("mailbox #{mailbox}")))?;
+    // Every change (new message, flags, expunge) raises HIGHESTMODSEQ: when it has not
+    // passed `since`, nothing changed (the common case: most commands change nothing).
+    if highestmodseq <= since {
+        tx.commit().map_err(db_err)?;
+        return Ok(Delta {
+            highestmodseq: u64_of(highestmodseq),
+            uidnext: u32::try_from(uidnext).unwrap_or(u32::MAX),
+            changed: Vec::new(),
+            expunged: Vec::new(),
+        });
+    }
     let rows = {
-        let mut stmt = tx
-            .prepare_cached(&format!(
+        // Through the MODSEQ index: SQLite would rather walk the whole mailbox by UID
+        // (its primary key) to save the sort, which costs the mailbox's size on every
+        // command instead of the few messages that changed. A first read (`since` 0)
+        // wants every message: by UID, in order, is then the cheaper way.
+        let mut stmt = if since <= 0 {
+            tx.prepare_cached(&format!(
                 "{ENTRY_QUERY} WHERE e.mailbox_id = ?1 AND e.modseq > ?2 ORDER BY e.uid"
             ))
-            .map_err(db_err)?;
+        } else {
+            tx.prepare_cached(ENTRIES_CHANGED)
+        }
+        .map_err(db_err)?;
         stmt.query_map(params![mailbox, since], read_entry)
             .map_err(db_err)?
             .collect::<rusqlite::Result<Vec<_>>>()

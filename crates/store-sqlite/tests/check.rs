@@ -251,6 +251,7 @@ fn a_version_5_database_gains_the_quarantine_table() {
          DROP TABLE email_text;
          DROP INDEX emails_text_pending; ALTER TABLE emails DROP COLUMN text_state;
          DROP INDEX emails_blob; DROP INDEX queue_blob; ALTER TABLE blobs DROP COLUMN data;
+         DROP INDEX changes_uid;
          PRAGMA user_version = 5;",
     ));
     drop(db);
@@ -259,7 +260,7 @@ fn a_version_5_database_gains_the_quarantine_table() {
         dir.path().join("buudien.sqlite"),
     ));
     let v: i64 = ok(db.query_row("PRAGMA user_version", [], |r| r.get(0)));
-    assert_eq!(v, 10);
+    assert_eq!(v, 11);
     let n: i64 = ok(db.query_row("SELECT count(*) FROM quarantine", [], |r| r.get(0)));
     assert_eq!(n, 0);
 }

@@ -321,6 +321,7 @@ async fn a_version_6_database_gains_the_index() {
         "DROP TRIGGER email_text_gone; DROP TABLE text_gone; DROP TABLE email_text; DROP INDEX emails_text_pending;
          ALTER TABLE emails DROP COLUMN text_state; DROP INDEX emails_blob;
          DROP INDEX queue_blob; ALTER TABLE blobs DROP COLUMN data;
+         DROP INDEX changes_uid;
          PRAGMA user_version = 6;",
     )
     .unwrap();
@@ -330,7 +331,7 @@ async fn a_version_6_database_gains_the_index() {
     let v: i64 = db
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(v, 10);
+    assert_eq!(v, 11);
     assert_eq!(s.text_backlog().await.unwrap(), 7);
     let hits = s
         .search_text(inbox, "STRASSE", false)
