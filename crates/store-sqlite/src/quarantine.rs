@@ -131,12 +131,16 @@ pub(crate) enum Opened {
 /// less than opening a blob handle (SQLite compiles a statement for each).
 const RANGE_READ_MIN: i64 = 16 << 10;
 
+/// `rowid`, `size`, `length(data)` and, of a small blob kept whole, `data`.
+type BlobRow = (i64, i64, Option<i64>, Option<Vec<u8>>);
+
 /// The octets `range` of a blob (clamped to its end). Of a large blob kept in the
 /// database only the pages holding those octets are read (SQLite's incremental blob
 /// I/O, in the read transaction that found the row), not the whole value: a FETCH of
 /// header fields reads the first page or two of a 100 KiB message, not its 26. A
-/// file is read at the offset. Anything else (a small blob, a damaged or missing
-/// one) goes through [`open_checked`], with its checks and answers.
+/// small blob kept whole in the database comes back with the query that finds the
+/// row. A file is read at the offset. Anything else (a damaged or missing blob)
+/// goes through [`open_checked`], with its checks and answers.
 pub(crate) fn read_range(
     inner: &Inner,
     conn: &mut Connection,
@@ -144,49 +148,50 @@ pub(crate) fn read_range(
     range: std::ops::Range<u64>,
 ) -> Result<Vec<u8>> {
     {
+        // One read transaction for a blob kept whole in the database: the small ones
+        // come back with this query, the large ones are read by range through a blob
+        // handle. (Each further read transaction pays for SQLite's page cache, which
+        // another connection's commit has emptied.)
         let tx = conn.transaction().map_err(db_err)?;
-        let row: Option<(i64, i64, Option<i64>)> = tx
+        let row: Option<BlobRow> = tx
             .row_c(
-                "SELECT rowid, size, length(data) FROM blobs WHERE id = ?1",
-                [&blob.0[..]],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                "SELECT rowid, size, length(data),
+                        CASE WHEN size < ?2 AND length(data) = size THEN data END
+                 FROM blobs WHERE id = ?1",
+                params![&blob.0[..], RANGE_READ_MIN],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()
             .map_err(db_err)?;
-        if let Some((rowid, size, Some(len))) = row
-            && len == size
-            && size >= RANGE_READ_MIN
-        {
-            let size = u64::try_from(size).unwrap_or(0);
-            let end = range.end.min(size);
-            let start = range.start.min(end);
-            let (Ok(at), Ok(n)) = (usize::try_from(start), usize::try_from(end - start)) else {
-                return Err(StoreError::Io(format!("blob range {start}..{end}")));
-            };
-            let handle = tx.blob_open(rusqlite::MAIN_DB, "blobs", "data", rowid, true);
-            let mut out = vec![0; n];
-            handle
-                .and_then(|h| h.read_at_exact(&mut out, at))
-                .map_err(db_err)?;
-            tx.commit().map_err(db_err)?;
-            return Ok(out);
+        match row {
+            Some((_, size, _, Some(bytes)))
+                if bytes.len() as u64 == u64::try_from(size).unwrap_or(0) =>
+            {
+                tx.commit().map_err(db_err)?;
+                return Ok(slice(&bytes, range));
+            }
+            Some((rowid, size, Some(len), None)) if len == size && size >= RANGE_READ_MIN => {
+                let size = u64::try_from(size).unwrap_or(0);
+                let end = range.end.min(size);
+                let start = range.start.min(end);
+                let (Ok(at), Ok(n)) = (usize::try_from(start), usize::try_from(end - start)) else {
+                    return Err(StoreError::Io(format!("blob range {start}..{end}")));
+                };
+                let handle = tx.blob_open(rusqlite::MAIN_DB, "blobs", "data", rowid, true);
+                let mut out = vec![0; n];
+                handle
+                    .and_then(|h| h.read_at_exact(&mut out, at))
+                    .map_err(db_err)?;
+                tx.commit().map_err(db_err)?;
+                return Ok(out);
+            }
+            _ => {}
         }
         tx.commit().map_err(db_err)?;
     }
     let len = range.end.saturating_sub(range.start);
     match open_checked(inner, conn, blob)? {
-        Opened::Inline(bytes) => {
-            let start = usize::try_from(range.start)
-                .unwrap_or(usize::MAX)
-                .min(bytes.len());
-            let end = usize::try_from(range.end)
-                .unwrap_or(usize::MAX)
-                .clamp(start, bytes.len());
-            Ok(bytes
-                .get(start..end)
-                .map(<[u8]>::to_vec)
-                .unwrap_or_default())
-        }
+        Opened::Inline(bytes) => Ok(slice(&bytes, range)),
         Opened::File(mut f) => {
             use std::io::{Read, Seek, SeekFrom};
             f.seek(SeekFrom::Start(range.start))?;
@@ -195,6 +200,20 @@ pub(crate) fn read_range(
             Ok(out)
         }
     }
+}
+
+/// The octets of `bytes` in `range`, cut to what there is.
+fn slice(bytes: &[u8], range: std::ops::Range<u64>) -> Vec<u8> {
+    let start = usize::try_from(range.start)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    let end = usize::try_from(range.end)
+        .unwrap_or(usize::MAX)
+        .clamp(start, bytes.len());
+    bytes
+        .get(start..end)
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default()
 }
 
 /// Opens a blob for reading: its bytes from the database when they are kept there,
