@@ -3,8 +3,9 @@
 //! that much in its allocator arena, so login churn alone grew the server to more
 //! than a gigabyte. A small fixed set of threads bounds both the memory (threads ×
 //! 19 MiB) and the CPU that password guessing can take; waiting checks queue up.
+//! Each thread keeps its Argon2 memory from one check to the next ([`Scratch`]).
 
-use crate::{dummy_verify, verify_password};
+use crate::password::{Scratch, dummy_verify_in, verify_password_in};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 
@@ -46,24 +47,26 @@ fn pool() -> Option<&'static mpsc::Sender<Job>> {
 }
 
 fn worker(rx: &Mutex<mpsc::Receiver<Job>>) {
+    // Argon2's memory, kept for this thread's next check (see `crate::password`).
+    let mut scratch = Scratch::default();
     loop {
         let job = {
             let mut queue = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             queue.blocking_recv()
         };
         let Some(mut job) = job else { return };
-        let ok = check(job.phc.as_deref(), &job.password);
+        let ok = check(job.phc.as_deref(), &job.password, &mut scratch);
         job.password.fill(0);
         // The session may have gone away meanwhile.
         let _ = job.reply.send(ok);
     }
 }
 
-fn check(phc: Option<&str>, password: &[u8]) -> bool {
+fn check(phc: Option<&str>, password: &[u8], scratch: &mut Scratch) -> bool {
     match phc {
-        Some(phc) => verify_password(phc, password),
+        Some(phc) => verify_password_in(phc, password, scratch),
         None => {
-            dummy_verify(password);
+            dummy_verify_in(password, scratch);
             false
         }
     }
@@ -74,9 +77,11 @@ fn check(phc: Option<&str>, password: &[u8]) -> bool {
 /// exist. Runs on the password threads; waits its turn when they are busy.
 pub async fn check_password(phc: Option<String>, password: Vec<u8>) -> bool {
     let Some(tx) = pool() else {
-        return tokio::task::spawn_blocking(move || check(phc.as_deref(), &password))
-            .await
-            .unwrap_or(false);
+        return tokio::task::spawn_blocking(move || {
+            check(phc.as_deref(), &password, &mut Scratch::default())
+        })
+        .await
+        .unwrap_or(false);
     };
     let (reply, answer) = oneshot::channel();
     let job = Job {
