@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::store::{NODE_FILE, Served, Store, node_name, open_store, with_store};
 use buudien_auth::FailureThrottle;
 use buudien_imap::{ImapConfig, ImapServer};
-use buudien_net::{ConnLimiter, ConnTracker, Listener, TlsProvider, bind};
+use buudien_net::{ConnLimiter, ConnTracker, Listener, TlsAcceptor, TlsProvider, bind};
 use buudien_pop3::{Pop3Config, Pop3Server};
 use buudien_queue::{QueueConfig, QueueWorker, Smarthost, SmarthostTls};
 use buudien_smtp::{Mode, SmtpConfig, SmtpServer};
@@ -349,43 +349,58 @@ impl<S: MailboxStore + QueueStore> Clone for Servers<S> {
 
 impl<S: MailboxStore + QueueStore> Servers<S> {
     async fn run_connection(&self, service: Service, stream: TcpStream, peer: SocketAddr) {
+        // Each service's future is boxed: a connection's task then takes the size of
+        // its own protocol's state, not that of the largest of all six (an idle IMAP
+        // session would otherwise carry room for an SMTP session and a TLS handshake).
         let acceptor = self.tls.as_ref().map(|t| t.acceptor());
         match service {
-            Service::Pop3 => self.pop3.serve(stream, peer, false, acceptor).await,
-            Service::Pop3s => {
-                let Some(acceptor) = acceptor else { return };
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => self.pop3.serve(s, peer, true, None).await,
-                    Ok(Err(e)) => tracing::debug!(%peer, "pop3s TLS handshake failed: {e}"),
-                    Err(_) => tracing::info!(%peer, "pop3s TLS handshake timed out"),
-                }
-            }
-            Service::Imap => self.imap.serve(stream, peer, false, acceptor).await,
-            Service::Imaps => {
-                let Some(acceptor) = acceptor else { return };
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => self.imap.serve(s, peer, true, None).await,
-                    Ok(Err(e)) => tracing::debug!(%peer, "imaps TLS handshake failed: {e}"),
-                    Err(_) => tracing::info!(%peer, "imaps TLS handshake timed out"),
-                }
-            }
+            Service::Pop3 => Box::pin(self.pop3.serve(stream, peer, false, acceptor)).await,
+            Service::Pop3s => Box::pin(self.pop3s(stream, peer, acceptor)).await,
+            Service::Imap => Box::pin(self.imap.serve(stream, peer, false, acceptor)).await,
+            Service::Imaps => Box::pin(self.imaps(stream, peer, acceptor)).await,
             Service::Smtp => {
-                self.smtp
-                    .serve(stream, peer, Mode::Inbound, false, acceptor)
-                    .await
+                Box::pin(
+                    self.smtp
+                        .serve(stream, peer, Mode::Inbound, false, acceptor),
+                )
+                .await
             }
             Service::Submission => {
-                self.smtp
-                    .serve(stream, peer, Mode::Submission, false, acceptor)
-                    .await
+                Box::pin(
+                    self.smtp
+                        .serve(stream, peer, Mode::Submission, false, acceptor),
+                )
+                .await
             }
             // The SMTP session runs the implicit-TLS handshake itself, so that its
             // Received header can name the TLS version and cipher.
             Service::Submissions => {
-                self.smtp
-                    .serve(stream, peer, Mode::Submissions, false, acceptor)
-                    .await
+                Box::pin(
+                    self.smtp
+                        .serve(stream, peer, Mode::Submissions, false, acceptor),
+                )
+                .await
             }
+        }
+    }
+
+    /// POP3 over implicit TLS (RFC 8314 §3.1): the handshake, then the session.
+    async fn pop3s(&self, stream: TcpStream, peer: SocketAddr, acceptor: Option<TlsAcceptor>) {
+        let Some(acceptor) = acceptor else { return };
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => self.pop3.serve(s, peer, true, None).await,
+            Ok(Err(e)) => tracing::debug!(%peer, "pop3s TLS handshake failed: {e}"),
+            Err(_) => tracing::info!(%peer, "pop3s TLS handshake timed out"),
+        }
+    }
+
+    /// IMAP over implicit TLS (RFC 8314 §3.1): the handshake, then the session.
+    async fn imaps(&self, stream: TcpStream, peer: SocketAddr, acceptor: Option<TlsAcceptor>) {
+        let Some(acceptor) = acceptor else { return };
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => self.imap.serve(s, peer, true, None).await,
+            Ok(Err(e)) => tracing::debug!(%peer, "imaps TLS handshake failed: {e}"),
+            Err(_) => tracing::info!(%peer, "imaps TLS handshake timed out"),
         }
     }
 }

@@ -133,7 +133,6 @@ pub(crate) async fn read_more<IO: AsyncRead + AsyncWrite + Unpin>(
     io: &mut IO,
     inbuf: &mut Vec<u8>,
     out: &mut Vec<u8>,
-    chunk: &mut [u8],
     idle: std::time::Duration,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), Outcome> {
@@ -141,7 +140,9 @@ pub(crate) async fn read_more<IO: AsyncRead + AsyncWrite + Unpin>(
     if *stop.borrow() {
         return Err(Outcome::Shutdown);
     }
-    let read = tokio::time::timeout(idle, io.read(chunk));
+    // Straight into the spare capacity of `inbuf`: no second buffer per session.
+    inbuf.reserve(READ_CHUNK);
+    let read = tokio::time::timeout(idle, io.read_buf(inbuf));
     let n = tokio::select! {
         r = read => match r {
             Ok(Ok(n)) => n,
@@ -153,7 +154,6 @@ pub(crate) async fn read_more<IO: AsyncRead + AsyncWrite + Unpin>(
     if n == 0 {
         return Err(Outcome::Closed);
     }
-    inbuf.extend_from_slice(chunk.get(..n).unwrap_or_default());
     Ok(())
 }
 
@@ -176,7 +176,6 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
     let mut framer = CommandFramer::new(limits, TextMode::Ascii);
     let mut inbuf = Vec::new();
     let mut out = Vec::new();
-    let mut chunk = vec![0u8; READ_CHUNK];
     let mut bad_in_row = 0u32;
     if greet {
         line(
@@ -201,7 +200,7 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
                 } else {
                     idle
                 };
-                match read_more(io, &mut inbuf, &mut out, &mut chunk, wait, &mut stop).await {
+                match read_more(io, &mut inbuf, &mut out, wait, &mut stop).await {
                     Ok(()) => Flow::Continue,
                     Err(o) => Flow::End(o),
                 }
@@ -226,7 +225,10 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
                 e.write_response(&mut out);
                 Flow::Refused
             }
-            Event::Command(req) => s.dispatch(req, &mut out, io).await,
+            // Boxed, as is every other per-command future below: a session's task
+            // then holds only what waiting for input needs, not the largest
+            // command's state (idle sessions are many; see `crate::idle`).
+            Event::Command(req) => Box::pin(s.dispatch(req, &mut out, io)).await,
         };
         // After ENABLE IMAP4rev2 / UTF8=ACCEPT, names are read as UTF-8.
         framer.set_text_mode(s.text_mode());
@@ -258,17 +260,8 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             Flow::Idle(tag) => {
-                let r = crate::idle::idle(
-                    s,
-                    tag,
-                    io,
-                    &mut framer,
-                    &mut inbuf,
-                    &mut out,
-                    &mut chunk,
-                    &mut stop,
-                )
-                .await;
+                let r = crate::idle::idle(s, tag, io, &mut framer, &mut inbuf, &mut out, &mut stop)
+                    .await;
                 if let Err(o) = r {
                     return end(io, &mut out, idle, o).await;
                 }
@@ -277,7 +270,8 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
             // exchange ends with a tagged response.
             Flow::Sasl(mut exchange) => loop {
                 match framer.next_line(&mut inbuf, buudien_imap_proto::MAX_SASL_LINE) {
-                    LineFrame::Line(l) => match s.sasl_line(exchange, &l, &mut out).await {
+                    LineFrame::Line(l) => match Box::pin(s.sasl_line(exchange, &l, &mut out)).await
+                    {
                         Some(next) => exchange = next,
                         None => break,
                     },
@@ -290,9 +284,7 @@ pub(crate) async fn drive<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
                         return end(io, &mut out, idle, Outcome::Logout).await;
                     }
                     LineFrame::Incomplete => {
-                        if let Err(o) =
-                            read_more(io, &mut inbuf, &mut out, &mut chunk, idle, &mut stop).await
-                        {
+                        if let Err(o) = read_more(io, &mut inbuf, &mut out, idle, &mut stop).await {
                             return o;
                         }
                     }

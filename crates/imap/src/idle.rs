@@ -26,7 +26,6 @@ pub(crate) async fn idle<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
     framer: &mut CommandFramer,
     inbuf: &mut Vec<u8>,
     out: &mut Vec<u8>,
-    chunk: &mut [u8],
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), Outcome> {
     let idle = s.shared.config.idle_timeout;
@@ -38,7 +37,7 @@ pub(crate) async fn idle<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
     }
     changes.borrow_and_update();
     // Changes that happened before IDLE began are reported at once.
-    s.sync(out).await;
+    Box::pin(s.sync(out)).await;
     out.extend_from_slice(b"+ idling\r\n");
     flush(io, out, idle).await?;
     // An idling session may wait for hours: give back what big responses grew.
@@ -69,10 +68,12 @@ pub(crate) async fn idle<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
         if *stop.borrow() {
             return Err(Outcome::Shutdown);
         }
+        // Read into `inbuf`'s own spare room (the session keeps no read buffer).
+        inbuf.reserve(MAX_IDLE_LINE * 2);
         tokio::select! {
-            r = io.read(chunk) => match r {
+            r = io.read_buf(inbuf) => match r {
                 Ok(0) | Err(_) => return Err(Outcome::Closed),
-                Ok(n) => inbuf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+                Ok(_) => {}
             },
             r = changes.changed() => {
                 if r.is_err() {
@@ -81,7 +82,7 @@ pub(crate) async fn idle<S: MailboxStore, IO: AsyncRead + AsyncWrite + Unpin>(
                 }
                 if s.selected.is_some() {
                     let _turn = s.shared.idle_checks.acquire().await;
-                    s.sync(out).await;
+                    Box::pin(s.sync(out)).await;
                 }
             }
             () = tokio::time::sleep_until(deadline) => return Err(Outcome::Timeout),

@@ -223,23 +223,39 @@ impl<S: MailboxStore> ImapServer<S> {
         let mut session = Session::new(shared, peer, secure, tls.is_some() && !secure);
         let outcome = drive::drive(&mut session, &mut io, true).await;
         match (outcome, tls) {
+            // Boxed: the TLS stream and its handshake take several KiB, which only
+            // the sessions that use STARTTLS should carry.
             (Outcome::StartTls, Some(acceptor)) => {
-                match tokio::time::timeout(timeout, acceptor.accept(io)).await {
-                    Ok(Ok(mut tls_io)) => {
-                        session.tls_established();
-                        let outcome = drive::drive(&mut session, &mut tls_io, false).await;
-                        tracing::debug!(?outcome, "session ended");
-                        shutdown(&mut tls_io, timeout).await;
-                    }
-                    Ok(Err(e)) => tracing::info!(error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::info!("TLS handshake timed out"),
-                }
+                Box::pin(starttls(&mut session, io, acceptor, timeout)).await
             }
             (outcome, _) => {
                 tracing::debug!(?outcome, "session ended");
                 shutdown(&mut io, timeout).await;
             }
         }
+    }
+}
+
+/// The rest of a session after `STARTTLS` was accepted (RFC 9051 §6.2.1): the
+/// handshake, bounded by `timeout`, then the session over TLS.
+async fn starttls<S, IO>(
+    session: &mut Session<'_, S>,
+    io: IO,
+    acceptor: tokio_rustls::TlsAcceptor,
+    timeout: Duration,
+) where
+    S: MailboxStore,
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    match tokio::time::timeout(timeout, acceptor.accept(io)).await {
+        Ok(Ok(mut tls_io)) => {
+            session.tls_established();
+            let outcome = drive::drive(session, &mut tls_io, false).await;
+            tracing::debug!(?outcome, "session ended");
+            shutdown(&mut tls_io, timeout).await;
+        }
+        Ok(Err(e)) => tracing::info!(error = %e, "TLS handshake failed"),
+        Err(_) => tracing::info!("TLS handshake timed out"),
     }
 }
 

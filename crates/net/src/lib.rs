@@ -26,4 +26,5 @@ pub mod tracker;
 pub use limit::{ConnLimiter, ConnPermit, IpKey, Refused, STRESS_PERCENT};
 pub use listen::{Listener, bind};
 pub use tls::{TlsError, TlsProvider};
+pub use tokio_rustls::TlsAcceptor;
 pub use tracker::{ConnToken, ConnTracker};
