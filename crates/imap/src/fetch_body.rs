@@ -36,6 +36,10 @@ pub(crate) struct MessageData {
     pub(crate) items: Vec<Content>,
 }
 
+/// Octets of the stored message read ahead (its header, for a batch's
+/// `HEADER.FIELDS`: see `cmd::fetch`), and where they are in it.
+pub(crate) type Ahead = (Range<u64>, Vec<u8>);
+
 /// False when a BINARY item met an unknown transfer encoding.
 pub(crate) fn binary_check(data: &MessageData, _items: &[FetchAttr]) -> bool {
     !data.items.contains(&Content::UnknownCte)
@@ -54,6 +58,7 @@ impl MessageData {
         stored: Option<&StoredMeta>,
         utf8_session: bool,
         items: &[FetchAttr],
+        ahead: Option<&Ahead>,
     ) -> Result<MessageData, StoreError> {
         let ascii = !utf8_session && entry.ascii_size.is_some();
         let size = if ascii {
@@ -100,7 +105,7 @@ impl MessageData {
             items: Vec::with_capacity(items.len()),
         };
         for attr in items {
-            let c = prepare(store, entry, &out, surrogate.as_deref(), attr).await?;
+            let c = prepare(store, entry, &out, surrogate.as_deref(), ahead, attr).await?;
             out.items.push(c);
         }
         Ok(out)
@@ -174,6 +179,7 @@ async fn prepare<S: MailboxStore>(
     entry: &MessageEntry,
     data: &MessageData,
     surrogate: Option<&[u8]>,
+    ahead: Option<&Ahead>,
     attr: &FetchAttr,
 ) -> Result<Content, StoreError> {
     let (section, partial) = match attr {
@@ -184,7 +190,7 @@ async fn prepare<S: MailboxStore>(
             section, partial, ..
         } => (section_of(&section.part, section.text.as_ref()), *partial),
         FetchAttr::Binary { part, partial, .. } => {
-            return binary(store, entry, data, surrogate, part, *partial).await;
+            return binary(store, entry, data, surrogate, ahead, part, *partial).await;
         }
         FetchAttr::BinarySize { part } => {
             if part.is_empty() {
@@ -219,7 +225,7 @@ async fn prepare<S: MailboxStore>(
         _ => None,
     };
     if let Some((names, not)) = fields {
-        let header = bytes_of(store, entry, surrogate, range).await?;
+        let header = bytes_of(store, entry, surrogate, ahead, range).await?;
         let kept = buudien_message::filter_header(&header, names, not);
         return Ok(Content::Bytes(narrow_bytes(kept, partial)));
     }
@@ -236,34 +242,46 @@ async fn binary<S: MailboxStore>(
     entry: &MessageEntry,
     data: &MessageData,
     surrogate: Option<&[u8]>,
+    ahead: Option<&Ahead>,
     part: &[u32],
     partial: Option<Partial>,
 ) -> Result<Content, StoreError> {
     if part.is_empty() {
-        let whole = bytes_of(store, entry, surrogate, 0..data.size).await?;
+        let whole = bytes_of(store, entry, surrogate, ahead, 0..data.size).await?;
         return Ok(Content::Bytes(narrow_bytes(whole, partial)));
     }
     let Some(p) = data.meta.as_ref().and_then(|m| m.part(part)) else {
         return Ok(Content::Bytes(Vec::new()));
     };
     let r = p.body_range();
-    let body = bytes_of(store, entry, surrogate, r.start as u64..r.end as u64).await?;
+    let body = bytes_of(store, entry, surrogate, ahead, r.start as u64..r.end as u64).await?;
     match buudien_message::decode_part(&body, p.encoding()) {
         Ok(decoded) => Ok(Content::Bytes(narrow_bytes(decoded, partial))),
         Err(_) => Ok(Content::UnknownCte),
     }
 }
 
-/// The octets `range` of the served message.
+/// The octets `range` of the served message: from the surrogate, from what was
+/// read ahead when it holds them, else from the store.
 async fn bytes_of<S: MailboxStore>(
     store: &S,
     entry: &MessageEntry,
     surrogate: Option<&[u8]>,
+    ahead: Option<&Ahead>,
     range: Range<u64>,
 ) -> Result<Vec<u8>, StoreError> {
-    match surrogate {
-        Some(s) => Ok(slice(s, range)),
-        None => store.read_blob_range(&entry.blob, range).await,
+    if let Some(s) = surrogate {
+        return Ok(slice(s, range));
+    }
+    match ahead {
+        Some((at, bytes))
+            if at.start <= range.start
+                && range.end <= at.end
+                && bytes.len() as u64 == at.end - at.start =>
+        {
+            Ok(slice(bytes, range.start - at.start..range.end - at.start))
+        }
+        _ => store.read_blob_range(&entry.blob, range).await,
     }
 }
 

@@ -291,3 +291,43 @@ async fn a_damaged_message_gets_serverbug_and_the_others_are_served() {
     let r = c.cmd("g", "SEARCH TEXT \"line 1\" UID 1").await;
     assert!(r.starts_with("* SEARCH 1\r\ng OK"), "{r}");
 }
+
+/// A FETCH of header fields over many messages reads their headers ahead in one go
+/// (within a budget): the answers are those of each message fetched alone, for
+/// small messages, a message in a file, one whose header alone is over the budget,
+/// and one a rev1 session gets as its ASCII surrogate.
+#[tokio::test]
+async fn header_fields_of_a_batch_agree_with_one_message_at_a_time() {
+    let env = env().await;
+    let big_header = format!(
+        "Subject: big\r\nX-Big: {}\r\n\r\nbody\r\n",
+        "abcdefgh ".repeat(130_000)
+    );
+    let in_file = format!("Subject: in a file\r\n\r\n{}\r\n", "y".repeat(300 << 10));
+    let msgs = [
+        MSG1.to_string(),
+        big_header,
+        MSG2.to_string(),
+        in_file,
+        "Subject: gr\u{fc}\u{df}e\r\n\r\nbody\r\n".to_string(),
+        MULTI.to_string(),
+    ];
+    for m in &msgs {
+        env.deliver(m).await;
+    }
+    let mut c = selected(&env).await;
+    let items = "(UID BODY.PEEK[HEADER.FIELDS (SUBJECT TO)] BODY.PEEK[HEADER.FIELDS.NOT (X-BIG)])";
+    let all = c.cmd("a", &format!("FETCH 1:* {items}")).await;
+    assert!(all.ends_with("a OK FETCH completed\r\n"), "{all}");
+    let mut alone = String::new();
+    for n in 1..=msgs.len() {
+        let r = c.cmd("b", &format!("FETCH {n} {items}")).await;
+        let (responses, status) = r.split_at(r.find("b OK").unwrap());
+        assert_eq!(status, "b OK FETCH completed\r\n");
+        alone.push_str(responses);
+    }
+    assert_eq!(all, format!("{alone}a OK FETCH completed\r\n"));
+    assert!(all.contains("Subject: big\r\n\r\n"), "{all}");
+    assert!(all.contains("Subject: in a file\r\n"), "{all}");
+    assert!(all.is_ascii(), "a rev1 session gets the surrogate");
+}

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use buudien_store::{canonical_name as canonical, check_mailbox_name as check_name};
 
 fn find(conn: &Connection, account: AccountId, name: &str) -> Result<Option<Mailbox>> {
-    conn.query_row(
+    conn.row_c(
         &format!("SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE account_id = ?1 AND name = ?2"),
         params![account, canonical(name)],
         mailbox_row,
@@ -310,7 +310,7 @@ pub(crate) fn read_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
 
 fn entry(tx: &Connection, mailbox: MailboxId, uid: u32) -> Result<Option<MessageEntry>> {
     let row = tx
-        .query_row(
+        .row_c(
             &format!("{ENTRY_QUERY} WHERE e.mailbox_id = ?1 AND e.uid = ?2"),
             params![mailbox, uid],
             read_entry,

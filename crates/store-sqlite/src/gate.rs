@@ -11,11 +11,12 @@
 //!
 //! One gate per database path, for the life of the process (a handful of bytes each).
 
+use crate::cached::Tx;
 use crate::{db_err, lock};
 use buudien_store::{Result, StoreError};
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::Connection;
 use std::collections::{BTreeSet, HashMap};
-use std::ops::{Deref, DerefMut};
+use std::ops::Deref;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -93,7 +94,7 @@ fn enter(conn: &Connection, timeout: Duration) -> Result<Pass> {
 /// commits or is dropped (rolled back).
 pub(crate) struct WriteTx<'a> {
     // Declared first: dropped (rolled back) before the gate opens.
-    tx: Transaction<'a>,
+    tx: Tx<'a>,
     _pass: Pass,
 }
 
@@ -104,16 +105,10 @@ impl<'a> WriteTx<'a> {
     }
 }
 
-impl<'a> Deref for WriteTx<'a> {
-    type Target = Transaction<'a>;
-    fn deref(&self) -> &Transaction<'a> {
+impl Deref for WriteTx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
         &self.tx
-    }
-}
-
-impl DerefMut for WriteTx<'_> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.tx
     }
 }
 
@@ -142,9 +137,7 @@ pub(crate) fn begin(conn: &mut Connection, timeout: Duration, sync: Sync) -> Res
         Sync::Light => "PRAGMA synchronous = NORMAL",
     })
     .map_err(db_err)?;
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db_err)?;
+    let tx = Tx::immediate(conn).map_err(db_err)?;
     Ok(WriteTx { tx, _pass: pass })
 }
 

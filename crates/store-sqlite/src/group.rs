@@ -25,11 +25,12 @@
 //!   under a new write lock when no row refers to them (`mail::remove_rowless`).
 //! - Work is owned (`'static`): the leader runs it on its own thread.
 
+use crate::cached::Cached;
 use crate::faults::Point;
 use crate::gate::Sync;
 use crate::{Inner, lock};
 use buudien_store::{BlobId, Result, StoreError};
-use rusqlite::{Connection, Transaction};
+use rusqlite::Connection;
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -40,7 +41,7 @@ pub(crate) const MAX_TURNS: usize = 4;
 
 /// One piece of work: fills the open transaction, listing in its second argument
 /// every blob file it puts in place (before placing it).
-pub(crate) type Work = Box<dyn FnOnce(&Transaction<'_>, &mut Vec<BlobId>) -> Result<()> + Send>;
+pub(crate) type Work = Box<dyn FnOnce(&Connection, &mut Vec<BlobId>) -> Result<()> + Send>;
 
 /// The queue of work waiting for a leader.
 #[derive(Default)]
@@ -122,7 +123,7 @@ impl Group {
     ) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>, &mut Vec<BlobId>) -> Result<T> + Send + 'static,
+        F: FnOnce(&Connection, &mut Vec<BlobId>) -> Result<T> + Send + 'static,
     {
         let answer: std::sync::Arc<Mutex<Option<T>>> = std::sync::Arc::new(Mutex::new(None));
         let slot = std::sync::Arc::clone(&answer);
@@ -234,11 +235,14 @@ fn run_batch(
             }
             let mut placed = Vec::new();
             let r = tx
-                .execute_batch("SAVEPOINT piece")
+                .exec_c("SAVEPOINT piece", [])
                 .map_err(crate::db_err)
-                .and_then(|()| work(&tx, &mut placed));
+                .and_then(|_| work(&tx, &mut placed));
             let r = match r {
-                Ok(()) => tx.execute_batch("RELEASE piece").map_err(crate::db_err),
+                Ok(()) => tx
+                    .exec_c("RELEASE piece", [])
+                    .map(|_| ())
+                    .map_err(crate::db_err),
                 Err(e) => {
                     if tx.is_autocommit() {
                         aborted = Some(e.clone());

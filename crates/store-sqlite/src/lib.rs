@@ -21,7 +21,8 @@
 //! - `text`: the text index behind SEARCH BODY / TEXT (an FTS5 trigram table of each
 //!   email's decoded, folded text, indexed in the background and on demand; see
 //!   that module for the design and [`SqliteStore::set_text_index`]).
-//! - `cached`: `execute`/`query_row` through each connection's statement cache.
+//! - `cached`: `execute`/`query_row` through each connection's statement cache, and
+//!   `Tx`, a transaction whose `BEGIN`/`COMMIT` come from that cache too.
 //! - `gate`: the in-process write gate writers queue at before `BEGIN IMMEDIATE`
 //!   (SQLite's busy handler sleeps; the gate wakes the next writer at once).
 //! - `space`: the free-space reserve new messages may not eat into (deletions may).
@@ -58,7 +59,8 @@
 //! - Writes, and reads that can take long, run on tokio's blocking pool; only a
 //!   session's short reads (`delta`, `entries`, `metas`, opening a message; a WAL
 //!   reader never waits for a writer) run on the calling thread
-//!   (`SqliteStore::run_here`). Every connection has the query planner stability
+//!   (`SqliteStore::run_here`), on pooled connections of their own that never write
+//!   (see `with_conn`). Every connection has the query planner stability
 //!   guarantee on, so a cached statement is compiled once per connection.
 //! - The text index is derived data: a damaged one is rebuilt empty (`text::rebuild`)
 //!   and refilled, never repaired in place.
@@ -134,6 +136,9 @@ pub(crate) struct Inner {
     dir: PathBuf,
     db_path: PathBuf,
     pool: Mutex<Vec<Connection>>,
+    /// Idle connections of the session's short reads ([`SqliteStore::run_here`]),
+    /// kept apart from those that write: see `with_conn`.
+    readers: Mutex<Vec<Connection>>,
     /// Blobs pinned by live maildrop snapshots, with their pin counts. Held while a
     /// snapshot is read and while garbage is collected, so the two never interleave.
     pins: Mutex<HashMap<BlobId, usize>>,
@@ -209,6 +214,7 @@ impl SqliteStore {
             dir: data_dir.to_path_buf(),
             db_path: data_dir.join("buudien.sqlite"),
             pool: Mutex::new(Vec::new()),
+            readers: Mutex::new(Vec::new()),
             pins: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashSet::new()),
             watch: sync::Watch::new(),
@@ -302,7 +308,7 @@ impl SqliteStore {
         F: FnOnce(&Arc<Inner>, &mut Connection) -> Result<R> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || with_conn(&inner, f))
+        tokio::task::spawn_blocking(move || with_conn(&inner, &inner.pool, f))
             .await
             .map_err(|e| StoreError::Database(format!("store task failed: {e}")))?
     }
@@ -323,19 +329,26 @@ impl SqliteStore {
     where
         F: FnOnce(&Arc<Inner>, &mut Connection) -> Result<R>,
     {
-        let r = with_conn(&self.inner, f);
+        let r = with_conn(&self.inner, &self.inner.readers, f);
         tokio::task::consume_budget().await;
         r
     }
 }
 
-/// Runs `f` with a connection from the pool (a new one when none is idle), and
-/// gives it back unless it was left inside a transaction.
-fn with_conn<R, F>(inner: &Arc<Inner>, f: F) -> Result<R>
+/// Runs `f` with a connection from `pool` (a new one when none is idle), and gives
+/// it back unless it was left inside a transaction.
+///
+/// Two pools: the session's short reads never take a connection that wrote. A
+/// write transaction lets its connection's page cache grow to `cache_spill`'s 8,192
+/// pages, and SQLite's page cache never shrinks its hash table again; every read
+/// transaction that follows another connection's commit empties the cache by
+/// walking that whole table (`pcache1TruncateUnsafe`: 2 % of the server's CPU under
+/// the IMAP benchmark, most of it in `delta`).
+fn with_conn<R, F>(inner: &Arc<Inner>, pool: &Mutex<Vec<Connection>>, f: F) -> Result<R>
 where
     F: FnOnce(&Arc<Inner>, &mut Connection) -> Result<R>,
 {
-    let mut conn = match lock(&inner.pool).pop() {
+    let mut conn = match lock(pool).pop() {
         Some(c) => c,
         None => inner.connect()?,
     };
@@ -348,7 +361,7 @@ where
     }
     // A connection left inside a failed transaction is not reused.
     if conn.is_autocommit() {
-        let mut pool = lock(&inner.pool);
+        let mut pool = lock(pool);
         if pool.len() < POOL_IDLE {
             pool.push(conn);
         }
@@ -543,6 +556,16 @@ impl MailStore for SqliteStore {
             .await
     }
 
+    /// See `quarantine::read_ranges`: the blobs kept in the database, in one read
+    /// transaction.
+    async fn read_blob_ranges(
+        &self,
+        wants: &[(BlobId, std::ops::Range<u64>)],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        self.run_here(|_, c| quarantine::read_ranges(c, wants))
+            .await
+    }
+
     async fn expunge(&self, mailbox: MailboxId, uids: &[Uid]) -> Result<usize> {
         let uids = uids.to_vec();
         self.run(move |inner, c| mail::expunge(inner, c, mailbox, uids))
@@ -654,6 +677,16 @@ impl MailboxStore for SqliteStore {
 
     async fn metas(&self, mailbox: MailboxId, uids: &[Uid]) -> Result<Vec<StoredMeta>> {
         self.run_here(|_, c| sync::metas(c, mailbox, uids)).await
+    }
+
+    async fn entries_and_metas(
+        &self,
+        mailbox: MailboxId,
+        uids: &[Uid],
+        metas: bool,
+    ) -> Result<(Vec<MessageEntry>, Vec<StoredMeta>)> {
+        self.run_here(|_, c| sync::entries_and_metas(c, mailbox, uids, metas))
+            .await
     }
 
     async fn delta(&self, mailbox: MailboxId, since: u64) -> Result<Delta> {
@@ -883,5 +916,47 @@ mod tests {
             .await
             .unwrap();
         assert!(s.inner.written_within(Duration::from_secs(3600)));
+    }
+
+    /// Blobs kept in the database are read together (one read transaction, on a
+    /// reader connection); one in a file is left to `read_blob_range`. Writes never
+    /// go through the readers' pool.
+    #[tokio::test]
+    async fn ranges_of_database_blobs_are_read_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).unwrap();
+        s.set_inline_max(64 << 10);
+        s.add_domain(&Domain::parse("example.org").unwrap())
+            .await
+            .unwrap();
+        let id = s
+            .add_account(NewAccount {
+                address: Address::parse("a@example.org").unwrap(),
+                password: PasswordRecord {
+                    hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+                    scram_sha256: "SCRAM-SHA-256$4096:c2FsdA==$a2V5:a2V5".into(),
+                },
+                quota: Quota::default(),
+            })
+            .await
+            .unwrap();
+        let mut messages = Vec::new();
+        for size in [200usize, 40 << 10, 100 << 10] {
+            let mut m = format!("Subject: {size}\r\n\r\n").into_bytes();
+            m.resize(size, b'x');
+            s.deliver(&[id], &m, SystemTime::now()).await.unwrap();
+            messages.push(m);
+        }
+        let drop = s.open_maildrop(id).await.unwrap();
+        let blobs: Vec<_> = drop.entries.iter().map(|e| e.blob).zip(messages).collect();
+        let readers_before = lock(&s.inner.readers).len();
+        let wants: Vec<_> = blobs.iter().map(|(b, _)| (*b, 5..300)).collect();
+        let got = s.read_blob_ranges(&wants).await.unwrap();
+        assert_eq!(got[0].as_deref(), Some(&blobs[0].1[5..200]));
+        assert_eq!(got[1].as_deref(), Some(&blobs[1].1[5..300]));
+        assert_eq!(got[2], None, "a blob in a file is read on its own");
+        assert_eq!(lock(&s.inner.readers).len(), readers_before.max(1));
+        // The deliveries' connection went back to the other pool.
+        assert!(!lock(&s.inner.pool).is_empty());
     }
 }

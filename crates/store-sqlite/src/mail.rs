@@ -2,7 +2,7 @@
 //! garbage collection.
 
 use crate::admin::write_tx;
-use crate::cached::Cached;
+use crate::cached::{Cached, Tx};
 use crate::faults::Point;
 use crate::{Inner, blobs, db_err, group, lock, quarantine, queue, space};
 use buudien_store::{
@@ -466,7 +466,7 @@ pub fn open_maildrop(
 ) -> Result<Maildrop> {
     // Held until the blobs are pinned, so garbage collection cannot slip in between.
     let mut pins = lock(&inner.pins);
-    let tx = conn.transaction().map_err(db_err)?;
+    let tx = Tx::deferred(conn).map_err(db_err)?;
     let (mailbox, uidvalidity): (i64, u32) = tx
         .row_c(
             "SELECT id, uidvalidity FROM mailboxes WHERE account_id = ?1 AND name = 'INBOX'",

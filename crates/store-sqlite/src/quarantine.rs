@@ -16,7 +16,7 @@
 //! contents is found by `buudien check` alone.
 
 use crate::admin::write_tx;
-use crate::cached::Cached;
+use crate::cached::{Cached, Tx};
 use crate::mail::secs;
 use crate::{Inner, blobs, db_err};
 use buudien_store::{BlobId, Result, StoreError};
@@ -131,6 +131,63 @@ pub(crate) enum Opened {
 /// less than opening a blob handle (SQLite compiles a statement for each).
 const RANGE_READ_MIN: i64 = 16 << 10;
 
+/// [`read_range`] of several blobs kept in the database, in one read transaction;
+/// `None` for those it leaves to [`read_range`] (in a file, damaged, missing).
+pub(crate) fn read_ranges(
+    conn: &mut Connection,
+    wants: &[(BlobId, std::ops::Range<u64>)],
+) -> Result<Vec<Option<Vec<u8>>>> {
+    let tx = Tx::deferred(conn).map_err(db_err)?;
+    let out = wants
+        .iter()
+        .map(|(blob, range)| range_in_db(&tx, blob, range.clone()))
+        .collect::<Result<Vec<_>>>()?;
+    tx.commit().map_err(db_err)?;
+    Ok(out)
+}
+
+/// The octets `range` of a blob kept whole in the database, inside the caller's
+/// read transaction: a small one comes back with the query that finds its row, a
+/// large one is read by range through a blob handle. `None` for any other blob.
+fn range_in_db(
+    tx: &Connection,
+    blob: &BlobId,
+    range: std::ops::Range<u64>,
+) -> Result<Option<Vec<u8>>> {
+    let row: Option<BlobRow> = tx
+        .row_c(
+            "SELECT rowid, size, length(data),
+                    CASE WHEN size < ?2 AND length(data) = size THEN data END
+             FROM blobs WHERE id = ?1",
+            params![&blob.0[..], RANGE_READ_MIN],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()
+        .map_err(db_err)?;
+    match row {
+        Some((_, size, _, Some(bytes)))
+            if bytes.len() as u64 == u64::try_from(size).unwrap_or(0) =>
+        {
+            Ok(Some(slice(&bytes, range)))
+        }
+        Some((rowid, size, Some(len), None)) if len == size && size >= RANGE_READ_MIN => {
+            let size = u64::try_from(size).unwrap_or(0);
+            let end = range.end.min(size);
+            let start = range.start.min(end);
+            let (Ok(at), Ok(n)) = (usize::try_from(start), usize::try_from(end - start)) else {
+                return Err(StoreError::Io(format!("blob range {start}..{end}")));
+            };
+            let handle = tx.blob_open(rusqlite::MAIN_DB, "blobs", "data", rowid, true);
+            let mut out = vec![0; n];
+            handle
+                .and_then(|h| h.read_at_exact(&mut out, at))
+                .map_err(db_err)?;
+            Ok(Some(out))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// `rowid`, `size`, `length(data)` and, of a small blob kept whole, `data`.
 type BlobRow = (i64, i64, Option<i64>, Option<Vec<u8>>);
 
@@ -148,46 +205,15 @@ pub(crate) fn read_range(
     range: std::ops::Range<u64>,
 ) -> Result<Vec<u8>> {
     {
-        // One read transaction for a blob kept whole in the database: the small ones
-        // come back with this query, the large ones are read by range through a blob
-        // handle. (Each further read transaction pays for SQLite's page cache, which
-        // another connection's commit has emptied.)
-        let tx = conn.transaction().map_err(db_err)?;
-        let row: Option<BlobRow> = tx
-            .row_c(
-                "SELECT rowid, size, length(data),
-                        CASE WHEN size < ?2 AND length(data) = size THEN data END
-                 FROM blobs WHERE id = ?1",
-                params![&blob.0[..], RANGE_READ_MIN],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()
-            .map_err(db_err)?;
-        match row {
-            Some((_, size, _, Some(bytes)))
-                if bytes.len() as u64 == u64::try_from(size).unwrap_or(0) =>
-            {
-                tx.commit().map_err(db_err)?;
-                return Ok(slice(&bytes, range));
-            }
-            Some((rowid, size, Some(len), None)) if len == size && size >= RANGE_READ_MIN => {
-                let size = u64::try_from(size).unwrap_or(0);
-                let end = range.end.min(size);
-                let start = range.start.min(end);
-                let (Ok(at), Ok(n)) = (usize::try_from(start), usize::try_from(end - start)) else {
-                    return Err(StoreError::Io(format!("blob range {start}..{end}")));
-                };
-                let handle = tx.blob_open(rusqlite::MAIN_DB, "blobs", "data", rowid, true);
-                let mut out = vec![0; n];
-                handle
-                    .and_then(|h| h.read_at_exact(&mut out, at))
-                    .map_err(db_err)?;
-                tx.commit().map_err(db_err)?;
-                return Ok(out);
-            }
-            _ => {}
-        }
+        // One read transaction for a blob kept whole in the database. (Each further
+        // read transaction pays for SQLite's page cache, which another connection's
+        // commit has emptied.)
+        let tx = Tx::deferred(conn).map_err(db_err)?;
+        let read = range_in_db(&tx, blob, range.clone())?;
         tx.commit().map_err(db_err)?;
+        if let Some(bytes) = read {
+            return Ok(bytes);
+        }
     }
     let len = range.end.saturating_sub(range.start);
     match open_checked(inner, conn, blob)? {

@@ -13,7 +13,7 @@ use buudien_store::{
     BlobId, Envelope, NewRecipient, Notify, Outcome, QueueId, QueuedMessage, QueuedRecipient,
     RcptState, Result, Ret, StoreError,
 };
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const PENDING: i64 = 0;
@@ -63,7 +63,7 @@ fn ret_of(code: Option<i64>) -> Option<Ret> {
 /// (the caller has already counted the blob reference). Every recipient is due at
 /// `received`.
 pub fn insert(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     blob: &BlobId,
     size: i64,
     received: SystemTime,
@@ -324,7 +324,7 @@ pub fn mark_reported(conn: &mut Connection, id: QueueId, indexes: &[u32]) -> Res
 }
 
 /// Deletes a message's rows and drops its blob reference (inside `tx`).
-fn delete(tx: &Transaction<'_>, id: QueueId) -> Result<bool> {
+fn delete(tx: &Connection, id: QueueId) -> Result<bool> {
     let blob: Option<Vec<u8>> = tx
         .row_c("SELECT blob_id FROM queue WHERE id = ?1", [id], |r| {
             r.get(0)

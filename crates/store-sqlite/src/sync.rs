@@ -11,13 +11,13 @@
 //! mailbox, not every idler of the process. A counter's first look always wakes its
 //! watchers (a spurious wake-up costs one delta read; a missed one loses a change).
 
-use crate::cached::Cached;
+use crate::cached::{Cached, Tx};
 use crate::folders::{ENTRY_QUERY, entry_from, read_entry};
 use crate::mail::u64_of;
 use crate::{Inner, db_err, lock};
 use buudien_store::{Delta, MailboxId, MessageEntry, Result, StoreError, StoredMeta};
 use buudien_types::Uid;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -138,31 +138,8 @@ type MetaRow = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// The stored structure of these messages.
 pub fn metas(conn: &mut Connection, mailbox: MailboxId, uids: &[Uid]) -> Result<Vec<StoredMeta>> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Deferred)
-        .map_err(db_err)?;
-    let mut out = Vec::with_capacity(uids.len());
-    {
-        let mut stmt = tx
-            .prepare_cached(
-                "SELECT m.meta, m.surrogate_meta FROM mailbox_entries e
-                 JOIN emails m ON m.id = e.email_id WHERE e.mailbox_id = ?1 AND e.uid = ?2",
-            )
-            .map_err(db_err)?;
-        for &uid in uids {
-            let row: Option<MetaRow> = stmt
-                .query_row(params![mailbox, uid.0], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-                .map_err(db_err)?;
-            if let Some((meta, ascii_meta)) = row {
-                out.push(StoredMeta {
-                    uid,
-                    meta,
-                    ascii_meta,
-                });
-            }
-        }
-    }
+    let tx = Tx::deferred(conn).map_err(db_err)?;
+    let out = metas_in(&tx, mailbox, uids)?;
     tx.commit().map_err(db_err)?;
     Ok(out)
 }
@@ -173,30 +150,74 @@ pub fn entries(
     mailbox: MailboxId,
     uids: &[Uid],
 ) -> Result<Vec<MessageEntry>> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Deferred)
+    let tx = Tx::deferred(conn).map_err(db_err)?;
+    let out = entries_in(&tx, mailbox, uids)?;
+    tx.commit().map_err(db_err)?;
+    Ok(out)
+}
+
+/// [`entries`] and, with `metas`, [`metas`], in one read transaction: each read
+/// transaction after another connection's commit starts with an empty page cache.
+pub fn entries_and_metas(
+    conn: &mut Connection,
+    mailbox: MailboxId,
+    uids: &[Uid],
+    metas: bool,
+) -> Result<(Vec<MessageEntry>, Vec<StoredMeta>)> {
+    let tx = Tx::deferred(conn).map_err(db_err)?;
+    let entries = entries_in(&tx, mailbox, uids)?;
+    let metas = if metas {
+        metas_in(&tx, mailbox, uids)?
+    } else {
+        Vec::new()
+    };
+    tx.commit().map_err(db_err)?;
+    Ok((entries, metas))
+}
+
+fn metas_in(tx: &Connection, mailbox: MailboxId, uids: &[Uid]) -> Result<Vec<StoredMeta>> {
+    let mut out = Vec::with_capacity(uids.len());
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT m.meta, m.surrogate_meta FROM mailbox_entries e
+             JOIN emails m ON m.id = e.email_id WHERE e.mailbox_id = ?1 AND e.uid = ?2",
+        )
         .map_err(db_err)?;
-    let mut rows = Vec::with_capacity(uids.len());
-    {
-        let mut stmt = tx
-            .prepare_cached(&format!(
-                "{ENTRY_QUERY} WHERE e.mailbox_id = ?1 AND e.uid = ?2"
-            ))
+    for &uid in uids {
+        let row: Option<MetaRow> = stmt
+            .query_row(params![mailbox, uid.0], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
             .map_err(db_err)?;
-        let mut sorted = uids.to_vec();
-        sorted.sort_unstable();
-        sorted.dedup();
-        for uid in sorted {
-            if let Some(row) = stmt
-                .query_row(params![mailbox, uid.0], read_entry)
-                .optional()
-                .map_err(db_err)?
-            {
-                rows.push(row);
-            }
+        if let Some((meta, ascii_meta)) = row {
+            out.push(StoredMeta {
+                uid,
+                meta,
+                ascii_meta,
+            });
         }
     }
-    tx.commit().map_err(db_err)?;
+    Ok(out)
+}
+
+fn entries_in(tx: &Connection, mailbox: MailboxId, uids: &[Uid]) -> Result<Vec<MessageEntry>> {
+    let mut rows = Vec::with_capacity(uids.len());
+    let mut stmt = tx
+        .prepare_cached(&format!(
+            "{ENTRY_QUERY} WHERE e.mailbox_id = ?1 AND e.uid = ?2"
+        ))
+        .map_err(db_err)?;
+    let mut sorted = uids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    for uid in sorted {
+        if let Some(row) = stmt
+            .query_row(params![mailbox, uid.0], read_entry)
+            .optional()
+            .map_err(db_err)?
+        {
+            rows.push(row);
+        }
+    }
     rows.into_iter().map(entry_from).collect()
 }
 
@@ -208,9 +229,7 @@ pub(crate) const ENTRIES_CHANGED: &str = "SELECT e.uid, m.blob_id, m.size, e.fla
 /// Everything that changed after `since`, read in one transaction.
 pub fn delta(conn: &mut Connection, mailbox: MailboxId, since: u64) -> Result<Delta> {
     let since = i64::try_from(since).unwrap_or(i64::MAX);
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Deferred)
-        .map_err(db_err)?;
+    let tx = Tx::deferred(conn).map_err(db_err)?;
     let (highestmodseq, uidnext): (i64, i64) = tx
         .row_c(
             "SELECT highestmodseq, uidnext FROM mailboxes WHERE id = ?1",

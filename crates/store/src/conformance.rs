@@ -389,7 +389,30 @@ async fn blob_ranges<S: MailStore>(s: Arc<S>) {
             assert_eq!(got, whole[lo..hi], "size {len}, range {r:?}");
         }
     }
+    // Read together, each range is what it is alone, or left to `read_blob_range`
+    // (`None`): so is a blob that does not exist.
     let none = BlobId([7; 32]);
+    let mut wants: Vec<(BlobId, std::ops::Range<u64>)> = Vec::new();
+    for e in &d.entries {
+        wants.push((e.blob, 0..40));
+        wants.push((e.blob, 3..e.size + 9));
+    }
+    wants.push((none, 0..10));
+    let read = s
+        .read_blob_ranges(&wants)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(read.len(), wants.len());
+    for ((blob, r), got) in wants.iter().zip(&read) {
+        if let Some(got) = got {
+            let alone = s
+                .read_blob_range(blob, r.clone())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(got, &alone, "range {r:?} read with others");
+        }
+    }
+    assert_eq!(read.last(), Some(&None));
     assert!(matches!(
         s.read_blob_range(&none, 0..10).await,
         Err(StoreError::NotFound(_))

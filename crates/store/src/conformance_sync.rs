@@ -77,6 +77,11 @@ async fn structure_is_stored_at_delivery_and_append<S: MailboxStore>(s: Arc<S>) 
     assert!(metas[0].ascii_meta.is_none());
     assert!(metas[1].ascii_meta.is_some() && metas[2].ascii_meta.is_some());
     assert_ne!(metas[1].meta, metas[1].ascii_meta);
+    // Read together, they are what they are apart.
+    let both = ok(s.entries_and_metas(mb.id, &uids, true).await);
+    assert_eq!(both, (ok(s.entries(mb.id, &uids).await), metas));
+    let alone = ok(s.entries_and_metas(mb.id, &uids, false).await);
+    assert_eq!(alone, (ok(s.entries(mb.id, &uids).await), Vec::new()));
 }
 
 async fn delta_reports_only_what_changed<S: MailboxStore>(s: Arc<S>) {

@@ -165,6 +165,18 @@ pub trait MailStore: Send + Sync + 'static {
             Ok(out)
         }
     }
+    /// The octets `range` of each of these blobs, read together where the store can
+    /// (one read transaction): a FETCH of header fields asks for a batch of
+    /// messages' headers. `None` for any it did not read here (by default all of
+    /// them; a blob in a file, a damaged one): [`MailStore::read_blob_range`] then
+    /// reads it, or reports what is wrong.
+    fn read_blob_ranges(
+        &self,
+        wants: &[(BlobId, std::ops::Range<u64>)],
+    ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>>> + Send {
+        let none = vec![None; wants.len()];
+        async move { Ok(none) }
+    }
     /// Expunges these UIDs from a mailbox in one transaction; UIDs already gone are
     /// skipped. Returns how many were expunged.
     fn expunge(

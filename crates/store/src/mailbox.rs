@@ -317,6 +317,26 @@ pub trait MailboxStore: MailStore {
         uids: &[Uid],
     ) -> impl Future<Output = Result<Vec<StoredMeta>>> + Send;
 
+    /// [`MailboxStore::entries`] and, with `metas`, [`MailboxStore::metas`] of the
+    /// same messages, read together: FETCH asks for both for every batch. A store
+    /// that can reads them in one read transaction.
+    fn entries_and_metas(
+        &self,
+        mailbox: MailboxId,
+        uids: &[Uid],
+        metas: bool,
+    ) -> impl Future<Output = Result<(Vec<MessageEntry>, Vec<StoredMeta>)>> + Send {
+        async move {
+            let entries = self.entries(mailbox, uids).await?;
+            let metas = if metas {
+                self.metas(mailbox, uids).await?
+            } else {
+                Vec::new()
+            };
+            Ok((entries, metas))
+        }
+    }
+
     /// The changes after `since` (flag changes and new messages by MODSEQ, expunges
     /// from the change log), for a session's resync, CHANGEDSINCE and QRESYNC (RFC
     /// 7162 §3.1.4, §3.2.5). Costs what changed, not the size of the mailbox.

@@ -7,12 +7,14 @@
 //! into memory (each bounded by the message size limit).
 
 use crate::drive::{stream_blob, stream_range};
-use crate::fetch_body::{Content, MessageData, binary_check, item_content, needs_structure};
+use crate::fetch_body::{Ahead, Content, MessageData, binary_check, item_content, needs_structure};
 use crate::reply::*;
 use crate::selected::write_flags;
 use crate::session::{Outcome, Session};
 use buudien_imap_proto::response;
-use buudien_imap_proto::{DateTime, FetchAttr, FetchCommand, SequenceSet, Tag, TextMode};
+use buudien_imap_proto::{
+    DateTime, FetchAttr, FetchCommand, SectionText, SequenceSet, Tag, TextMode,
+};
 use buudien_store::{BlobId, FlagOp, Flags, MailboxStore, MessageEntry, StoreError, StoredMeta};
 use buudien_types::{ModSeq, Uid};
 use std::time::SystemTime;
@@ -20,6 +22,9 @@ use tokio::io::AsyncWrite;
 
 /// Messages whose stored structure is read from the store at once.
 const META_BATCH: usize = 256;
+/// At most this many octets of a batch's headers are read ahead (`read_ahead`); the
+/// rest are read message by message.
+const AHEAD_BUDGET: u64 = 1 << 20;
 
 /// One message to answer: sequence number, the session's view of it (the entry's
 /// flags, keywords and MODSEQ as the session knows them; the rest is filled from the
@@ -152,29 +157,24 @@ impl<S: MailboxStore> Session<'_, S> {
         let mut damaged = false;
         for batch in targets.chunks_mut(META_BATCH) {
             let uids: Vec<Uid> = batch.iter().map(|t| t.entry.uid).collect();
-            let stored_entries = if needs_entry {
-                match store.entries(id, &uids).await {
-                    Ok(e) => e,
+            // Every item that needs the structure needs the entry too.
+            let (stored_entries, metas): (Vec<MessageEntry>, Vec<StoredMeta>) = if needs_entry {
+                match store.entries_and_metas(id, &uids, needs_meta).await {
+                    Ok(both) => both,
                     Err(e) => {
                         store_error(out, tag, &e);
                         return Ok(());
                     }
                 }
             } else {
-                Vec::new()
+                (Vec::new(), Vec::new())
             };
-            let metas: Vec<StoredMeta> = if needs_meta {
-                match store.metas(id, &uids).await {
-                    Ok(m) => m,
-                    Err(e) => {
-                        store_error(out, tag, &e);
-                        return Ok(());
-                    }
-                }
+            let mut ahead = if needs_meta {
+                read_ahead(store, batch, &stored_entries, &metas, &f.items, utf8).await
             } else {
                 Vec::new()
             };
-            for t in batch.iter_mut() {
+            for (i, t) in batch.iter_mut().enumerate() {
                 if needs_entry {
                     // A message expunged by another session is still in this one's
                     // snapshot but has nothing left to show: it gets no response
@@ -190,8 +190,21 @@ impl<S: MailboxStore> Session<'_, S> {
                     }
                 }
                 let t = &*t;
-                let stored = metas.iter().find(|s| s.uid == t.entry.uid);
-                let data = match MessageData::load(store, &t.entry, stored, utf8, &f.items).await {
+                let stored = metas
+                    .binary_search_by_key(&t.entry.uid, |s| s.uid)
+                    .ok()
+                    .and_then(|k| metas.get(k));
+                let read = ahead.get_mut(i).and_then(Option::take);
+                let data = match MessageData::load(
+                    store,
+                    &t.entry,
+                    stored,
+                    utf8,
+                    &f.items,
+                    read.as_ref(),
+                )
+                .await
+                {
                     Ok(d) => d,
                     Err(StoreError::Damaged(e)) => {
                         tracing::warn!(uid = t.entry.uid.0, error = %e, "FETCH of a damaged message");
@@ -363,4 +376,85 @@ impl<S: MailboxStore> Session<'_, S> {
         r.finish();
         Ok(())
     }
+}
+
+/// True for an item answered from the top-level header's bytes in memory
+/// (`BODY[HEADER.FIELDS (…)]`, `BODY[HEADER.FIELDS.NOT (…)]`).
+fn wants_header_fields(attr: &FetchAttr) -> bool {
+    matches!(
+        attr,
+        FetchAttr::BodySection { section, .. }
+            if section.part.is_empty()
+                && matches!(
+                    section.text,
+                    Some(SectionText::HeaderFields(_) | SectionText::HeaderFieldsNot(_))
+                )
+    )
+}
+
+/// The headers of a batch's messages, read in one go when the FETCH asks for header
+/// fields (a client listing a mailbox): one store call, one read transaction in
+/// SQLite, instead of one per message. Indexed like `batch`; `None` where nothing was
+/// read ahead (a message served as its surrogate, one without a stored structure,
+/// past [`AHEAD_BUDGET`], one the store leaves to `read_blob_range`, or any error:
+/// the message's own read then answers for it).
+async fn read_ahead<S: MailboxStore>(
+    store: &S,
+    batch: &[Target],
+    entries: &[MessageEntry],
+    metas: &[StoredMeta],
+    items: &[FetchAttr],
+    utf8: bool,
+) -> Vec<Option<Ahead>> {
+    let mut out: Vec<Option<Ahead>> = Vec::new();
+    if !items.iter().any(wants_header_fields) {
+        return out;
+    }
+    out.resize_with(batch.len(), || None);
+    let mut wants = Vec::new();
+    let mut at = Vec::new();
+    let mut budget = AHEAD_BUDGET;
+    for (i, t) in batch.iter().enumerate() {
+        let uid = t.entry.uid;
+        let Some(entry) = entries
+            .binary_search_by_key(&uid, |e| e.uid)
+            .ok()
+            .and_then(|k| entries.get(k))
+        else {
+            continue;
+        };
+        if !utf8 && entry.ascii_size.is_some() {
+            // Served from its surrogate, made from the whole message.
+            continue;
+        }
+        let Some(meta) = metas
+            .binary_search_by_key(&uid, |s| s.uid)
+            .ok()
+            .and_then(|k| metas.get(k))
+            .and_then(|s| s.meta.as_deref())
+            .and_then(|b| buudien_message::MessageMeta::from_bytes(b).ok())
+        else {
+            continue;
+        };
+        let r = meta.root.header_range();
+        let range = r.start as u64..r.end as u64;
+        let len = range.end.saturating_sub(range.start);
+        if len > budget {
+            break;
+        }
+        budget -= len;
+        wants.push((entry.blob, range));
+        at.push(i);
+    }
+    if wants.is_empty() {
+        return out;
+    }
+    if let Ok(read) = store.read_blob_ranges(&wants).await {
+        for ((i, (_, range)), bytes) in at.into_iter().zip(wants).zip(read) {
+            if let (Some(slot), Some(bytes)) = (out.get_mut(i), bytes) {
+                *slot = Some((range, bytes));
+            }
+        }
+    }
+    out
 }
