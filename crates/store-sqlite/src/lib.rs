@@ -889,6 +889,23 @@ mod tests {
         }
     }
 
+    /// Adds `a@example.org` to a fresh store.
+    async fn account(s: &SqliteStore) -> AccountId {
+        s.add_domain(&Domain::parse("example.org").unwrap())
+            .await
+            .unwrap();
+        s.add_account(NewAccount {
+            address: Address::parse("a@example.org").unwrap(),
+            password: PasswordRecord {
+                hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+                scram_sha256: "SCRAM-SHA-256$4096:c2FsdA==$a2V5:a2V5".into(),
+            },
+            quota: Quota::default(),
+        })
+        .await
+        .unwrap()
+    }
+
     /// The background indexer holds back while mail is written: a group commit marks
     /// the store busy for the window, a fresh store is not.
     #[tokio::test]
@@ -896,20 +913,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(dir.path()).unwrap();
         assert!(!s.inner.written_within(Duration::from_secs(3600)));
-        s.add_domain(&Domain::parse("example.org").unwrap())
-            .await
-            .unwrap();
-        let id = s
-            .add_account(NewAccount {
-                address: Address::parse("a@example.org").unwrap(),
-                password: PasswordRecord {
-                    hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
-                    scram_sha256: "SCRAM-SHA-256$4096:c2FsdA==$a2V5:a2V5".into(),
-                },
-                quota: Quota::default(),
-            })
-            .await
-            .unwrap();
+        let id = account(&s).await;
         // Admin writes are not mail.
         assert!(!s.inner.written_within(Duration::from_secs(3600)));
         s.deliver(&[id], b"Subject: x\r\n\r\nbody\r\n", SystemTime::now())
@@ -926,20 +930,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(dir.path()).unwrap();
         s.set_inline_max(64 << 10);
-        s.add_domain(&Domain::parse("example.org").unwrap())
-            .await
-            .unwrap();
-        let id = s
-            .add_account(NewAccount {
-                address: Address::parse("a@example.org").unwrap(),
-                password: PasswordRecord {
-                    hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
-                    scram_sha256: "SCRAM-SHA-256$4096:c2FsdA==$a2V5:a2V5".into(),
-                },
-                quota: Quota::default(),
-            })
-            .await
-            .unwrap();
+        let id = account(&s).await;
         let mut messages = Vec::new();
         for size in [200usize, 40 << 10, 100 << 10] {
             let mut m = format!("Subject: {size}\r\n\r\n").into_bytes();
