@@ -22,7 +22,6 @@ email's entry is removed by the indexer later, and matches no message meanwhile)
 
 from __future__ import annotations
 
-import hashlib
 import socket
 import sqlite3
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from blake3ref import blake3_hex
 from conftest import TIMEOUT, message
 
 # `buudien check` verifies the SQLite store's blob files (it refuses PostgreSQL, as
@@ -45,7 +45,7 @@ FILES = "\n[store]\ninline_max = 0\n"
 
 
 def blob_of(data: Path, marker: bytes) -> Path:
-    """The blob file (blobs/xx/yy/<sha256>) whose contents hold `marker`."""
+    """The blob file (blobs/xx/yy/<id hex>) whose contents hold `marker`."""
     found = [p for p in (data / "blobs").glob("*/*/*") if marker in p.read_bytes()]
     assert len(found) == 1, found
     return found[0]
@@ -87,7 +87,8 @@ def test_damaged_blobs_are_reported_refused_and_quarantined(launcher):
     truncated = blob_of(srv.data, b"store check truncated")
     flipped = blob_of(srv.data, b"store check flipped")
     sound = blob_of(srv.data, b"store check sound")
-    assert sound.name == hashlib.sha256(sound.read_bytes()).hexdigest()
+    # A blob file is named by the BLAKE3 hash of its bytes.
+    assert sound.name == blake3_hex(sound.read_bytes())
     raw = truncated.read_bytes()
     truncated.write_bytes(raw[: len(raw) // 2])
     raw = bytearray(flipped.read_bytes())

@@ -120,7 +120,7 @@ pub enum Command {
     #[command(subcommand)]
     Queue(QueueCmd),
     /// Verify every stored message file against the index: exists, indexed size,
-    /// SHA-256; also orphan files, reference counts and the text index of SEARCH.
+    /// hash (BLAKE3, or SHA-256 for older messages); also orphan files, reference counts and the text index of SEARCH.
     /// One line per problem; exit 0
     /// clean (damage quarantined earlier is listed but does not fail), 1 problems
     /// found. Safe beside a running server.

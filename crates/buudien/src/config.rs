@@ -73,7 +73,7 @@ pub struct Store {
     pub s3_bucket: Option<String>,
     /// The region. Default `us-east-1`.
     pub s3_region: Option<String>,
-    /// Objects are `<prefix>/<hex of the blob's SHA-256>`. Default `blobs`.
+    /// Objects are `<prefix>/<hex of the blob's id>` (BLAKE3; SHA-256 before). Default `blobs`.
     pub s3_prefix: Option<String>,
     /// The access key id; with `s3_secret_key_file`. Without both, the environment's
     /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`).

@@ -216,14 +216,10 @@ async fn raw_utf8_headers_reach_rev1_sessions_as_the_ascii_surrogate() {
     assert!(r.contains("gr\u{fc}\u{df}e"), "{r}");
 }
 
-/// The blob file of a message delivered as-is (`blobs/xx/yy/<sha256 hex>`).
+/// The blob file of a message delivered as-is (`blobs/xx/yy/<id hex>`).
 #[cfg(not(feature = "test-postgres"))]
 fn blob_file(env: &Env, msg: &str) -> std::path::PathBuf {
-    use sha2::Digest;
-    let hex: String = sha2::Sha256::digest(msg.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = buudien_store::BlobId::of(&[msg.as_bytes()]).to_hex();
     env.dir
         .path()
         .join("blobs")

@@ -1,5 +1,5 @@
 //! Message bytes in PostgreSQL, where every node sees them: one `blobs` row per
-//! content (id = SHA-256, size, refcount) and its bytes in `blob_chunks` of at most
+//! content (id = BLAKE3 hash, see `BlobId`; size, refcount) and its bytes in `blob_chunks` of at most
 //! [`CHUNK`] octets each (a `bytea` value is read and written whole, so chunks bound
 //! the memory of one statement and keep rows out of PostgreSQL's 1 GB value limit).
 //!

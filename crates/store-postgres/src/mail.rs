@@ -10,7 +10,6 @@ use buudien_store::{
 };
 use buudien_types::{Uid, UidValidity};
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -40,13 +39,9 @@ pub(crate) fn uid_of(v: i64) -> Result<Uid> {
         .map_err(|_| StoreError::Database(format!("UID {v} out of range")))
 }
 
-/// The SHA-256 of the concatenation of `parts`.
+/// The id (BLAKE3) of the concatenation of `parts`.
 pub(crate) fn blob_id(parts: &[&[u8]]) -> BlobId {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(p);
-    }
-    BlobId(h.finalize().into())
+    BlobId::of(parts)
 }
 
 /// Locks an account's row (every write that derives from its usage or touches its

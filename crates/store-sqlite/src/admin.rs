@@ -263,8 +263,12 @@ fn account_from_row(row: AccountRow) -> Result<Account> {
     })
 }
 
-const ACCOUNT_COLUMNS: &str =
-    "SELECT id, address, quota_bytes, quota_messages, used_bytes, used_messages FROM accounts";
+/// The account columns `read_account_row` reads, for `concat!`.
+macro_rules! account_columns {
+    () => {
+        "SELECT id, address, quota_bytes, quota_messages, used_bytes, used_messages FROM accounts"
+    };
+}
 
 fn read_account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
     Ok((
@@ -280,7 +284,7 @@ fn read_account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
 /// All accounts, sorted by address.
 pub fn list_accounts(conn: &mut Connection) -> Result<Vec<Account>> {
     let mut stmt = conn
-        .prepare_cached(&format!("{ACCOUNT_COLUMNS} ORDER BY address"))
+        .prepare_cached(concat!(account_columns!(), " ORDER BY address"))
         .map_err(db_err)?;
     let rows = stmt
         .query_map([], read_account_row)
@@ -292,9 +296,10 @@ pub fn list_accounts(conn: &mut Connection) -> Result<Vec<Account>> {
 
 /// One account.
 pub fn account(conn: &mut Connection, address: &Address) -> Result<Option<Account>> {
+    // Every delivery looks its recipients up: the statement comes from the cache.
     let row = conn
-        .query_row(
-            &format!("{ACCOUNT_COLUMNS} WHERE address = ?1"),
+        .row_c(
+            concat!(account_columns!(), " WHERE address = ?1"),
             [address.as_str()],
             read_account_row,
         )

@@ -1,4 +1,4 @@
-//! Blob files: `blobs/xx/yy/<sha256 hex>` under the data directory. A blob is written
+//! Blob files: `blobs/xx/yy/<id hex>` under the data directory. A blob is written
 //! to `tmp/`, fsynced, and renamed into place with its directory fsynced (or the
 //! rename may not survive a crash) before any row that refers to it commits; the
 //! directory fsyncs of one transaction run together ([`sync_dirs`]).

@@ -3,7 +3,8 @@
 //! Three passes, each with bounded memory:
 //! 1. every `blobs` row that emails or queued messages refer to (read a page of
 //!    [`PAGE`] rows at a time, each page a short read): its file exists, has the
-//!    indexed size, and hashes (in [`CHUNK`]-octet reads) to the SHA-256 that names it;
+//!    indexed size, and hashes (in [`CHUNK`]-octet reads) to the id that names it
+//!    (BLAKE3; SHA-256 for blobs stored before BLAKE3, see [`BlobId`]);
 //! 2. reference counts: `blobs.refcount` against the emails and queue rows naming
 //!    each blob, one read snapshot merging two ordered streams (SQLite sorts the
 //!    grouped references, spilling to its temporary storage when large);
@@ -19,12 +20,12 @@ use crate::admin::write_tx;
 use crate::cached::Cached;
 use crate::quarantine::{self, Found};
 use crate::{Inner, SqliteStore, blobs, db_err, mail};
-use buudien_store::{BlobId, Result};
+use buudien_store::{BlobHasher, BlobId, Result};
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use std::cmp::Ordering;
 use std::fmt;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 
 /// Rows read per page in the blob pass.
 const PAGE: i64 = 256;
@@ -240,7 +241,7 @@ fn blob_pass(
             }
             let kind = match quarantine::examine(inner, &blob, size)? {
                 Found::Sized(f) => {
-                    if hash_file(f, report)? == blob.0 {
+                    if file_is_named(f, &blob, report)? {
                         report.verified += 1;
                         continue;
                     }
@@ -265,14 +266,14 @@ fn inline_problem(blob: &BlobId, size: u64, bytes: &[u8]) -> Option<ProblemKind>
     let found = bytes.len() as u64;
     if found != size {
         Some(ProblemKind::WrongSize { size, found })
-    } else if <[u8; 32]>::from(Sha256::digest(bytes)) != blob.0 {
+    } else if !is_named(blob, bytes) {
         Some(ProblemKind::WrongHash { size })
     } else {
         None
     }
 }
 
-/// Checks a blob kept in the database (`blobs.data`): its length and SHA-256. A bad
+/// Checks a blob kept in the database (`blobs.data`): its length and hash. A bad
 /// one is looked at again under the write lock and, with `quarantine`, its bytes are
 /// set aside like a file's (see `quarantine::set_aside_inline`).
 fn check_inline(
@@ -323,19 +324,42 @@ fn check_inline(
     }))
 }
 
-/// SHA-256 of a file, read in [`CHUNK`]s.
-fn hash_file(mut f: std::fs::File, report: &mut CheckReport) -> Result<[u8; 32]> {
-    let mut h = Sha256::new();
+/// Whether `bytes` are what `blob` names: their BLAKE3 hash, or (a blob stored before
+/// buudien named blobs by BLAKE3) their SHA-256.
+fn is_named(blob: &BlobId, bytes: &[u8]) -> bool {
+    BlobId::of(&[bytes]) == *blob || <[u8; 32]>::from(Sha256::digest(bytes)) == blob.0
+}
+
+/// [`is_named`] for a file, read in [`CHUNK`]s: BLAKE3 first, and only when that
+/// differs a second pass for SHA-256.
+fn file_is_named(mut f: std::fs::File, blob: &BlobId, report: &mut CheckReport) -> Result<bool> {
     let mut buf = vec![0u8; CHUNK];
+    let mut blake3 = BlobHasher::new();
+    read_chunks(&mut f, &mut buf, report, |c| blake3.update(c))?;
+    if blake3.finish() == *blob {
+        return Ok(true);
+    }
+    f.seek(SeekFrom::Start(0))?;
+    let mut sha256 = Sha256::new();
+    read_chunks(&mut f, &mut buf, report, |c| sha256.update(c))?;
+    Ok(<[u8; 32]>::from(sha256.finalize()) == blob.0)
+}
+
+/// Reads `f` to its end through `buf`, handing each chunk to `each`.
+fn read_chunks(
+    f: &mut std::fs::File,
+    buf: &mut [u8],
+    report: &mut CheckReport,
+    mut each: impl FnMut(&[u8]),
+) -> Result<()> {
     loop {
-        let n = f.read(&mut buf)?;
+        let n = f.read(buf)?;
         if n == 0 {
-            break;
+            return Ok(());
         }
-        h.update(buf.get(..n).unwrap_or_default());
+        each(buf.get(..n).unwrap_or_default());
         report.bytes = report.bytes.saturating_add(n as u64);
     }
-    Ok(h.finalize().into())
 }
 
 /// Looks at a blob again under the write lock; the problem if it is still there

@@ -5,7 +5,7 @@
 //! # Layout
 //! - [`SqliteStore`] (this file): opening, the connection pool, the [`MailStore`] impl.
 //! - `schema`: the tables and their migrations (`PRAGMA user_version`).
-//! - `blobs`: content-addressed blob files (`blobs/xx/yy/<sha256>`), written to `tmp/`,
+//! - `blobs`: content-addressed blob files (`blobs/xx/yy/<id hex>`), written to `tmp/`,
 //!   fsynced, renamed, directory fsynced.
 //! - `admin`: domains, accounts, aliases.
 //! - `folders`: IMAP's mailbox operations (CREATE/DELETE/RENAME, flags, APPEND, COPY,

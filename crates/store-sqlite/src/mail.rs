@@ -6,12 +6,11 @@ use crate::cached::{Cached, Tx};
 use crate::faults::Point;
 use crate::{Inner, blobs, db_err, group, lock, quarantine, queue, space};
 use buudien_store::{
-    AccountId, BlobId, Change, ChangeKind, Delivered, Envelope, Guard, Mailbox, MailboxId,
-    Maildrop, MaildropEntry, NewRecipient, Result, SpecialUse, StoreError, Submitted,
+    AccountId, BlobHasher, BlobId, Change, ChangeKind, Delivered, Envelope, Guard, Mailbox,
+    MailboxId, Maildrop, MaildropEntry, NewRecipient, Result, SpecialUse, StoreError, Submitted,
 };
 use buudien_types::{Uid, UidValidity};
 use rusqlite::{Connection, OptionalExtension, params};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -87,6 +86,14 @@ enum Body {
 }
 
 impl NewBlob {
+    /// The bytes, when they are kept in memory for the database.
+    fn inline_bytes(&self) -> Option<&[u8]> {
+        match &self.body {
+            Body::Inline(bytes) => Some(bytes),
+            Body::File(_) => None,
+        }
+    }
+
     /// Prepares a new message: checks the free-space reserve (collecting garbage
     /// first when it is short), then keeps it in memory when it is at most
     /// `inline_max` octets, else writes and fsyncs its temporary file. (The inline
@@ -97,7 +104,7 @@ impl NewBlob {
         conn: &mut Connection,
         parts: &[&[u8]],
     ) -> Result<NewBlob> {
-        let mut h = Sha256::new();
+        let mut h = BlobHasher::new();
         let mut len = 0usize;
         for p in parts {
             h.update(p);
@@ -120,7 +127,7 @@ impl NewBlob {
             )?)
         };
         Ok(NewBlob {
-            id: BlobId(h.finalize().into()),
+            id: h.finish(),
             size: i64_of(len as u64),
             body,
         })
@@ -131,7 +138,7 @@ impl NewBlob {
     /// place is listed in `placed` first, and the group's leader runs
     /// [`blobs::sync_dirs`] on every piece's `placed` before it commits. A
     /// quarantined blob is healed: these are its exact bytes (the id is their
-    /// SHA-256), so they are stored again and the quarantine row goes, and every
+    /// hash; a blob named by SHA-256, from before BLAKE3, is not met again), so they are stored again and the quarantine row goes, and every
     /// email that refers to it reads again.
     pub(crate) fn commit(
         self,
@@ -228,13 +235,15 @@ pub(crate) struct EmailMeta {
 
 /// Parses a local copy (prefix + message) once, at delivery.
 pub(crate) fn email_meta(parts: Parts<'_>) -> EmailMeta {
-    let joined;
-    let whole: &[u8] = if parts.prefix.is_empty() {
-        parts.message
+    if parts.prefix.is_empty() {
+        email_meta_of(parts.message)
     } else {
-        joined = [parts.prefix, parts.message].concat();
-        &joined
-    };
+        email_meta_of(&[parts.prefix, parts.message].concat())
+    }
+}
+
+/// [`email_meta`] of the whole local copy.
+fn email_meta_of(whole: &[u8]) -> EmailMeta {
     let meta = buudien_message::MessageMeta::parse(whole).to_bytes();
     if !buudien_message::needs_downgrade(whole) {
         return EmailMeta {
@@ -295,7 +304,12 @@ pub fn store(
     let email_meta = if accounts.is_empty() {
         None
     } else {
-        Some(email_meta(parts))
+        // A copy kept in the database is already whole in memory: parsed there,
+        // rather than joined again.
+        Some(match local.as_ref().and_then(NewBlob::inline_bytes) {
+            Some(whole) => email_meta_of(whole),
+            None => email_meta(parts),
+        })
     };
 
     // Everything the transaction needs is owned: the group commit's leader may run it

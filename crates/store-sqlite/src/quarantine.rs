@@ -1,7 +1,7 @@
 //! Damaged blobs. A blob is damaged when its file is missing while emails or queued
 //! messages refer to it, or when the file does not have the size (or, found by
-//! `check`, the SHA-256) the index records. A damaged blob is set aside: its file (if
-//! any) moves to `quarantine/<sha256 hex>.<unix seconds>` under the data directory and
+//! `check`, the hash) the index records. A damaged blob is set aside: its file (if
+//! any) moves to `quarantine/<id hex>.<unix seconds>` under the data directory and
 //! a `quarantine` row (schema V6) records what was wrong. The `blobs` row stays, so the
 //! emails that refer to it keep their place (and can be expunged as usual); a read of
 //! them fails at once with [`StoreError::Damaged`] without looking again. Expunging

@@ -1,6 +1,6 @@
 //! Fault injection for tests of this crate and of the protocol crates (feature
 //! `testing`): damaging stored messages, whether in files of their own
-//! (`blobs/xx/yy/<sha256>`) or kept in the database (`blobs.data`). The same
+//! (`blobs/xx/yy/<id hex>`) or kept in the database (`blobs.data`). The same
 //! functions exist for PostgreSQL (`buudien_store_postgres::testing`), so a test
 //! damages either backend alike.
 

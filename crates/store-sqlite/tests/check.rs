@@ -1,7 +1,7 @@
 //! Damaged blobs: a read checks the file's size against the index and quarantines a
 //! missing or wrong-size blob (`StoreError::Damaged`); `check` verifies size and
-//! SHA-256 of every blob, finds orphans and reference-count mismatches, and with
-//! `quarantine` sets the damage aside.
+//! hash (BLAKE3, or SHA-256 for older blobs) of every blob, finds orphans and
+//! reference-count mismatches, and with `quarantine` sets the damage aside.
 
 use buudien_store::{BlobId, MailStore, NewAccount, PasswordRecord, Quota, StoreError};
 use buudien_store_sqlite::{CheckOptions, CheckReport, Problem, ProblemKind, SqliteStore};
@@ -431,4 +431,73 @@ async fn check_hashes_inline_blobs_and_sets_bad_ones_aside() {
     assert_eq!(ok(read_all(&s, &blob).await), good);
     let (_, found) = run_check(&s, false);
     assert!(found.is_empty(), "{found:?}");
+}
+
+/// The SHA-256 of `bytes`: the blob id of stores written before ids were BLAKE3.
+fn sha256(bytes: &[u8]) -> BlobId {
+    use sha2::Digest;
+    BlobId(sha2::Sha256::digest(bytes).into())
+}
+
+#[tokio::test]
+async fn blobs_named_by_sha256_from_before_blake3_still_check_and_read() {
+    let dir = ok(tempfile::tempdir());
+    // Two messages in files, one in the database.
+    let (s, files) = store_with(dir.path(), 2).await;
+    s.set_inline_max(buudien_store_sqlite::DEFAULT_INLINE_MAX);
+    let ann = ok(s.account(&ok(Address::parse("ann@a.example"))).await).map_or(0, |a| a.id);
+    ok(s.deliver(&[ann], &message(9), SystemTime::now()).await);
+    let new = ok(s.open_maildrop(ann).await).entries;
+    let blobs: Vec<BlobId> = new.iter().map(|e| e.blob).collect();
+    assert_eq!(blobs[..2], files[..]);
+    for (i, b) in blobs.iter().enumerate() {
+        let n = if i == 2 { 9 } else { i };
+        assert_eq!(
+            *b,
+            BlobId::of(&[&message(n)]),
+            "new blobs are named by BLAKE3"
+        );
+    }
+    drop(s);
+    // Rename every blob to the SHA-256 of its bytes, as an older buudien named it.
+    let db = ok(rusqlite::Connection::open(
+        dir.path().join("buudien.sqlite"),
+    ));
+    ok(db.execute_batch("PRAGMA foreign_keys = OFF"));
+    let mut old = Vec::new();
+    for (i, b) in blobs.iter().enumerate() {
+        let n = if i == 2 { 9 } else { i };
+        let sha = sha256(&message(n));
+        if i < 2 {
+            let to = blob_path(dir.path(), &sha);
+            ok(std::fs::create_dir_all(to.parent().unwrap_or(dir.path())));
+            ok(std::fs::rename(blob_path(dir.path(), b), &to));
+        }
+        ok(db.execute("UPDATE blobs SET id = ?1 WHERE id = ?2", [&sha.0, &b.0]));
+        ok(db.execute(
+            "UPDATE emails SET blob_id = ?1 WHERE blob_id = ?2",
+            [&sha.0, &b.0],
+        ));
+        old.push(sha);
+    }
+    drop(db);
+    let s = ok(SqliteStore::open(dir.path()));
+    let (report, found) = run_check(&s, false);
+    assert!(found.is_empty(), "{found:?}");
+    assert_eq!(report.verified, 3);
+    assert_eq!(ok(read_all(&s, &old[0]).await), message(0));
+    assert_eq!(ok(read_all(&s, &old[2]).await), message(9));
+    // Damage is still found in such a file: same length, other bytes.
+    let path = blob_path(dir.path(), &old[1]);
+    let mut bytes = ok(std::fs::read(&path));
+    bytes[0] ^= 1;
+    ok(std::fs::write(&path, &bytes));
+    let (_, found) = run_check(&s, false);
+    assert_eq!(
+        kind_of(&found, &old[1]),
+        Some(ProblemKind::WrongHash {
+            size: message(1).len() as u64
+        })
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
 }

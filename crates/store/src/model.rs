@@ -15,11 +15,22 @@ pub type MailboxId = i64;
 /// An email's id within one store.
 pub type EmailId = i64;
 
-/// A blob's identity: the SHA-256 of its bytes.
+/// A blob's identity: the BLAKE3 hash of its bytes ([`BlobId::of`]). Stores written
+/// before BLAKE3 hold blobs named by the SHA-256 of their bytes: those ids stay as
+/// they are (they are only names), and `check` accepts either hash.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BlobId(pub [u8; 32]);
 
 impl BlobId {
+    /// The id of the concatenation of `parts`.
+    pub fn of(parts: &[&[u8]]) -> BlobId {
+        let mut h = BlobHasher::new();
+        for p in parts {
+            h.update(p);
+        }
+        h.finish()
+    }
+
     /// Lower-case hex, as blob file names use it.
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
@@ -35,6 +46,35 @@ impl BlobId {
             *o = u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok()?;
         }
         Some(BlobId(out))
+    }
+}
+
+/// Computes a [`BlobId`] over bytes given piece by piece. BLAKE3, not SHA-256: hashing
+/// a 100 KiB message with SHA-256 was a fifth of the server's CPU while it stored it
+/// (CPUs without the SHA extensions), and BLAKE3's SIMD code runs at over ten times
+/// that speed.
+pub struct BlobHasher(blake3::Hasher);
+
+impl BlobHasher {
+    /// A hasher over no bytes yet.
+    pub fn new() -> BlobHasher {
+        BlobHasher(blake3::Hasher::new())
+    }
+
+    /// Adds `bytes` to what is hashed.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The id of every byte given.
+    pub fn finish(self) -> BlobId {
+        BlobId(*self.0.finalize().as_bytes())
+    }
+}
+
+impl Default for BlobHasher {
+    fn default() -> Self {
+        BlobHasher::new()
     }
 }
 
@@ -243,4 +283,33 @@ pub struct Maildrop {
     pub entries: Vec<MaildropEntry>,
     /// Keeps the blobs pinned.
     pub pin: Guard,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_ids_are_blake3_in_any_pieces() {
+        // The BLAKE3 paper's and reference implementation's values.
+        assert_eq!(
+            BlobId::of(&[]).to_hex(),
+            "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+        );
+        let abc = BlobId::of(&[b"abc"]).to_hex();
+        assert_eq!(
+            abc,
+            "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
+        );
+        // Any split gives the same id, also across BLAKE3's 1 KiB chunks.
+        let long: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let want = BlobId::of(&[&long]);
+        for cut in [0, 1, 63, 64, 1023, 1024, 1025, 4999, 5000] {
+            let (a, b) = long.split_at(cut);
+            assert_eq!(BlobId::of(&[a, &[], b]), want, "cut at {cut}");
+        }
+        assert_ne!(BlobId::of(&[&long[1..]]), want);
+        assert_eq!(BlobId::from_hex(&want.to_hex()), Some(want));
+        assert_eq!(BlobHasher::default().finish(), BlobId::of(&[]));
+    }
 }
