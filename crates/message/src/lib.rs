@@ -88,6 +88,19 @@ pub fn normalize(raw: &[u8]) -> Vec<u8> {
     out
 }
 
+/// [`normalize`] for a message the caller owns: returned as it is, without a copy,
+/// when it has no bare LF and ends in CRLF (or is empty), as most messages do.
+pub fn normalize_owned(raw: Vec<u8>) -> Vec<u8> {
+    let ends_right = raw.is_empty() || raw.ends_with(b"\r\n");
+    let bare_lf =
+        || memchr::memchr_iter(b'\n', &raw).any(|i| i == 0 || raw.get(i - 1) != Some(&b'\r'));
+    if ends_right && !bare_lf() {
+        raw
+    } else {
+        normalize(&raw)
+    }
+}
+
 /// Length of the header section including the empty line that ends it (RFC 5322 §2.1);
 /// the whole message when it has no body.
 pub fn header_len(msg: &[u8]) -> usize {
@@ -103,6 +116,23 @@ pub fn header_len(msg: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn normalize_owned_agrees_with_normalize() {
+        for raw in [
+            &b""[..],
+            b"x\r\n",
+            b"a\nb\r\nc",
+            b"\n\n",
+            b"a\r\nb",
+            b"\nx\r\n",
+            b"a\r\r\n",
+            b"a\r",
+            b"Subject: x\r\n\r\nbody\r\n",
+        ] {
+            assert_eq!(normalize_owned(raw.to_vec()), normalize(raw), "{raw:?}");
+        }
+    }
 
     #[test]
     fn bare_lf_becomes_crlf() {

@@ -40,8 +40,7 @@ pub(crate) async fn accept<S: QueueStore>(
     session.junk_commands = 0;
     let shared = session.shared;
     let config = &shared.config;
-    let message = buudien_message::normalize(&raw);
-    drop(raw);
+    let message = buudien_message::normalize_owned(raw);
     let now = SystemTime::now();
     let id = headers::new_id();
 
