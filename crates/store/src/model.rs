@@ -50,7 +50,7 @@ impl BlobId {
 }
 
 /// Computes a [`BlobId`] over bytes given piece by piece. BLAKE3, not SHA-256: hashing
-/// a 100 KiB message with SHA-256 was a fifth of the server's CPU while it stored it
+/// a 100 KiB message with SHA-256 was over a third of the server's CPU while it stored it
 /// (CPUs without the SHA extensions), and BLAKE3's SIMD code runs at over ten times
 /// that speed.
 pub struct BlobHasher(blake3::Hasher);
