@@ -460,6 +460,15 @@ def launch(binary: Path, root: Path, apop: bool = False, smtp: bool = False,
     return srv
 
 
+def stop_and_clean(srv: Server) -> None:
+    """Ends a module's server: SIGTERM must give exit 0; then its data dir goes, unless
+    BUUDIEN_E2E_KEEP=1 (a failed stop keeps it for the report)."""
+    code = srv.stop()
+    assert code == 0, f"buudien serve exited {code} after SIGTERM:\n{srv.log()}"
+    if os.environ.get("BUUDIEN_E2E_KEEP") != "1":
+        shutil.rmtree(srv.root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def server(buudien_bin: Path):
     keep = os.environ.get("BUUDIEN_E2E_KEEP") == "1"

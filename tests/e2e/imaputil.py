@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DOMAIN, TIMEOUT, launch
+from conftest import DOMAIN, TIMEOUT, launch, stop_and_clean
 
 # --- a server with IMAP and SMTP --------------------------------------------------
 
@@ -26,8 +26,7 @@ def imap_server(buudien_bin):
     try:
         yield srv
     finally:
-        code = srv.stop()
-        assert code == 0, f"buudien serve exited {code} after SIGTERM:\n{srv.log()}"
+        stop_and_clean(srv)
 
 
 # --- checking replies -------------------------------------------------------------

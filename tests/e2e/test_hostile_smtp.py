@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PASSWORD, launch
+from conftest import PASSWORD, launch, stop_and_clean
 from test_smtp import RawSmtp, Reply, header_block, mailbox
 
 # Every ending a smuggling attack uses in place of <CRLF>.<CRLF>. All but "nul-dot"
@@ -47,8 +47,7 @@ def srv(buudien_bin):
     try:
         yield server
     finally:
-        code = server.stop()
-        assert code == 0, f"buudien serve exited {code} after SIGTERM:\n{server.log()}"
+        stop_and_clean(server)
 
 
 def attack(sender: str, rcpt: str, ending: bytes) -> bytes:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PASSWORD, TIMEOUT, launch
+from conftest import PASSWORD, TIMEOUT, launch, stop_and_clean
 
 QUIET = 0.5  # seconds to wait for a reply that must not come
 
@@ -32,8 +32,7 @@ def srv(buudien_bin):
     try:
         yield server
     finally:
-        code = server.stop()
-        assert code == 0, f"buudien serve exited {code} after SIGTERM:\n{server.log()}"
+        stop_and_clean(server)
 
 
 class Wire:

@@ -138,8 +138,9 @@ impl NewBlob {
     /// place is listed in `placed` first, and the group's leader runs
     /// [`blobs::sync_dirs`] on every piece's `placed` before it commits. A
     /// quarantined blob is healed: these are its exact bytes (the id is their
-    /// hash; a blob named by SHA-256, from before BLAKE3, is not met again), so they are stored again and the quarantine row goes, and every
-    /// email that refers to it reads again.
+    /// hash), so they are stored again, the quarantine row goes, and every email
+    /// that refers to it reads again. (A blob named by SHA-256, from before BLAKE3,
+    /// is never met here: the same bytes now get a BLAKE3 id.)
     pub(crate) fn commit(
         self,
         inner: &Inner,

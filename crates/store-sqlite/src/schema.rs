@@ -44,7 +44,7 @@ CREATE TABLE mailboxes (
     UNIQUE (account_id, name)
 );
 CREATE TABLE blobs (
-    id        BLOB PRIMARY KEY,       -- SHA-256 of the bytes
+    id        BLOB PRIMARY KEY,       -- BLAKE3 of the bytes (SHA-256 before)
     size      INTEGER NOT NULL,
     refcount  INTEGER NOT NULL        -- emails referring to it; 0 = garbage
 );
@@ -146,7 +146,7 @@ CREATE TABLE orphan_subscriptions (
 /// still refer to it until they are expunged.
 const V6: &str = "
 CREATE TABLE quarantine (
-    blob_id   BLOB PRIMARY KEY,       -- the damaged blob (SHA-256 it should have)
+    blob_id   BLOB PRIMARY KEY,       -- the damaged blob (the id its bytes should hash to)
     size      INTEGER NOT NULL,       -- the size the index records
     problem   TEXT NOT NULL,          -- what was wrong, one line
     file      TEXT,                   -- its name under quarantine/; NULL: no file
