@@ -8,6 +8,7 @@ import math
 import os
 import pwd
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -120,6 +121,7 @@ class Buudien:
             free_ports(5)
         self.proc: subprocess.Popen | None = None
         self.sessions = sessions
+        self.status_sessions: dict = {}  # user -> a logged-in imaplib session (count)
 
     def setup(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -177,6 +179,17 @@ class Buudien:
 
     def fill(self, user: str, messages: list[bytes]) -> None:
         imap_append(self.imap_port, f"{user}@{DOMAIN}", messages)
+
+    def count(self, user: str) -> int:
+        """How many messages `user`'s INBOX holds: IMAP STATUS, on one session per user
+        kept open (a login costs a password hash; this is polled)."""
+        import imaplib
+        m = self.status_sessions.get(user)
+        if m is None:
+            m = imaplib.IMAP4("127.0.0.1", self.imap_port, timeout=TIMEOUT)
+            m.login(f"{user}@{DOMAIN}", PASSWORD)
+            self.status_sessions[user] = m
+        return status_messages(m)
 
 
 class Dovecot:
@@ -316,6 +329,12 @@ protocol pop3 {{
             data = m.replace(b"\r\n", b"\n")
             (box / "new" / f"{base + i}.M{i}P{os.getpid()}.bench,S={len(data)}").write_bytes(data)
         chown_tree(box.parent, MAIL_USER)
+
+    def count(self, user: str) -> int:
+        """How many messages `user`'s maildir holds (its files in new/ and cur/)."""
+        box = self.mail / DOMAIN / user
+        return sum(1 for sub in ("new", "cur") if (box / sub).is_dir()
+                   for _ in os.scandir(box / sub))
 
 
 class Postfix:
@@ -528,6 +547,18 @@ def memory_kib(pids: list[int]) -> tuple[int, int]:
     return rss, pss
 
 
+def status_messages(m) -> int:
+    """The MESSAGES count of INBOX on a logged-in imaplib session (IMAP STATUS, RFC 9051
+    §6.3.11)."""
+    typ, data = m.status("INBOX", "(MESSAGES)")
+    if typ != "OK" or not data or not isinstance(data[0], bytes):
+        raise BenchError(f"STATUS INBOX: {typ} {data}")
+    found = re.search(rb"MESSAGES (\d+)", data[0])
+    if not found:
+        raise BenchError(f"STATUS INBOX without MESSAGES: {data[0]!r}")
+    return int(found.group(1))
+
+
 def imap_append(port: int, login: str, messages: list[bytes], conns: int = 4) -> None:
     """APPENDs `messages` over `conns` parallel IMAP sessions (order not kept)."""
     import imaplib
@@ -619,3 +650,22 @@ def _has_user(name: str) -> bool:
         return True
     except KeyError:
         return False
+
+
+def find_bins(args, root: Path) -> None:
+    """Sets args.buudien_bin and args.loadgen_bin (target/release, or target/debug with
+    --debug; BUUDIEN_BIN and LOADGEN_BIN override)."""
+    target = Path(os.environ.get("CARGO_TARGET_DIR", root / "target"))
+    profile = "debug" if args.debug else "release"
+    args.buudien_bin = os.environ.get("BUUDIEN_BIN") or str(target / profile / "buudien")
+    args.loadgen_bin = os.environ.get("LOADGEN_BIN") or str(target / profile / "loadgen")
+    # Built every time unless both are given: a binary from before the last change
+    # would be measured (or lack an option this script passes) without a word.
+    given = os.environ.get("BUUDIEN_BIN") and os.environ.get("LOADGEN_BIN")
+    if not given or not (os.access(args.buudien_bin, os.X_OK)
+                         and os.access(args.loadgen_bin, os.X_OK)):
+        cmd = ["cargo", "build", "-p", "buudien", "-p", "loadgen"]
+        if not args.debug:
+            cmd.insert(2, "--release")
+        log(" ".join(cmd))
+        subprocess.run(cmd, cwd=root, check=True)

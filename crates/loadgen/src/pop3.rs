@@ -1,6 +1,7 @@
 //! The POP3 client (RFC 1939): USER/PASS, STAT, UIDL, then RETR of every message
 //! (mode `retr`), or LIST only (mode `list`, for the growth workload). Nothing is
-//! deleted, so every round sees the same maildrop.
+//! deleted, so every round sees the same maildrop; except in mode `dele` (RETR and
+//! DELE of every message, applied by the QUIT), which empties it, as `rabid` does.
 
 use std::io;
 use std::sync::Arc;
@@ -65,6 +66,10 @@ pub enum Mode {
     Retr,
     /// LIST (each LIST is one operation), repeated.
     List,
+    /// UIDL, then RETR and DELE of every message (each RETR is one operation); the
+    /// QUIT applies the deletions (RFC 1939 §6), so the maildrop is empty after one
+    /// round. For the cross-check with `rabid`, which downloads the same way.
+    Dele,
 }
 
 /// One client: logs in as user `id`, and per round runs the mode on the maildrop.
@@ -99,10 +104,23 @@ pub async fn worker(
             t.budget.fail();
             continue;
         }
-        let _ = c.send(b"QUIT\r\n").await;
-        let _ = c.line().await;
+        let quit = quit(&mut c).await;
+        if mode == Mode::Dele
+            && let Err(e) = quit
+        {
+            // The deletions were not applied: the round did not do its work.
+            st.error(e);
+            t.budget.fail();
+        }
     }
     st
+}
+
+/// QUIT (RFC 1939 §6): in the TRANSACTION state it commits the deletions, and `+OK`
+/// says they are done.
+async fn quit<S: AsyncRead + AsyncWrite + Unpin>(c: &mut Conn<S>) -> io::Result<()> {
+    c.send(b"QUIT\r\n").await?;
+    status(c, "QUIT").await.map(drop)
 }
 
 async fn one_round<S: AsyncRead + AsyncWrite + Unpin>(
@@ -132,7 +150,7 @@ async fn one_round<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
-        Mode::Retr => {
+        Mode::Retr | Mode::Dele => {
             c.send(b"UIDL\r\n").await?;
             status(c, "UIDL").await?;
             let (lines, _) = multiline(c).await?;
@@ -149,6 +167,10 @@ async fn one_round<S: AsyncRead + AsyncWrite + Unpin>(
                 let (_, bytes) = multiline(c).await?;
                 st.record(t0.elapsed());
                 st.bytes += bytes;
+                if mode == Mode::Dele {
+                    c.send(format!("DELE {i}\r\n").as_bytes()).await?;
+                    status(c, "DELE").await?;
+                }
             }
         }
     }
@@ -190,6 +212,42 @@ mod tests {
         assert_eq!(multiline(&mut c).await.unwrap(), (4, 14));
         status(&mut c, "x").await.unwrap();
         drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn dele_mode_deletes_every_message_and_quits() {
+        // A scripted server with two messages: the client must RETR and DELE each,
+        // in order, and end with QUIT (whose +OK applies the deletions).
+        let (a, mut b) = tokio::io::duplex(4096);
+        let mut c = Conn::new(a);
+        b.write_all(
+            b"+OK hi\r\n+OK send PASS\r\n+OK in\r\n+OK 2 20\r\n\
+              +OK\r\n1 a\r\n2 b\r\n.\r\n\
+              +OK\r\nm1\r\n.\r\n+OK deleted\r\n\
+              +OK\r\nm2\r\n.\r\n+OK deleted\r\n+OK bye\r\n",
+        )
+        .await
+        .unwrap();
+        let t = Target {
+            addrs: vec![],
+            sources: vec![],
+            budget: crate::stats::Budget::Count(std::sync::atomic::AtomicU64::new(10)),
+        };
+        let mut st = Stats::new();
+        one_round(&mut c, &mut st, &t, "u", "p", Mode::Dele, true)
+            .await
+            .unwrap();
+        quit(&mut c).await.unwrap();
+        assert_eq!(st.ops, 2);
+        drop(c);
+        let mut sent = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut b, &mut sent)
+            .await
+            .unwrap();
+        assert_eq!(
+            sent,
+            "USER u\r\nPASS p\r\nSTAT\r\nUIDL\r\nRETR 1\r\nDELE 1\r\nRETR 2\r\nDELE 2\r\nQUIT\r\n"
+        );
     }
 
     #[tokio::test]
