@@ -23,7 +23,6 @@ MAIL_USER = "nobody"  # owner of the reference servers' maildirs (Dovecot and Po
 TIMEOUT = 60
 
 
-
 def log(*args) -> None:
     print("bench:", *args, file=sys.stderr, flush=True)
 
