@@ -38,7 +38,8 @@ enum Cmd {
         #[arg(long, default_value = "4K", value_parser = parse_size)]
         size: usize,
     },
-    /// POP3 clients: UIDL then RETR of every message, or LIST only.
+    /// POP3 clients: UIDL then RETR of every message (and DELE with `--mode dele`), or
+    /// LIST only.
     Pop3 {
         #[command(flatten)]
         common: CommonArgs,
